@@ -1,0 +1,187 @@
+"""Typed schema for a run's configuration.
+
+Hydra composes the YAML tree under ``conf/``; :func:`validate_config` merges the result into
+these dataclasses so a misspelt key or a value of the wrong type stops the run before any
+work, with a message that names the key. Choices between implementations (``loss.name``,
+``box_error.name`` ...) are names in the registries of :mod:`alrp_lab.engine.builders`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote that cannot run; the message names the fix."""
+
+
+@dataclass
+class DetectorConfig:
+    name: str = "retinanet"
+    fpn_channels: int = 256
+    head_convs: int = 4
+    head_channels: int = 256
+    score_thr: float = 0.05
+    nms_iou: float = 0.5
+    pre_nms_topk: int = 1000
+    max_per_img: int = 100
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50
+    groups: int = 1
+    width_per_group: int = 64
+    base_width: int = 64
+    norm: str = "bn"
+    frozen_stages: int = -1
+    weights: str | None = None
+
+
+@dataclass
+class LossConfig:
+    name: str = "alrp"
+    delta: float = 1.0
+    self_balance: bool = True
+    sb_init: float = 50.0
+    wr: float | None = None
+    alpha: float = 0.25
+    gamma: float = 2.0
+
+
+@dataclass
+class BoxErrorConfig:
+    name: str = "giou"
+    tau: float = 0.5
+    beta: float = 1.0
+
+
+@dataclass
+class AssignerConfig:
+    name: str = "atss"
+    topk: int = 9
+    pos_iou: float = 0.5
+    neg_iou: float = 0.4
+    min_pos_iou: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"
+    root: str = MISSING
+    seed: int = 0
+    num_train: int = 1200
+    num_val: int = 200
+    image_size: int = 128
+    num_classes: int = 6
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    train_size: int = 128
+    test_size: int = 128
+    augment: str = "flip"
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 0.008
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 1e-3
+    lr_steps: list[int] = field(default_factory=lambda: [9, 11])
+    lr_decay: float = 0.1
+    max_iters_per_epoch: int | None = None
+    device: str = "auto"
+    resume: bool = False
+    log_every: int = 10
+    grad_balance: bool = True
+    eval_every: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: str = "offline"
+    project: str = "alrp-lab"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    box_error: BoxErrorConfig = field(default_factory=BoxErrorConfig)
+    assigner: AssignerConfig = field(default_factory=AssignerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment: Any = None
+    seed: int = 0
+    name: str = "run"
+
+
+_CHOICES = {
+    "loss.name": ("alrp", "ap", "focal", "ce"),
+    "box_error.name": ("iou", "giou", "smooth_l1", "l1"),
+    "assigner.name": ("atss", "max_iou"),
+    "detector.name": ("retinanet",),
+    "data.name": ("shapes", "coco"),
+    "data.augment": ("ssd", "flip", "none"),
+    "backbone.norm": ("bn", "frozen_bn", "gn"),
+    "logger.mode": ("offline", "online", "disabled"),
+}
+
+
+def _check_semantics(cfg: DictConfig) -> None:
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    if cfg.loss.self_balance and cfg.loss.wr is not None and cfg.loss.name == "alrp":
+        raise ConfigError(
+            f"loss.wr={cfg.loss.wr} is a constant weight and needs self-balance off: "
+            "add loss.self_balance=false (or drop loss.wr)"
+        )
+    if not cfg.loss.self_balance and cfg.loss.wr is None:
+        raise ConfigError("loss.self_balance=false needs a constant weight: set loss.wr=<value>")
+    if cfg.loss.name == "alrp" and cfg.box_error.name not in ("iou", "giou"):
+        raise ConfigError(
+            f"aLRP Loss ranks by an IoU-based error; box_error={cfg.box_error.name} is for the "
+            "baselines: use box_error=giou or box_error=iou"
+        )
+    if cfg.loss.sb_init <= 0:
+        raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if cfg.data.name == "coco" and OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError("data=coco needs the COCO folder: add data.root=/path/to/coco")
+
+
+def validate_config(cfg: DictConfig | dict) -> DictConfig:
+    """Merge a composed config into :class:`RunConfig` and check its values.
+
+    Returns the typed, resolved config (without the ``hydra`` node). Raises
+    :class:`ConfigError` with a one-line message naming the offending key.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    plain = {k: v for k, v in dict(plain).items() if k != "hydra"}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        reason = str(err).splitlines()[0]
+        where = f" (key: {key})" if key else ""
+        raise ConfigError(f"invalid config{where}: {reason}") from None
+    _check_semantics(merged)
+    return merged

@@ -1,0 +1,482 @@
+"""The built-in synthetic data set: coloured shapes on cluttered backgrounds, in COCO format.
+
+It exists so that every experiment runs end to end on a CPU without a download, and so
+that box quality shows in AP75/AP90: every ground-truth box is the exact tight box of the
+object's *visible* pixels (objects drawn later may occlude earlier ones; a placement that
+would hide more than ``1 - min_visible`` of an earlier object is rejected). Shapes are
+drawn as hard (not anti-aliased) masks, so "tight" is exact to the pixel: a mask covering
+columns ``x0..x1`` gives ``bbox = [x0, y0, x1 - x0 + 1, y1 - y0 + 1]`` (pixel edges). Clutter
+(lines, scribbles, irregular blobs) is drawn on the background *before* the objects, so it
+never changes a box; the final colour jitter and sensor noise act on every pixel alike.
+
+Category ids are deliberately not contiguous (1, 2, 3, 5, 7, ...), as in real COCO, so the
+id mapping of :class:`~alrp_lab.data.coco.CocoDetection` is exercised.
+
+Layout written under ``root``::
+
+    manifest.json                     generation parameters + format version
+    train/000001.png ...              images
+    val/000001.png ...
+    annotations/instances_train.json  COCO: images, annotations, categories
+    annotations/instances_val.json
+
+The folder is built in a temporary sibling and published with one ``rename``, so an
+interrupted build never leaves a half cache and two processes building at once agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["SHAPE_CLASSES", "ShapesSplits", "build_shapes_dataset", "FORMAT_VERSION"]
+
+# Bump when the drawing changes: a cache with another version is rebuilt.
+FORMAT_VERSION = 1
+_GENERATOR = "alrp-lab shapes"
+# Fewest pixels an object may show: below this no shape is recognisable.
+_MIN_PIXELS = 4
+
+# (name, COCO category id): ids skip values on purpose, like COCO's 1..90 with gaps.
+SHAPE_CLASSES: tuple[tuple[str, int], ...] = (
+    ("rectangle", 1),
+    ("ellipse", 2),
+    ("triangle", 3),
+    ("bar", 5),
+    ("ring", 7),
+    ("cross", 8),
+    ("diamond", 11),
+    ("star", 13),
+)
+
+# Width/height ratio range per class (log-uniform); "bar" is the elongated one and may be
+# turned upright, so its boxes span ratios 1/8..1/3 and 3..8.
+_ASPECT = {
+    "rectangle": (0.5, 2.0),
+    "ellipse": (0.5, 2.0),
+    "triangle": (0.7, 1.4),
+    "cross": (0.75, 1.33),
+    "ring": (0.8, 1.25),
+    "diamond": (0.6, 1.6),
+    "bar": (3.0, 8.0),
+    "star": (0.85, 1.15),
+}
+
+
+class ShapesSplits(NamedTuple):
+    """Where the generated splits live: image folders and COCO annotation files."""
+
+    train_images: Path
+    train_ann: Path
+    val_images: Path
+    val_ann: Path
+
+
+def _splits(root: Path) -> ShapesSplits:
+    ann = root / "annotations"
+    return ShapesSplits(
+        root / "train", ann / "instances_train.json", root / "val", ann / "instances_val.json"
+    )
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _shape_mask(name: str, u: np.ndarray, v: np.ndarray, orient: int) -> np.ndarray:
+    """Inside-test of a unit shape: u (h, w), v (h, w) in [-1, 1] -> bool (h, w)."""
+    if name in ("rectangle", "bar"):
+        return (np.abs(u) <= 1) & (np.abs(v) <= 1)
+    if name == "ellipse":
+        return u * u + v * v <= 1
+    if name == "diamond":
+        return np.abs(u) + np.abs(v) <= 1
+    if name == "cross":
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.33) & (av <= 1)) | ((av <= 0.33) & (au <= 1))
+    if name == "ring":
+        r2 = u * u + v * v
+        return (r2 <= 1) & (r2 >= 0.55**2)
+    if name == "triangle":
+        # orient picks the apex side: up, down, left, right.
+        a, b = [(u, v), (u, -v), (v, u), (v, -u)][orient]
+        return (b >= -1) & (b <= 1) & (np.abs(a) <= (b + 1) / 2)
+    if name == "star":
+        # Five tips: the boundary radius peaks every 72 degrees (|cos(2.5 t)| has period 72).
+        theta = np.arctan2(v, u) + np.pi / 2 + orient * 0.3
+        boundary = 0.45 + 0.55 * np.abs(np.cos(2.5 * theta)) ** 2
+        return np.hypot(u, v) <= boundary
+    raise ValueError(f"unknown shape {name!r}")
+
+
+def _place(
+    rng: np.random.Generator, name: str, image_size: int, min_frac: float, max_frac: float
+) -> tuple[int, int, np.ndarray]:
+    """Sample one shape's size, aspect and position; return (x0, y0, mask (h, w) bool)."""
+    lo, hi = _ASPECT[name]
+    aspect = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    longest = float(np.exp(rng.uniform(np.log(min_frac), np.log(max_frac)))) * image_size
+    w, h = (longest, longest / aspect) if aspect >= 1 else (longest * aspect, longest)
+    if name == "bar" and rng.random() < 0.5:
+        w, h = h, w
+    # Below 2 px a side has no recognisable form, whatever the class.
+    w, h = max(2.0, w), max(2.0, h)
+    orient = int(rng.integers(4))
+    cx = rng.uniform(w / 2, image_size - w / 2)
+    cy = rng.uniform(h / 2, image_size - h / 2)
+    x0, x1 = int(np.floor(cx - w / 2)), int(np.ceil(cx + w / 2))
+    y0, y1 = int(np.floor(cy - h / 2)), int(np.ceil(cy + h / 2))
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, image_size), min(y1, image_size)
+    # Pixel centres sit at +0.5; the unit shape spans [-1, 1] over the sampled w, h.
+    u = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / (w / 2)
+    v = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / (h / 2)
+    return x0, y0, _shape_mask(name, u[None, :], v[:, None], orient)
+
+
+# ------------------------------------------------------------------------ background
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """A textured background: (s, s, 3) float32 in [0, 255]."""
+    # Row and column coordinates broadcast to (s, s) only when combined.
+    xx = (np.arange(s, dtype=np.float32) / s)[None, :]
+    yy = xx.T
+    c0, c1 = rng.uniform(30, 225, size=(2, 3)).astype(np.float32)
+    kind = int(rng.integers(3))
+    if kind == 0:  # linear gradient
+        ang = rng.uniform(0, 2 * np.pi)
+        t = np.float32(np.cos(ang)) * xx + np.float32(np.sin(ang)) * yy
+        t = ((t - t.min()) / max(float(t.max() - t.min()), 1e-6))[..., None]
+        return c0 + (c1 - c0) * t
+    if kind == 1:  # stripes
+        ang = rng.uniform(0, np.pi)
+        period = rng.uniform(0.05, 0.3)
+        arg = np.float32(np.cos(ang) / period) * xx + np.float32(np.sin(ang) / period) * yy
+        wave = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi) * arg)
+        return c0 + (c1 - c0) * np.float32(rng.uniform(0.2, 0.6)) * wave[..., None]
+    # smooth noise: a coarse random grid upsampled bilinearly
+    k = int(rng.integers(3, 9))
+    grid = rng.uniform(30, 225, size=(k, k, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(grid).resize((s, s), Image.BILINEAR), dtype=np.float32)
+
+
+def _draw_clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarray:
+    """Distractors that are not objects: lines, scribbles, irregular blobs (in place)."""
+    s = img.shape[0]
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    for _ in range(count):
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        kind = int(rng.integers(3))
+        if kind == 0:
+            pts = [tuple(float(p) for p in rng.uniform(0, s, size=2)) for _ in range(2)]
+            draw.line(pts, fill=colour, width=int(rng.integers(1, 3)))
+        elif kind == 1:
+            start = rng.uniform(0, s, size=2)
+            steps = rng.normal(0, s * 0.08, size=(int(rng.integers(3, 8)), 2))
+            pts = np.clip(np.cumsum(np.vstack([start, steps]), axis=0), 0, s - 1)
+            draw.line([tuple(p) for p in pts.tolist()], fill=colour, width=1)
+        else:
+            side = int(rng.integers(4, max(5, s // 8)))
+            blob = np.asarray(
+                Image.fromarray(rng.integers(0, 256, size=(4, 4), dtype=np.uint8)).resize(
+                    (side, side), Image.BILINEAR
+                )
+            )
+            x, y = (int(p) for p in rng.integers(0, s - side, size=2))
+            region = np.asarray(pil)[y : y + side, x : x + side].copy()
+            region[blob > 150] = colour
+            pil.paste(Image.fromarray(region), (x, y))
+    return np.asarray(pil, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _render_image(
+    rng: np.random.Generator,
+    image_size: int,
+    classes: list[str],
+    num_objects: int,
+    min_frac: float,
+    max_frac: float,
+    min_visible: float,
+    max_clutter: int,
+) -> tuple[np.ndarray, list[tuple[int, list[float], float]], np.ndarray]:
+    """Draw one image.
+
+    Returns (pixels uint8 (s, s, 3), objects [(class index, bbox xywh, visible area)],
+    instance map int16 (s, s) with 0 for background and k for the k-th object).
+    """
+    s = image_size
+    img = _draw_clutter(rng, _background(rng, s), int(rng.integers(0, max_clutter + 1)))
+    ids = np.zeros((s, s), dtype=np.int16)  # 0 = background, k = object k (1-based)
+    full: list[int] = [0]  # full (unoccluded) pixel count per object id
+    visible = np.zeros(num_objects + 1, dtype=np.int64)
+    labels: list[int] = []
+    windows: list[tuple[int, int, int, int]] = []  # (x0, y0, w, h) of each drawn mask
+    for _ in range(num_objects):
+        for _attempt in range(10):
+            cls = int(rng.integers(len(classes)))
+            x0, y0, mask = _place(rng, classes[cls], s, min_frac, max_frac)
+            area = int(mask.sum())
+            if area < _MIN_PIXELS:
+                continue
+            h, w = mask.shape
+            window = ids[y0 : y0 + h, x0 : x0 + w]
+            covered = np.bincount(window[mask], minlength=len(full))
+            remaining = visible[: len(full)] - covered
+            # Every earlier object keeps its share and at least 4 pixels (so it has a box).
+            needed = np.maximum(min_visible * np.asarray(full[1:]), _MIN_PIXELS)
+            if np.any(remaining[1:] < needed):
+                continue
+            k = len(full)
+            # A colour that stands out from what lies under the shape.
+            under = img[y0 : y0 + h, x0 : x0 + w][mask].mean(axis=0)
+            colour = rng.uniform(0, 255, size=3)
+            for _ in range(8):
+                if np.abs(colour - under).sum() > 120:
+                    break
+                colour = rng.uniform(0, 255, size=3)
+            window[mask] = k
+            img[y0 : y0 + h, x0 : x0 + w][mask] = colour
+            visible[: len(full)] = remaining
+            visible[k] = area
+            full.append(area)
+            labels.append(cls)
+            windows.append((x0, y0, w, h))
+            break
+    # Colour jitter and sensor noise act on every pixel alike, so masks (and boxes) stay put.
+    alpha = rng.uniform(0.75, 1.25)
+    beta = rng.uniform(-25, 25)
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    img = img * np.float32(alpha) + np.float32(beta) + noise
+    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    objects = []
+    for k, (cls, (wx, wy, ww, wh)) in enumerate(zip(labels, windows, strict=True), start=1):
+        # Occluders only remove pixels, so the visible ones lie inside the drawn window.
+        m = ids[wy : wy + wh, wx : wx + ww] == k
+        cols = np.flatnonzero(m.any(axis=0))
+        rows = np.flatnonzero(m.any(axis=1))
+        x0, x1 = wx + int(cols[0]), wx + int(cols[-1])
+        y0, y1 = wy + int(rows[0]), wy + int(rows[-1])
+        bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
+        objects.append((cls, bbox, float(visible[k])))
+    return out, objects, ids
+
+
+def _write_split(
+    out_dir: Path,
+    ann_file: Path,
+    split_code: int,
+    num_images: int,
+    params: dict[str, Any],
+) -> None:
+    names = [name for name, _ in SHAPE_CLASSES[: params["num_classes"]]]
+    cat_ids = [cid for _, cid in SHAPE_CLASSES[: params["num_classes"]]]
+    out_dir.mkdir(parents=True)
+    images, annotations = [], []
+    any_empty = False
+    for index in range(num_images):
+        # One stream per image: an image depends only on (seed, split, index).
+        rng = np.random.default_rng([params["seed"], split_code, index])
+        n = (
+            0
+            if rng.random() < params["empty_fraction"]
+            else int(rng.integers(1, params["max_objects"] + 1))
+        )
+        if index == num_images - 1 and num_images >= 2 and not any_empty:
+            n = 0  # COCO has images without objects; every split gets at least one
+        any_empty |= n == 0
+        pixels, objects, _ = _render_image(
+            rng,
+            params["image_size"],
+            names,
+            n,
+            params["min_size"],
+            params["max_size"],
+            params["min_visible"],
+            params["max_clutter"],
+        )
+        image_id = index + 1
+        file_name = f"{image_id:06d}.png"
+        # compress_level=1: generation speed matters more than cache size here.
+        Image.fromarray(pixels).save(out_dir / file_name, format="PNG", compress_level=1)
+        s = params["image_size"]
+        images.append({"id": image_id, "file_name": file_name, "width": s, "height": s})
+        for cls, bbox, area in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_ids[cls],
+                    "bbox": bbox,
+                    "area": area,
+                    "iscrowd": 0,
+                    "segmentation": [],
+                }
+            )
+    data = {
+        "info": {"description": "alrp-lab synthetic shapes", "version": str(FORMAT_VERSION)},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": cid, "name": name, "supercategory": "shape"}
+            for name, cid in zip(names, cat_ids, strict=True)
+        ],
+    }
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(data, separators=(",", ":")))
+
+
+# ------------------------------------------------------------------------------ cache
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _is_valid_cache(root: Path, params: dict[str, Any]) -> bool:
+    manifest = _read_manifest(root)
+    if manifest is None or manifest.get("version") != FORMAT_VERSION:
+        return False
+    if manifest.get("params") != params:
+        return False
+    return all(p.exists() for p in _splits(root))
+
+
+def _is_ours(root: Path) -> bool:
+    """True when ``root`` is absent, empty, or a shapes cache (safe to replace)."""
+    if not root.exists():
+        return True
+    if not root.is_dir():
+        return False
+    manifest = _read_manifest(root)
+    if manifest is not None and manifest.get("generator") == _GENERATOR:
+        return True
+    return not any(root.iterdir())
+
+
+def _publish(tmp: Path, root: Path, is_current: Callable[[Path], bool]) -> None:
+    """Move the finished ``tmp`` to ``root`` with one rename; a stale ``root`` goes first."""
+    for _ in range(5):
+        try:
+            os.rename(tmp, root)  # atomic; fails when root is a non-empty directory
+            return
+        except OSError:
+            if is_current(root):  # another process published the same data first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            trash = root.with_name(f".{root.name}.stale-{uuid.uuid4().hex[:12]}")
+            try:
+                os.rename(root, trash)
+            except FileNotFoundError:
+                pass  # someone else moved it aside already
+            shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise RuntimeError(f"could not publish the shapes data set to {root}; remove it and retry")
+
+
+def build_shapes_dataset(
+    root: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    num_train: int = 1200,
+    num_val: int = 200,
+    image_size: int = 128,
+    num_classes: int = 6,
+    max_objects: int = 8,
+    empty_fraction: float = 0.05,
+    min_size: float = 0.06,
+    max_size: float = 0.7,
+    min_visible: float = 0.6,
+    max_clutter: int = 6,
+) -> ShapesSplits:
+    """Generate (or reuse) the synthetic shapes set under ``root`` and return its paths.
+
+    Args:
+        root: cache folder; reused when its ``manifest.json`` records the same parameters
+            and format version, rebuilt otherwise. ``~`` is expanded.
+        seed: same seed and parameters give byte-identical annotation files and images.
+        num_train, num_val: number of images per split (each >= 1).
+        image_size: side of the square images in pixels (>= 32).
+        num_classes: how many of :data:`SHAPE_CLASSES` to use (1..8), in that order.
+        max_objects: objects per non-empty image are uniform in 1..max_objects.
+        empty_fraction: probability of an image with no object (every split of two or more
+            images gets at least one).
+        min_size, max_size: the longest side of a shape, as a fraction of ``image_size``
+            (log-uniform between them).
+        min_visible: an object placed later may hide at most ``1 - min_visible`` of the
+            pixels of an earlier one.
+        max_clutter: distractors (lines, scribbles, blobs) per image are uniform in
+            0..max_clutter.
+
+    Returns:
+        :class:`ShapesSplits` with the image folders and annotation files of both splits.
+    """
+    checks = [
+        (num_train >= 1 and num_val >= 1, "num_train and num_val must be at least 1"),
+        (image_size >= 32, f"image_size must be at least 32 pixels, got {image_size}"),
+        (
+            1 <= num_classes <= len(SHAPE_CLASSES),
+            f"num_classes must be in 1..{len(SHAPE_CLASSES)}, got {num_classes}",
+        ),
+        (max_objects >= 1, f"max_objects must be at least 1, got {max_objects}"),
+        (0.0 <= empty_fraction <= 1.0, "empty_fraction must be in [0, 1]"),
+        (0.0 < min_size <= max_size <= 1.0, "need 0 < min_size <= max_size <= 1"),
+        (0.0 <= min_visible <= 1.0, "min_visible must be in [0, 1]"),
+        (max_clutter >= 0, "max_clutter must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"build_shapes_dataset: {message}")
+    params: dict[str, Any] = {
+        "seed": int(seed),
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": int(image_size),
+        "num_classes": int(num_classes),
+        "max_objects": int(max_objects),
+        "empty_fraction": float(empty_fraction),
+        "min_size": float(min_size),
+        "max_size": float(max_size),
+        "min_visible": float(min_visible),
+        "max_clutter": int(max_clutter),
+    }
+    root = Path(root).expanduser()
+    if _is_valid_cache(root, params):
+        return _splits(root)
+    if not _is_ours(root):
+        raise ValueError(
+            f"{root} exists and is not a shapes cache (no manifest.json of ours); "
+            "point data.root at an empty or new folder"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()
+        tmp_splits = _splits(tmp)
+        _write_split(tmp_splits.train_images, tmp_splits.train_ann, 0, num_train, params)
+        _write_split(tmp_splits.val_images, tmp_splits.val_ann, 1, num_val, params)
+        # Written last: a folder with a manifest is a finished one.
+        manifest = {"generator": _GENERATOR, "version": FORMAT_VERSION, "params": params}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _publish(tmp, root, lambda r: _is_valid_cache(r, params))
+    return _splits(root)

@@ -1,0 +1,125 @@
+"""Turn a validated config into data sets and a detector.
+
+This is the one place where config keys meet constructors: everything below (models,
+losses, ops, data) takes plain Python arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from alrp_lab.data.coco import CocoDetection, coco_paths
+from alrp_lab.data.shapes import build_shapes_dataset
+from alrp_lab.data.transforms import build_transforms
+from alrp_lab.models.retinanet import build_retinanet
+
+
+def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, CocoDetection]:
+    """(train, val) data sets for ``data`` (the ``data`` config node).
+
+    The built-in set is generated on first use (rank 0 first under torchrun, so the
+    others read a finished cache).
+    """
+    if data.name == "shapes":
+        root = Path(data.root).expanduser()
+
+        def make():
+            return build_shapes_dataset(
+                root,
+                seed=data.seed,
+                num_train=data.num_train,
+                num_val=data.num_val,
+                image_size=data.image_size,
+                num_classes=data.num_classes,
+            )
+
+        if ctx is not None and ctx.world_size > 1:
+            if ctx.is_main:
+                make()
+            ctx.barrier()
+        splits = make()
+        train_dir, train_ann = splits.train_images, splits.train_ann
+        val_dir, val_ann = splits.val_images, splits.val_ann
+    elif data.name == "coco":
+        root = Path(data.root).expanduser()
+        train_dir, train_ann = coco_paths(root, data.train_split)
+        val_dir, val_ann = coco_paths(root, data.val_split)
+    else:  # the schema has already rejected other names
+        raise ValueError(f"unknown data set {data.name!r}: use data=shapes or data=coco")
+
+    train_set = CocoDetection(
+        train_dir,
+        train_ann,
+        transforms=build_transforms(train=True, size=data.train_size, augment=data.augment),
+    )
+    val_set = CocoDetection(
+        val_dir,
+        val_ann,
+        transforms=build_transforms(train=False, size=data.test_size, augment="none"),
+    )
+    if train_set.label_to_category_id != val_set.label_to_category_id:
+        raise ValueError(
+            f"{train_ann} and {val_ann} list different categories: both splits must share "
+            "one category list"
+        )
+    return train_set, val_set
+
+
+def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into this run's model."""
+    return {
+        "detector": cfg.detector.name,
+        "num_classes": int(num_classes),
+        "depth": int(cfg.backbone.depth),
+        "groups": int(cfg.backbone.groups),
+        "width_per_group": int(cfg.backbone.width_per_group),
+        "base_width": int(cfg.backbone.base_width),
+        "fpn_channels": int(cfg.detector.fpn_channels),
+        "head_convs": int(cfg.detector.head_convs),
+        "head_channels": int(cfg.detector.head_channels),
+        "assigner": cfg.assigner.name,
+    }
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """The detector of ``cfg`` with its loss wired in."""
+    det, bb, loss = cfg.detector, cfg.backbone, cfg.loss
+    if det.name != "retinanet":
+        raise ValueError(f"detector={det.name} is not available yet: use detector=retinanet")
+    return build_retinanet(
+        num_classes,
+        depth=bb.depth,
+        groups=bb.groups,
+        width_per_group=bb.width_per_group,
+        base_width=bb.base_width,
+        norm=bb.norm,
+        frozen_stages=bb.frozen_stages,
+        backbone_weights=bb.weights,
+        fpn_channels=det.fpn_channels,
+        head_convs=det.head_convs,
+        head_channels=det.head_channels,
+        assigner=cfg.assigner.name,
+        atss_topk=cfg.assigner.topk,
+        pos_iou=cfg.assigner.pos_iou,
+        neg_iou=cfg.assigner.neg_iou,
+        min_pos_iou=cfg.assigner.min_pos_iou,
+        cls_loss=loss.name,
+        box_error=cfg.box_error.name,
+        tau=cfg.box_error.tau,
+        smooth_l1_beta=cfg.box_error.beta,
+        delta=loss.delta,
+        focal_alpha=loss.alpha,
+        focal_gamma=loss.gamma,
+        self_balance=loss.self_balance,
+        sb_init=loss.sb_init,
+        wr=loss.wr,
+        score_thr=det.score_thr,
+        nms_iou=det.nms_iou,
+        pre_nms_topk=det.pre_nms_topk,
+        max_per_img=det.max_per_img,
+        track_grad_balance=cfg.train.grad_balance,
+    )

@@ -1,0 +1,95 @@
+"""Run a detector over a data set and score its detections with :mod:`alrp_lab.eval`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from alrp_lab.data.collate import collate_detection
+from alrp_lab.eval import evaluate_detections
+from alrp_lab.ops.boxes import box_xyxy_to_xywh
+
+
+def detections_to_coco(
+    outputs: Iterable[dict[str, torch.Tensor]],
+    targets: Iterable[dict[str, Any]],
+    label_to_category_id: list[int],
+) -> list[dict[str, Any]]:
+    """Convert model outputs to COCO result dicts in original-image pixels.
+
+    Each output holds ``boxes (K, 4)`` in the network input's pixels, ``scores (K,)`` and
+    contiguous ``labels (K,)``; each target its ``image_id``, ``orig_size`` and ``size``
+    (h, w). Test-time transforms only resize, so one scale per axis maps boxes back.
+    """
+    results: list[dict[str, Any]] = []
+    for out, target in zip(outputs, targets, strict=True):
+        boxes = out["boxes"].detach().float().cpu()
+        if boxes.numel() == 0:
+            continue
+        orig_h, orig_w = (float(v) for v in target["orig_size"])
+        size_h, size_w = (float(v) for v in target["size"])
+        scale = torch.tensor([orig_w / size_w, orig_h / size_h] * 2)
+        boxes = box_xyxy_to_xywh(boxes * scale)
+        scores = out["scores"].detach().float().cpu().tolist()
+        labels = out["labels"].detach().cpu().tolist()
+        image_id = int(target["image_id"])
+        for box, score, label in zip(boxes.tolist(), scores, labels, strict=True):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label_to_category_id[label]),
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset,
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Detections of ``model`` on every image of ``dataset`` as COCO result dicts."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection
+    )
+    was_training = model.training
+    model.eval()
+    results: list[dict[str, Any]] = []
+    try:
+        for images, targets in loader:
+            sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+            outputs = model(images.to(device), image_sizes=sizes)
+            results.extend(detections_to_coco(outputs, targets, dataset.label_to_category_id))
+            if on_batch is not None:
+                on_batch(len(targets))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset,
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Predict on ``dataset`` and score against its COCO ground truth.
+
+    Returns ``(metrics, detections)``; metrics are the keys of
+    :func:`alrp_lab.eval.evaluate_detections`.
+    """
+    detections = predict(model, dataset, device=device, batch_size=batch_size, on_batch=on_batch)
+    metrics = evaluate_detections(dataset.coco, detections)
+    return metrics, detections

@@ -1,0 +1,269 @@
+"""The training loop: one function that turns a validated config into a finished run folder.
+
+A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``grad_balance.csv``,
+``checkpoints/last.pt`` (every epoch), ``detections_val.json`` and ``results.json``. Each
+process of a torchrun job calls :func:`train` with the same resolved config; only rank 0
+writes files and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, DistributedSampler
+
+from alrp_lab.data.collate import collate_detection
+from alrp_lab.engine.builders import build_datasets, build_model, model_signature
+from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
+from alrp_lab.engine.distributed import DistributedContext, init_distributed
+from alrp_lab.engine.evaluate import evaluate_model
+from alrp_lab.engine.progress import RunProgress
+from alrp_lab.engine.schedule import learning_rate
+from alrp_lab.tracking.results import RunRecorder
+from alrp_lab.tracking.wandb_run import WandbRun
+from alrp_lab.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _resolve_device(name: str, ctx: DistributedContext) -> torch.device:
+    if name == "auto":
+        return ctx.device
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no GPU is visible: use train.device=cpu")
+    return device
+
+
+def _make_loader(dataset, cfg: DictConfig, ctx: DistributedContext, epoch: int) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch), so a resumed run sees the same
+    batches as an uninterrupted one."""
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    sampler = None
+    if ctx.world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
+        )
+        sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_detection,
+        drop_last=False,
+    )
+
+
+def _iterations_per_epoch(loader: DataLoader, cap: int | None) -> int:
+    return len(loader) if cap is None else min(len(loader), cap)
+
+
+def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [
+        {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train and evaluate the experiment ``cfg`` (validated) into ``run_dir``.
+
+    Returns the final ``results.json`` content. Raises :class:`NonFiniteLossError` when the
+    loss diverges (``results.json`` then says ``failed`` and why).
+    """
+    ctx = init_distributed()
+    device = _resolve_device(cfg.train.device, ctx)
+    run_dir = Path(run_dir)
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    recorder = RunRecorder(run_dir, config_dict, enabled=ctx.is_main)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    _seed_everything(cfg.seed)
+    train_set, val_set = build_datasets(cfg.data, ctx=ctx)
+    model = build_model(cfg, num_classes=train_set.num_classes).to(device)
+    signature = model_signature(cfg, train_set.num_classes)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+    )
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    start_epoch, iteration = 0, 0
+    if cfg.train.resume and ckpt_path.exists():
+        # RNG streams are reseeded per (seed, rank, epoch) below, so none are restored.
+        state = load_checkpoint(
+            ckpt_path,
+            model=model,
+            optimizer=optimizer,
+            expected_signature=signature,
+            restore_rng=False,
+        )
+        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+    elif not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
+        log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
+
+    ddp_model = model
+    if ctx.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    # SelfBalance, or a disabled one holding the constant wr; saved with the model.
+    balance = model.self_balance
+
+    tracker = WandbRun(
+        mode=cfg.logger.mode,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        job_type="train",
+        tags=list(cfg.logger.tags) + _tags(cfg),
+        config=config_dict,
+        dir=run_dir,
+        name=cfg.name,
+        rank=ctx.rank,
+    )
+    recorder.start(resume_step=iteration if start_epoch > 0 else None)
+    grad_csv = (run_dir / "grad_balance.csv") if ctx.is_main and cfg.train.grad_balance else None
+    if grad_csv is not None and start_epoch == 0:
+        grad_csv.write_text("iteration,epoch,ratio\n")
+
+    progress = RunProgress(enabled=ctx.is_main)
+    epochs = cfg.train.epochs
+    try:
+        with progress:
+            progress.start_epochs(epochs, completed=start_epoch)
+            for epoch in range(start_epoch, epochs):
+                # Augmentation draws from the global RNGs: seeding them per epoch makes a
+                # resumed run replay exactly what an uninterrupted one would have seen.
+                _seed_everything((cfg.seed * 100_003 + epoch) * 64 + ctx.rank)
+                loader = _make_loader(train_set, cfg, ctx, epoch)
+                n_iters = _iterations_per_epoch(loader, cfg.train.max_iters_per_epoch)
+                progress.start_iterations(n_iters, epoch)
+                ddp_model.train()
+                tic = time.perf_counter()
+                for step, (images, targets) in enumerate(loader):
+                    if step >= n_iters:
+                        break
+                    lr = learning_rate(
+                        cfg.train.lr,
+                        iteration,
+                        epoch,
+                        warmup_iters=cfg.train.warmup_iters,
+                        warmup_ratio=cfg.train.warmup_ratio,
+                        lr_steps=cfg.train.lr_steps,
+                        lr_decay=cfg.train.lr_decay,
+                    )
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    images = images.to(device, non_blocking=True)
+                    sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+                    losses = ddp_model(images, _to_device(targets, device), image_sizes=sizes)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss.detach()):
+                        raise NonFiniteLossError(
+                            f"the loss became {loss.item()} at epoch {epoch + 1}, iteration "
+                            f"{iteration}; checkpoints/last.pt keeps the last finished epoch. "
+                            "Lower train.lr or lengthen train.warmup_iters"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_cls = float(losses["loss_cls"].detach())
+                    loss_loc = float(losses["loss_loc"].detach())
+                    balance.update(loss_cls, loss_loc)
+                    ratio = model.grad_balance() if grad_csv is not None else None
+                    if grad_csv is not None and ratio is not None:
+                        with grad_csv.open("a") as fh:
+                            fh.write(f"{iteration},{epoch},{ratio:.6f}\n")
+                    if iteration % cfg.train.log_every == 0 or step == n_iters - 1:
+                        record = {
+                            "epoch": epoch,
+                            "loss": float(loss.detach()),
+                            "loss_cls": loss_cls,
+                            "loss_loc": loss_loc,
+                            "loc_weight": balance.value,
+                            "num_pos": float(losses["num_pos"]),
+                            "lr": lr,
+                            "sec_per_iter": (time.perf_counter() - tic) / (step + 1),
+                        }
+                        if ratio is not None:
+                            record["grad_balance"] = ratio
+                        recorder.log(iteration, record)
+                        tracker.log({f"train/{k}": v for k, v in record.items()}, step=iteration)
+                    progress.advance_iteration(float(loss.detach()))
+                    iteration += 1
+                weight = balance.step_epoch(all_reduce=ctx.all_reduce_sum)
+                tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=iteration)
+                if ctx.is_main:
+                    save_checkpoint(
+                        ckpt_path,
+                        model=model,
+                        optimizer=optimizer,
+                        epoch=epoch + 1,
+                        iteration=iteration,
+                        extra={"sb_weight": weight},
+                        model_signature=signature,
+                    )
+                ctx.barrier()
+                progress.advance_epoch()
+
+            metrics: dict[str, float] = {}
+            if ctx.is_main:
+                progress.start_evaluation(len(val_set))
+                metrics, detections = evaluate_model(
+                    model,
+                    val_set,
+                    device=device,
+                    batch_size=cfg.train.batch_size,
+                    on_batch=progress.advance_evaluation,
+                )
+                atomic_write_json(run_dir / "detections_val.json", detections)
+            ctx.barrier()
+    except BaseException as err:
+        recorder.fail(err)
+        tracker.finish(exit_code=1)
+        raise
+    results = recorder.complete(metrics, extra={"epochs": epochs, "iterations": iteration})
+    tracker.summary({f"val/{k}": v for k, v in metrics.items() if _is_number(v)})
+    tracker.finish()
+    return results
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _tags(cfg: DictConfig) -> list[str]:
+    balance = "sb" if cfg.loss.self_balance else f"wr={cfg.loss.wr}"
+    return [
+        f"detector:{cfg.detector.name}",
+        f"loss:{cfg.loss.name}",
+        f"box_error:{cfg.box_error.name}",
+        f"assigner:{cfg.assigner.name}",
+        balance,
+    ]

@@ -1,0 +1,386 @@
+"""RetinaNet (Lin et al., 2017): backbone, FPN, a shared head over P3..P7, a dense loss.
+
+``build_retinanet`` assembles the paper's variants from plain Python arguments; the config
+layer calls it, nothing here reads a config object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from alrp_lab.assigners import ATSSAssigner, MaxIoUAssigner
+from alrp_lab.losses import SelfBalance, build_box_error
+from alrp_lab.models.backbone import ResNet
+from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
+from alrp_lab.models.fpn import FPN
+from alrp_lab.models.postprocess import TestConfig, postprocess_image
+from alrp_lab.models.weights import load_backbone_weights
+from alrp_lab.ops.anchors import AnchorGenerator
+from alrp_lab.ops.box_coder import BoxCoder
+
+__all__ = ["RetinaHead", "RetinaNet", "build_retinanet", "ASSIGNERS"]
+
+ASSIGNERS = ("atss", "max_iou")
+
+
+class RetinaHead(nn.Module):
+    """Classification and regression towers shared across pyramid levels.
+
+    Args:
+        in_channels: channels of every pyramid level.
+        num_anchors: anchors per location (A).
+        num_classes: C (sigmoid classifiers, no background class).
+        num_convs: 3x3 conv + ReLU layers in each tower (4 in RetinaNet).
+        feat_channels: channels of the tower layers.
+        prior_prob: initial foreground probability of every classifier output (0.01),
+            so the background's loss does not swamp the first iterations.
+        norm: None or ``"gn"`` (GroupNorm after every tower conv).
+
+    ``forward([P_l (B, in, H_l, W_l)]) -> (cls [(B, H_l*W_l*A, C)], reg [(B, H_l*W_l*A, 4)])``,
+    rows ordered (y, x, anchor) like ``AnchorGenerator``'s output.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_convs: int = 4,
+        feat_channels: int = 256,
+        prior_prob: float = 0.01,
+        norm: str | None = None,
+    ) -> None:
+        super().__init__()
+        if norm not in (None, "gn"):
+            raise ValueError(f"unknown head norm {norm!r}; use None or 'gn'")
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"prior_prob must lie in (0, 1), got {prior_prob}")
+        if num_convs < 0 or feat_channels < 1:
+            raise ValueError(
+                f"num_convs must be >= 0 and feat_channels >= 1, got {num_convs}, {feat_channels}"
+            )
+        self.num_anchors = num_anchors
+        self.num_classes = num_classes
+        self.cls_convs = self._tower(in_channels, feat_channels, num_convs, norm)
+        self.reg_convs = self._tower(in_channels, feat_channels, num_convs, norm)
+        last = feat_channels if num_convs > 0 else in_channels
+        self.cls_logits = nn.Conv2d(last, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(last, num_anchors * 4, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1.0 - prior_prob) / prior_prob))
+
+    @staticmethod
+    def _tower(in_ch: int, ch: int, num_convs: int, norm: str | None) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for i in range(num_convs):
+            layers.append(nn.Conv2d(in_ch if i == 0 else ch, ch, 3, padding=1))
+            if norm == "gn":
+                layers.append(nn.GroupNorm(math.gcd(32, ch), ch))
+            layers.append(nn.ReLU(inplace=True))
+        return nn.Sequential(*layers)
+
+    @staticmethod
+    def _flatten(x: Tensor, k: int) -> Tensor:
+        """(B, A*K, H, W) -> (B, H*W*A, K)."""
+        b, _, h, w = x.shape
+        return x.view(b, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, k)
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        cls_out, reg_out = [], []
+        for x in features:
+            cls_out.append(self._flatten(self.cls_logits(self.cls_convs(x)), self.num_classes))
+            reg_out.append(self._flatten(self.bbox_pred(self.reg_convs(x)), 4))
+        return cls_out, reg_out
+
+
+class RetinaNet(nn.Module):
+    """A one-stage detector: backbone -> FPN -> RetinaHead, trained by a dense loss.
+
+    Args:
+        backbone: returns [C3, C4, C5] and has ``out_channels``.
+        fpn: maps them to as many levels as ``anchor_generator`` has strides.
+        num_classes: C.
+        head: a ``RetinaHead``, or a mapping of its keyword arguments (``num_convs``,
+            ``feat_channels``, ``prior_prob``, ``norm``); None uses the defaults.
+        anchor_generator: anchors per level (its ``num_anchors_per_location`` sizes the head).
+        assigner: ``assign(anchors (A, 4), gt_boxes (G, 4), num_anchors_per_level)``.
+        loss: the ``DenseDetectionLoss`` (its box coder also decodes at test time).
+        test_cfg: ``TestConfig`` or a mapping of its fields.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        fpn: FPN,
+        num_classes: int,
+        head: RetinaHead | Mapping[str, Any] | None,
+        anchor_generator: AnchorGenerator,
+        assigner: Any,
+        loss: DenseDetectionLoss,
+        test_cfg: TestConfig | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if fpn.num_outs != anchor_generator.num_levels:
+            raise ValueError(
+                f"the FPN gives {fpn.num_outs} levels but the anchor generator has "
+                f"{anchor_generator.num_levels} strides; make them agree"
+            )
+        self.backbone = backbone
+        self.fpn = fpn
+        self.num_classes = num_classes
+        num_anchors = anchor_generator.num_anchors_per_location
+        if not isinstance(head, RetinaHead):
+            head = RetinaHead(fpn.out_channels, num_anchors, num_classes, **dict(head or {}))
+        elif head.num_anchors != num_anchors or head.num_classes != num_classes:
+            raise ValueError(
+                f"head predicts {head.num_anchors} anchors x {head.num_classes} classes per "
+                f"location, the model needs {num_anchors} x {num_classes}"
+            )
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.assigner = assigner
+        self.loss = loss
+        self.test_cfg = TestConfig.from_any(test_cfg)
+
+    @property
+    def self_balance(self) -> SelfBalance | None:
+        """The loss's localisation weight (SB or constant wr), for the training loop."""
+        return self.loss.balance
+
+    def grad_balance(self) -> float | None:
+        """sum |dL/ds| over negatives / over positives from the latest backward (Figure 4).
+
+        None unless ``loss.track_grad_balance`` is on and that batch had positives.
+        """
+        return self.loss.grad_balance()
+
+    def forward(
+        self,
+        images: Tensor,
+        targets: Sequence[Mapping[str, Tensor]] | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> dict[str, Tensor | int] | list[dict[str, Tensor]]:
+        """Losses in training mode, detections in eval mode.
+
+        Args:
+            images: (B, 3, H, W) normalised, zero-padded batch.
+            targets: training only; B dicts with ``boxes (G, 4)`` (x1, y1, x2, y2 pixels of
+                ``images``) and ``labels (G,)`` long in ``0..C-1``; G may be 0.
+            image_sizes: B (h, w) of the unpadded images; detections are clipped to them
+                (default: the padded size).
+
+        Returns:
+            Training: ``loss``, ``loss_cls``, ``loss_loc`` (unscaled), ``num_pos``.
+            Eval: B dicts ``boxes (K, 4)`` in the input image's pixels, ``scores (K,)``,
+            ``labels (K,)``.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
+        if self.training:
+            if targets is None:
+                raise ValueError(
+                    "RetinaNet in training mode needs targets; call model.eval() for detections"
+                )
+            return self._losses(*self._dense_outputs(images), targets)
+        # Detections never need a graph; skipping it saves the activations' memory.
+        with torch.no_grad():
+            return self._detect(*self._dense_outputs(images), images, image_sizes)
+
+    def _dense_outputs(self, images: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per level: logits (B, A_l, C), deltas (B, A_l, 4), anchors (A_l, 4)."""
+        features = self.fpn(self.backbone(images))
+        cls_levels, reg_levels = self.head(features)
+        anchor_levels = self.anchor_generator(
+            [tuple(f.shape[-2:]) for f in features], device=images.device, dtype=images.dtype
+        )
+        return cls_levels, reg_levels, anchor_levels
+
+    def _check_targets(self, targets: Sequence[Mapping[str, Tensor]], batch: int) -> None:
+        if len(targets) != batch:
+            raise ValueError(f"got {len(targets)} targets for a batch of {batch} images")
+        for i, t in enumerate(targets):
+            if "boxes" not in t or "labels" not in t:
+                raise ValueError(f"target {i} needs 'boxes' (G, 4) and 'labels' (G,)")
+            boxes, labels = t["boxes"], t["labels"]
+            if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
+                raise ValueError(
+                    f"target {i}: boxes must be (G, 4) and labels (G,), got "
+                    f"{tuple(boxes.shape)} and {tuple(labels.shape)}"
+                )
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(
+                    f"target {i}: labels must lie in 0..{self.num_classes - 1} (contiguous), "
+                    f"got {labels.min().item()}..{labels.max().item()}"
+                )
+
+    def _losses(
+        self,
+        cls_levels: list[Tensor],
+        reg_levels: list[Tensor],
+        anchor_levels: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+    ) -> dict[str, Tensor | int]:
+        batch = cls_levels[0].shape[0]
+        self._check_targets(targets, batch)
+        anchors = torch.cat(anchor_levels)
+        num_per_level = [a.shape[0] for a in anchor_levels]
+        device, dtype = anchors.device, anchors.dtype
+        gt_boxes = [t["boxes"].to(device=device, dtype=dtype) for t in targets]
+        gt_labels = [t["labels"].to(device=device, dtype=torch.long) for t in targets]
+        with torch.no_grad():
+            assignments = [self.assigner.assign(anchors, b, num_per_level) for b in gt_boxes]
+        return self.loss(
+            torch.cat(cls_levels, dim=1),
+            torch.cat(reg_levels, dim=1),
+            anchors,
+            assignments,
+            gt_boxes,
+            gt_labels,
+        )
+
+    def _detect(
+        self,
+        cls_levels: list[Tensor],
+        reg_levels: list[Tensor],
+        anchor_levels: list[Tensor],
+        images: Tensor,
+        image_sizes: Sequence[tuple[int, int]] | None,
+    ) -> list[dict[str, Tensor]]:
+        batch = images.shape[0]
+        if image_sizes is None:
+            image_sizes = [tuple(images.shape[-2:])] * batch
+        if len(image_sizes) != batch:
+            raise ValueError(f"got {len(image_sizes)} image_sizes for a batch of {batch} images")
+        return [
+            postprocess_image(
+                [c[i] for c in cls_levels],
+                [r[i] for r in reg_levels],
+                anchor_levels,
+                (int(image_sizes[i][0]), int(image_sizes[i][1])),
+                self.loss.box_coder,
+                self.test_cfg,
+            )
+            for i in range(batch)
+        ]
+
+
+def build_retinanet(
+    num_classes: int,
+    *,
+    depth: int = 50,
+    groups: int = 1,
+    width_per_group: int = 64,
+    base_width: int = 64,
+    norm: str = "bn",
+    frozen_stages: int = -1,
+    backbone_weights: str | Path | None = None,
+    fpn_channels: int = 256,
+    fpn_extra: str = "c5",
+    head_convs: int = 4,
+    head_channels: int = 256,
+    head_norm: str | None = None,
+    prior_prob: float = 0.01,
+    assigner: str = "atss",
+    atss_topk: int = 9,
+    pos_iou: float = 0.5,
+    neg_iou: float = 0.4,
+    min_pos_iou: float = 0.0,
+    cls_loss: str = "alrp",
+    box_error: str = "giou",
+    tau: float = 0.5,
+    smooth_l1_beta: float = 1.0,
+    delta: float = 1.0,
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+    sb_init: float = 50.0,
+    self_balance: bool = True,
+    wr: float | None = None,
+    strides: Sequence[int] = (8, 16, 32, 64, 128),
+    octave_base_scale: float = 4,
+    scales_per_octave: int = 2,
+    ratios: Sequence[float] | None = None,
+    box_coder_stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
+    score_thr: float = 0.05,
+    nms_iou: float = 0.5,
+    pre_nms_topk: int = 1000,
+    max_per_img: int = 100,
+    track_grad_balance: bool = False,
+) -> RetinaNet:
+    """RetinaNet as the paper trains it, from plain arguments.
+
+    Anchors (SPEC section 4): ``ratios=None`` picks one ratio (1.0) with ``assigner="atss"``
+    (2 anchors per location with ``scales_per_octave=2``, aLRPLoss500; use 3 for 800) and
+    (0.5, 1, 2) with ``assigner="max_iou"`` (6 per location).
+    Localisation weight: ``self_balance=True`` starts SB at ``sb_init`` and ignores ``wr``;
+    ``self_balance=False`` uses the constant ``wr`` (1.0 when None), Table 3.
+    ``box_error``: ``giou``/``iou`` (with ``tau``), ``smooth_l1`` (``smooth_l1_beta``), ``l1``.
+    ``backbone_weights``: a local torchvision-format file (never downloaded).
+    """
+    if assigner not in ASSIGNERS:
+        raise ValueError(f"unknown assigner {assigner!r}; choose one of {ASSIGNERS}")
+    if cls_loss not in CLS_LOSSES:
+        raise ValueError(f"unknown classification loss {cls_loss!r}; choose one of {CLS_LOSSES}")
+
+    backbone = ResNet(
+        depth,
+        groups=groups,
+        width_per_group=width_per_group,
+        norm=norm,
+        frozen_stages=frozen_stages,
+        base_width=base_width,
+    )
+    if backbone_weights is not None:
+        load_backbone_weights(backbone, backbone_weights)
+    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=len(strides), extra=fpn_extra)
+
+    if ratios is None:
+        ratios = (1.0,) if assigner == "atss" else (0.5, 1.0, 2.0)
+    anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
+    if assigner == "atss":
+        assigner_obj: Any = ATSSAssigner(topk=atss_topk)
+    else:
+        assigner_obj = MaxIoUAssigner(pos_iou=pos_iou, neg_iou=neg_iou, min_pos_iou=min_pos_iou)
+
+    error_kwargs: dict[str, float] = {}
+    if box_error in ("iou", "giou"):
+        error_kwargs["tau"] = tau
+    elif box_error == "smooth_l1":
+        error_kwargs["beta"] = smooth_l1_beta
+    if self_balance:
+        balance = SelfBalance(init=sb_init, enabled=True)
+    else:
+        balance = SelfBalance(init=1.0 if wr is None else wr, enabled=False)
+    loss = DenseDetectionLoss(
+        cls_loss,
+        build_box_error(box_error, **error_kwargs),
+        balance,
+        BoxCoder(stds=box_coder_stds),
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
+        delta=delta,
+        track_grad_balance=track_grad_balance,
+    )
+    head = RetinaHead(
+        fpn_channels,
+        anchor_generator.num_anchors_per_location,
+        num_classes,
+        num_convs=head_convs,
+        feat_channels=head_channels,
+        prior_prob=prior_prob,
+        norm=head_norm,
+    )
+    test_cfg = TestConfig(score_thr, nms_iou, pre_nms_topk, max_per_img)
+    return RetinaNet(
+        backbone, fpn, num_classes, head, anchor_generator, assigner_obj, loss, test_cfg
+    )

@@ -1,0 +1,419 @@
+"""A run folder's results files: ``metrics.jsonl`` (one line per logged step) and
+``results.json`` (status, final metrics, config and provenance, always written atomically).
+
+These files are the record of a run; W&B only mirrors them. ``alrp-lab table`` and the plots
+read them back through :func:`read_results`, :func:`read_metrics` and :func:`find_runs`, so
+nothing here imports torch at module level (readers should stay fast).
+
+``results.json`` holds::
+
+    status          "running" | "completed" | "failed"
+    metrics         final (or latest evaluated) metrics, name -> number or null
+    config          the resolved config, as plain JSON
+    config_digest   sha256 of the config's canonical JSON (see config_digest)
+    git_revision    commit of the package's repository, or null outside one
+    git_dirty       true when tracked files differ from that commit, null when unknown
+    started_at      UTC ISO-8601; kept across resumes
+    finished_at     UTC ISO-8601 when completed or failed, else null
+    error           "ExceptionType: message" when failed, else null
+    resumes         how many times the run was resumed
+    extra           JSON-able facts the trainer adds on completion (epochs, iterations ...)
+    history         {"records", "last_step", "last_epoch"} of metrics.jsonl
+    versions        python, torch, CUDA, numpy and alrp-lab versions
+
+Non-finite numbers are written as ``null`` (see :mod:`alrp_lab.utils.io`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from alrp_lab.utils.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    to_jsonable,
+)
+
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+STATUSES = ("running", "completed", "failed")
+
+PathLike = str | os.PathLike[str]
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METRICS_FILE",
+    "RESULTS_FILE",
+    "GitState",
+    "RunRecorder",
+    "config_digest",
+    "environment_versions",
+    "find_runs",
+    "git_state",
+    "is_completed",
+    "read_metrics",
+    "read_results",
+]
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """sha256 hex digest of ``config``'s canonical JSON.
+
+    Canonical: keys sorted, no whitespace, ASCII only, tuples as lists, non-finite floats as
+    null; so two configs that would be written identically have the same digest.
+    """
+    canonical = json.dumps(
+        to_jsonable(config, "config"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+class GitState(NamedTuple):
+    """``revision``: the HEAD commit (40 hex digits) or None; ``dirty``: None when unknown."""
+
+    revision: str | None
+    dirty: bool | None
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    """stdout of ``git args`` in ``cwd``, or None when git is missing or the command fails."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(folder: PathLike | None = None) -> GitState:
+    """Commit and dirtiness of the git repository that tracks ``folder``.
+
+    ``folder`` defaults to the installed ``alrp_lab`` package. It must itself be tracked: a
+    copy installed in a virtualenv that happens to sit inside some repository is not that
+    repository's code, so it reports ``GitState(None, None)``. Never raises.
+    """
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1]
+    if not folder.is_dir() or _git(["ls-files", "--error-unmatch", "."], folder) is None:
+        return GitState(None, None)
+    revision = _git(["rev-parse", "HEAD"], folder)
+    if revision is None:  # a repository without commits
+        return GitState(None, None)
+    status = _git(["status", "--porcelain", "--untracked-files=no"], folder)
+    return GitState(revision, None if status is None else bool(status))
+
+
+def environment_versions() -> dict[str, str | None]:
+    """Versions that decide whether two runs are comparable: python, torch, CUDA, numpy."""
+    import torch  # a training process has it loaded already
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "numpy": installed("numpy"),
+        "alrp_lab": installed("alrp-lab"),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _results_path(run_dir: PathLike) -> Path:
+    path = Path(run_dir)
+    return path if path.name == RESULTS_FILE and not path.is_dir() else path / RESULTS_FILE
+
+
+def read_results(run_dir: PathLike) -> dict[str, Any]:
+    """Load a run's ``results.json`` (``run_dir`` may also be the file itself).
+
+    Raises :class:`FileNotFoundError` when it is missing and :class:`ValueError` naming the
+    file when it is not a results file (unparsable, or without a valid ``status``).
+    """
+    path = _results_path(run_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no {RESULTS_FILE} in {path.parent}: the run never started there, or the path is "
+            "not a run folder"
+        ) from None
+    try:
+        results = json.loads(text)
+    except ValueError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); it was edited or damaged: delete the run "
+            "folder and run it again"
+        ) from None
+    if not isinstance(results, dict) or results.get("status") not in STATUSES:
+        raise ValueError(
+            f"{path} is not an alrp-lab results file (no status among {', '.join(STATUSES)}): "
+            "delete the run folder and run it again"
+        )
+    return results
+
+
+def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``, in the order they were logged."""
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def is_completed(run_dir: PathLike) -> bool:
+    """True when the run's results say ``completed``; False when missing, running or failed."""
+    try:
+        return read_results(run_dir)["status"] == "completed"
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def find_runs(root: PathLike) -> list[Path]:
+    """Every folder at or below ``root`` that holds a ``results.json``, sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder: pass the sweep or outputs folder")
+    return sorted(path.parent for path in root.rglob(RESULTS_FILE) if path.is_file())
+
+
+class RunRecorder:
+    """Writes one run folder's ``metrics.jsonl`` and ``results.json``.
+
+    Lifecycle: :meth:`start` (status ``running``), any number of :meth:`log` and
+    :meth:`update_metrics`, then :meth:`complete` or :meth:`fail`. As a context manager it
+    starts on entry (unless already started) and, on exit, fails with the exception that
+    escaped the block or completes when the block ended normally. With ``enabled=False``
+    (every rank but the first) every method does nothing, so the training loop needs no rank
+    checks.
+
+    Args:
+        run_dir: the run folder; created if missing.
+        config: the resolved config as a plain mapping (e.g. ``OmegaConf.to_container``).
+        enabled: whether this process writes anything.
+    """
+
+    def __init__(self, run_dir: PathLike, config: Mapping[str, Any], *, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._config = to_jsonable(config, "config")
+        self._results: dict[str, Any] = {}
+        self._history: dict[str, Any] = {"records": 0, "last_step": None, "last_epoch": None}
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / RESULTS_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
+    def status(self) -> str | None:
+        """The status last written, or None before :meth:`start`."""
+        return self._results.get("status")
+
+    def start(self, *, resume_step: int | None = None) -> None:
+        """Mark the run ``running``.
+
+        A fresh start (``resume_step=None``) discards any earlier ``metrics.jsonl`` in the
+        folder: training restarts from step 0 and will log those steps again. A resume passes
+        the first step the resumed run will log (the checkpoint's iteration count); it keeps
+        the earlier results' ``started_at``, metrics and extra, and drops the records with
+        ``step >= resume_step``: they were logged after the checkpoint was written, and the
+        resumed run logs them again.
+        """
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        results = self._new_results()
+        if resume_step is None:
+            records: list[dict[str, Any]] = []
+            atomic_write_text(self.metrics_path, "")  # empty, so readers find the file at once
+        else:
+            records = self._truncate_metrics(resume_step)
+            self._carry_over(results, count_resume=True)
+        self._reset_history(records)
+        self._results = results
+        self._write()
+
+    def _new_results(self) -> dict[str, Any]:
+        git = git_state()
+        return {
+            "status": "running",
+            "metrics": {},
+            "config": self._config,
+            "config_digest": config_digest(self._config),
+            "git_revision": git.revision,
+            "git_dirty": git.dirty,
+            "started_at": _now(),
+            "finished_at": None,
+            "error": None,
+            "resumes": 0,
+            "extra": {},
+            "history": None,
+            "versions": environment_versions(),
+        }
+
+    def _carry_over(self, results: dict[str, Any], *, count_resume: bool) -> None:
+        """Keep what an earlier attempt in this folder recorded: start time, metrics, extra."""
+        try:
+            previous = read_results(self.run_dir)
+        except (FileNotFoundError, ValueError):  # provenance only: not worth blocking a resume
+            return
+        results["started_at"] = previous.get("started_at") or results["started_at"]
+        results["metrics"] = dict(previous.get("metrics") or {})
+        results["extra"] = dict(previous.get("extra") or {})
+        results["resumes"] = int(previous.get("resumes") or 0) + int(count_resume)
+
+    def _truncate_metrics(self, resume_step: int) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            atomic_write_text(self.metrics_path, "")
+            return []
+        records = read_metrics(self.run_dir)
+        kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] < resume_step]
+        if len(kept) != len(records):
+            lines = [json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n" for r in kept]
+            atomic_write_text(self.metrics_path, "".join(lines))
+        return kept
+
+    def _reset_history(self, records: list[dict[str, Any]]) -> None:
+        self._history = {"records": 0, "last_step": None, "last_epoch": None}
+        for record in records:
+            self._note(record.get("step"), record.get("epoch"))
+
+    def _note(self, step: int | None, epoch: int | None) -> None:
+        self._history["records"] += 1
+        self._history["last_step"] = step
+        self._history["last_epoch"] = epoch
+
+    def _require(self, action: str, *allowed: str) -> None:
+        if self.status not in allowed:
+            raise RuntimeError(
+                f"cannot {action} a run whose status is {self.status!r}: call start() first"
+                if self.status is None
+                else f"cannot {action} a run whose status is {self.status!r}"
+            )
+
+    def _write(self) -> None:
+        self._results["history"] = dict(self._history)
+        atomic_write_json(self.results_path, self._results)
+
+    def log(self, step: int, values: Mapping[str, Any], *, epoch: int | None = None) -> None:
+        """Append ``{"step": step, "epoch": epoch, **values}`` to ``metrics.jsonl`` (fsynced).
+
+        ``epoch`` may come as the keyword or as ``values["epoch"]``. ``values`` are numbers
+        (floats, ints, 0-d tensors, NumPy scalars); NaN/inf become null. ``results.json`` is
+        not rewritten here: that would cost an fsync and a rename per step.
+        """
+        if not self.enabled:
+            return
+        self._require("log to", "running")
+        if "step" in values:
+            raise ValueError("the metric name 'step' is reserved: pass the step as `step`")
+        if epoch is not None and "epoch" in values:
+            raise ValueError("epoch given twice: as the keyword and in the values")
+        record = {"step": int(step), "epoch": epoch, **values}
+        append_jsonl(self.metrics_path, record)
+        self._note(int(step), record["epoch"])
+
+    def update_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Merge ``metrics`` into ``results.json``'s ``metrics`` and rewrite it atomically."""
+        if not self.enabled:
+            return
+        self._require("update", "running")
+        self._results["metrics"].update(to_jsonable(metrics, "metrics"))
+        self._write()
+
+    def complete(
+        self, metrics: Mapping[str, Any] | None = None, *, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Mark the run ``completed``, merging in the final ``metrics`` and ``extra`` (any
+        JSON-able facts about the run, e.g. the iteration count). Returns the results written
+        (an empty dict when disabled)."""
+        if not self.enabled:
+            return {}
+        self._require("complete", "running")
+        if metrics:
+            self._results["metrics"].update(to_jsonable(metrics, "metrics"))
+        if extra:
+            self._results["extra"].update(to_jsonable(extra, "extra"))
+        self._results.update(status="completed", finished_at=_now(), error=None)
+        self._write()
+        return copy.deepcopy(self._results)
+
+    def fail(self, error: BaseException | str) -> dict[str, Any]:
+        """Mark the run ``failed`` with ``error`` ("Type: message" for an exception).
+
+        Meant for error paths, so it never raises over the error being handled: a run that
+        failed before :meth:`start` still gets a ``failed`` results file (so a sweep sees it),
+        and a run already completed or failed is left as it is. Returns the results written
+        (empty when disabled).
+        """
+        if not self.enabled:
+            return {}
+        if isinstance(error, BaseException):
+            text = str(error)
+            message = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        else:
+            message = str(error)
+        try:
+            if self.status is None:
+                # Failed before start(): record it without touching metrics.jsonl, which may
+                # hold an earlier attempt's history that a later resume still needs.
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._results = self._new_results()
+                self._carry_over(self._results, count_resume=False)
+                if self.metrics_path.exists():
+                    self._reset_history(read_metrics(self.run_dir))
+            if self.status != "running":
+                log.warning("run already %s; not marking it failed (%s)", self.status, message)
+                return copy.deepcopy(self._results)
+            self._results.update(status="failed", finished_at=_now(), error=message)
+            self._write()
+        except Exception as err:  # e.g. a full disk: the original error matters more
+            log.error("could not record the failure in %s: %s", self.results_path, err)
+        return copy.deepcopy(self._results)
+
+    def __enter__(self) -> RunRecorder:
+        if self.status is None:  # a caller resuming has called start(resume_step=...) already
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Only a run still marked running is closed here; raising from __exit__ would hide
+        # the exception that is on its way out.
+        if not self.enabled or self.status != "running":
+            return
+        if exc is not None:
+            self.fail(exc)
+        else:
+            self.complete()

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from alrp_lab.config import ConfigError, validate_config
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_compose_to_the_main_experiment():
+    cfg = validate_config(_compose())
+    assert (cfg.detector.name, cfg.loss.name, cfg.box_error.name, cfg.assigner.name) == (
+        "retinanet",
+        "alrp",
+        "giou",
+        "atss",
+    )
+    assert cfg.loss.self_balance and cfg.loss.sb_init == 50.0
+    assert cfg.data.name == "shapes"
+    assert "~" not in cfg.data.root or cfg.data.root.startswith("~")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=ap", "box_error=smooth_l1", "assigner=max_iou"],
+        ["loss=focal", "box_error=l1"],
+        ["loss=ce", "box_error=giou"],
+        ["loss.self_balance=false", "loss.wr=10"],
+        ["loss.sb_init=100"],
+        ["box_error=iou"],
+        ["debug=smoke"],
+        ["backbone=resnet50"],
+        ["data=coco", "data.root=/tmp/coco"],
+    ],
+)
+def test_every_paper_choice_is_one_override(overrides):
+    cfg = validate_config(_compose(*overrides))
+    for item in overrides:
+        key, value = item.split("=", 1)
+        if "." in key:
+            assert OmegaConf.select(cfg, key) == yaml.safe_load(value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.epochs=abc"], "train.epochs"),
+        (["+train.lr2=0.1"], "lr2"),
+        (["loss.wr=3"], "loss.self_balance=false"),
+        (["loss.self_balance=false"], "loss.wr"),
+        (["loss=alrp", "box_error=smooth_l1"], "box_error=giou"),
+        (["data=coco"], "data.root"),
+        (["backbone.norm=batchnorm"], "backbone.norm"),
+        (["logger.mode=sometimes"], "logger.mode"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("+", r"\+")):
+        validate_config(_compose(*overrides))

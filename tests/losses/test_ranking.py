@@ -1,0 +1,213 @@
+"""The error-driven framework: sorted primitives, the two paths, inputs and the autograd hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alrp_lab.losses.alrp import alrp_definition
+from alrp_lab.losses.ap import ap_definition
+from alrp_lab.losses.ndcg import ndcg_definition
+from alrp_lab.losses.ranking import (
+    FP_EPS,
+    RankingLossDefinition,
+    RankingStats,
+    attach_error_driven_gradient,
+    check_delta,
+    error_driven,
+    pairwise_error_driven,
+    sorted_error_driven,
+    split_ranking_inputs,
+    step,
+    step_sums,
+    step_transpose_sums,
+    step_windows,
+)
+
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def _scores(seed: int, n: int, grid: float | None = None) -> torch.Tensor:
+    s = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+    # Rounding to a grid makes exact ties and pairs exactly delta apart.
+    return s if grid is None else (s / grid).round() * grid
+
+
+# ----------------------------------------------------------------------------------------------
+# The step function and the sorted primitives
+# ----------------------------------------------------------------------------------------------
+
+
+def test_step_hand_values() -> None:
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    assert step(x, 1.0).tolist() == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert step(x, 0.5).tolist() == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    # delta = 0 is the unit step 1[x > 0]: H(0) = 0.
+    assert step(x, 0.0).tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.3, 0.0])
+@pytest.mark.parametrize("grid", [None, 0.5])
+@pytest.mark.parametrize("seed", [101, 102])
+def test_step_sums_match_brute_force(delta: float, grid: float | None, seed: int) -> None:
+    sources = _scores(seed, 300, grid)
+    targets = torch.sort(_scores(seed + 50, 40, grid)).values
+    w_src = torch.rand(300, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    w_tgt = torch.randn(40, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    h = step(sources[None, :] - targets[:, None], delta)  # (T, S)
+
+    windows = step_windows(sources, targets, delta)
+    torch.testing.assert_close(step_sums(windows, delta), h.sum(1), **TIGHT)
+    torch.testing.assert_close(step_sums(windows, delta, w_src), h @ w_src, **TIGHT)
+    torch.testing.assert_close(step_transpose_sums(windows, delta, w_tgt), w_tgt @ h, **TIGHT)
+
+
+def test_step_sums_hand_case() -> None:
+    # Targets 0 and 1, sources -1, 0.5, 3 with delta 1: H(v - t) by hand.
+    targets = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    sources = torch.tensor([-1.0, 0.5, 3.0], dtype=torch.float64)
+    windows = step_windows(sources, targets, 1.0)
+    # Target 0: H(-1) + H(0.5) + H(3) = 0 + 0.75 + 1; target 1: H(-2) + H(-0.5) + H(2).
+    assert step_sums(windows, 1.0).tolist() == [1.75, 1.25]
+    # Source 0.5 with target weights (2, 10): 2 * 0.75 + 10 * 0.25.
+    assert step_transpose_sums(windows, 1.0, torch.tensor([2.0, 10.0]))[1].item() == 4.0
+
+
+def test_step_sums_empty_inputs() -> None:
+    empty = torch.zeros(0, dtype=torch.float64)
+    some = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert step_sums(step_windows(empty, some, 1.0), 1.0).tolist() == [0.0, 0.0]
+    assert step_sums(step_windows(some, empty, 1.0), 1.0).numel() == 0
+    assert step_transpose_sums(step_windows(some, empty, 1.0), 1.0, empty).tolist() == [0.0, 0.0]
+
+
+def test_step_sums_keep_precision_far_from_zero() -> None:
+    # Scores near 1e4 with float64 sums: centring keeps the ramp sums exact to ~1e-12.
+    sources = 1e4 + _scores(7, 2000) * 0.5
+    targets = torch.sort(1e4 + _scores(8, 50) * 0.5).values
+    h = step(sources[None, :] - targets[:, None], 1.0)
+    windows = step_windows(sources, targets, 1.0)
+    torch.testing.assert_close(step_sums(windows, 1.0), h.sum(1), rtol=1e-12, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# The framework: sorted path == pairwise path; a custom pmf; Eq. 5 and Theorem 2
+# ----------------------------------------------------------------------------------------------
+
+
+def _definitions(num_pos: int, seed: int) -> dict[str, RankingLossDefinition]:
+    e = torch.rand(num_pos, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return {"ap": ap_definition(), "alrp": alrp_definition(e), "ndcg": ndcg_definition()}
+
+
+@pytest.mark.parametrize("name", ["ap", "alrp", "ndcg"])
+@pytest.mark.parametrize("delta", [1.0, 0.0])
+@pytest.mark.parametrize("seed", [201, 202])
+def test_sorted_path_equals_pairwise_path(name: str, delta: float, seed: int) -> None:
+    pos, neg = _scores(seed, 37, 0.25) + 1, _scores(seed + 1, 400, 0.25)
+    definition = _definitions(pos.numel(), seed)[name]
+    fast = sorted_error_driven(pos, neg, definition, delta)
+    # A small chunk bound makes the pairwise path run over several chunks.
+    slow = pairwise_error_driven(pos, neg, definition, delta, chunk_elements=3000)
+    torch.testing.assert_close(fast.loss, slow.loss, **TIGHT)
+    torch.testing.assert_close(fast.grad_pos, slow.grad_pos, **TIGHT)
+    torch.testing.assert_close(fast.grad_neg, slow.grad_neg, **TIGHT)
+    torch.testing.assert_close(fast.stats.fp, slow.stats.fp, **TIGHT)
+    torch.testing.assert_close(fast.stats.rank, slow.stats.rank, **TIGHT)
+
+
+def test_pairwise_chunking_does_not_change_the_result() -> None:
+    pos, neg = _scores(301, 20), _scores(302, 100)
+    one_row = pairwise_error_driven(pos, neg, ap_definition(), chunk_elements=1)
+    all_rows = pairwise_error_driven(pos, neg, ap_definition(), chunk_elements=10**6)
+    torch.testing.assert_close(one_row.grad_neg, all_rows.grad_neg, **TIGHT)
+    torch.testing.assert_close(one_row.grad_pos, all_rows.grad_pos, **TIGHT)
+
+
+def _skewed_pmf(x, h, stats, rows):
+    # Harder negatives (larger x_ij) take more of the error: p(j|i) ~ H(x_ij) (1 + x_ij^2).
+    weights = h * (1 + x**2)
+    return weights / weights.sum(1, keepdim=True).clamp(min=1e-300)
+
+
+def test_custom_pmf_follows_eq5_and_theorem2() -> None:
+    pos, neg = _scores(401, 15) + 1, _scores(402, 60)
+    ap = ap_definition()
+    custom = RankingLossDefinition(ap.error, ap.target, ap.normalizer, pmf=_skewed_pmf)
+    result = error_driven(pos, neg, custom)  # a pmf selects the pairwise path
+
+    # Algorithm 1 written out on the full (P, N) matrix.
+    x = neg[None, :] - pos[:, None]
+    h = step(x, 1.0)
+    fp = h.sum(1)
+    rank = 1 + step(pos[None, :] - pos[:, None], 1.0).sum(1) - 0.5 + fp
+    dx = -(fp / rank)[:, None] * _skewed_pmf(x, h, None, None) * (fp > FP_EPS)[:, None]
+    num_pos = pos.numel()
+    torch.testing.assert_close(result.grad_pos, dx.sum(1) / num_pos, **TIGHT)
+    torch.testing.assert_close(result.grad_neg, -dx.sum(0) / num_pos, **TIGHT)
+    torch.testing.assert_close(result.grad_pos.abs().sum(), result.grad_neg.abs().sum(), **TIGHT)
+    # The skew changes the negatives' share but not the positives'.
+    uniform = error_driven(pos, neg, ap)
+    torch.testing.assert_close(result.grad_pos, uniform.grad_pos, **TIGHT)
+    assert not torch.allclose(result.grad_neg, uniform.grad_neg)
+
+
+def test_sorted_path_rejects_a_custom_pmf() -> None:
+    ap = ap_definition()
+    custom = RankingLossDefinition(ap.error, ap.target, ap.normalizer, pmf=_skewed_pmf)
+    with pytest.raises(ValueError, match="pairwise_error_driven"):
+        sorted_error_driven(_scores(1, 3), _scores(2, 3), custom)
+
+
+def test_stats_come_back_in_the_given_order() -> None:
+    pos = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    stats = sorted_error_driven(pos, pos.new_zeros(0), ap_definition(), 0.0).stats
+    # Unit step, no negatives: rank = 1 + number of positives strictly above.
+    assert stats.rank.tolist() == [1.0, 3.0, 2.0]
+    assert isinstance(stats, RankingStats) and stats.num_positives == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs, delta and the autograd hook
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "match"),
+    [
+        (torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long), "1-D"),
+        (torch.zeros(4), torch.zeros(3, dtype=torch.long), "same length"),
+        (torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long), "floating-point"),
+        (torch.zeros(3), torch.zeros(3), r"\.long\(\)"),
+        (torch.zeros(3), torch.zeros(3, dtype=torch.bool), r"\.long\(\)"),
+        (torch.zeros(3), torch.tensor([0, 1, 2]), r"found \[2\]"),
+        (torch.zeros(3), torch.tensor([0, -2, 1]), r"found \[-2\]"),
+        ([0.0, 1.0], torch.tensor([0, 1]), "torch tensors"),
+    ],
+)
+def test_split_rejects_bad_inputs(logits, labels, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        split_ranking_inputs(logits, labels)
+
+
+def test_split_keeps_order_and_computes_half_in_float32() -> None:
+    logits = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.0], dtype=torch.float16)
+    inputs = split_ranking_inputs(logits, torch.tensor([1, 0, -1, 1, 0]))
+    assert inputs.pos_index.tolist() == [0, 3] and inputs.neg_index.tolist() == [1, 4]
+    assert inputs.pos_scores.dtype == torch.float32
+    assert inputs.pos_scores.tolist() == [0.5, 3.0]
+
+
+@pytest.mark.parametrize("delta", [-1.0, float("nan"), float("inf"), "1", True, None])
+def test_check_delta_rejects_bad_values(delta) -> None:
+    with pytest.raises(ValueError, match="delta"):
+        check_delta(delta)
+
+
+def test_attach_gradient_scales_with_grad_output() -> None:
+    logits = torch.zeros(3, requires_grad=True)
+    grad = torch.tensor([1.0, -2.0, 0.5])
+    out = attach_error_driven_gradient(logits, torch.tensor(0.25), grad)
+    assert out.item() == 0.25
+    (3 * out).backward()
+    assert logits.grad.tolist() == [3.0, -6.0, 1.5]
