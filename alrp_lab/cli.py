@@ -46,6 +46,52 @@ def _metrics_table(title: str, metrics: dict) -> Table:
     return table
 
 
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("full_key:", "object_type=", "See https"))]
+    return "; ".join(lines[:3]) or type(err).__name__
+
+
+def _check_overrides(overrides: Sequence[str]) -> str | None:
+    """Compose and validate the run(s) ``overrides`` ask for, before Hydra starts any job.
+
+    Returns an error message, or None when every job would start. A sweep override
+    (``loss.wr=1,2,5``) is checked value by value, the other overrides at their first value.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from alrp_lab.config import ConfigError, validate_config
+
+    args = [o for o in overrides if not o.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        return f"bad override: {_one_line(err)}"
+    first = [
+        f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+        if o.is_sweep_override()
+        else o.input_line
+        for o in parsed
+    ]
+    candidates = [first]
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            for value in list(o.sweep_string_iterator())[1:]:
+                candidates.append([*first[:i], f"{o.get_key_element()}={value}", *first[i + 1 :]])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for candidate in candidates:
+            try:
+                validate_config(compose("config", overrides=candidate, return_hydra_config=True))
+            except ConfigError as err:
+                return str(err)
+            except (HydraException, OmegaConfBaseException) as err:
+                return f"bad override: {_one_line(err)}"
+    return None
+
+
 def _run_hydra(overrides: Sequence[str]) -> int:
     """Hand the overrides to Hydra, which owns ``-m``, ``--cfg``, ``--help`` and the rest."""
     import hydra
@@ -56,6 +102,11 @@ def _run_hydra(overrides: Sequence[str]) -> int:
 
     if not CONF_DIR.is_dir():
         return _fail(f"config folder {CONF_DIR} is missing: reinstall with `pip install -e .`")
+
+    if not any(flag in overrides for flag in ("--help", "-h", "--hydra-help", "--info")):
+        problem = _check_overrides(overrides)
+        if problem is not None:
+            return _fail(problem)
 
     status = {"code": 0}
 
@@ -81,7 +132,10 @@ def _run_hydra(overrides: Sequence[str]) -> int:
         return metrics.get("AP")
 
     sys.argv = ["alrp-lab run", *overrides]
-    task()
+    try:
+        task()
+    except SystemExit as done:  # Hydra exits on its own errors; report, don't vanish
+        return done.code if isinstance(done.code, int) else 1
     return status["code"]
 
 

@@ -25,6 +25,8 @@ class DetectorConfig:
     fpn_channels: int = 256
     head_convs: int = 4
     head_channels: int = 256
+    octave_base_scale: float = 4.0
+    scales_per_octave: int = 2
     score_thr: float = 0.05
     nms_iou: float = 0.5
     pre_nms_topk: int = 1000

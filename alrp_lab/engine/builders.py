@@ -81,6 +81,8 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         "fpn_channels": int(cfg.detector.fpn_channels),
         "head_convs": int(cfg.detector.head_convs),
         "head_channels": int(cfg.detector.head_channels),
+        "octave_base_scale": float(cfg.detector.octave_base_scale),
+        "scales_per_octave": int(cfg.detector.scales_per_octave),
         "assigner": cfg.assigner.name,
     }
 
@@ -102,6 +104,8 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         fpn_channels=det.fpn_channels,
         head_convs=det.head_convs,
         head_channels=det.head_channels,
+        octave_base_scale=det.octave_base_scale,
+        scales_per_octave=det.scales_per_octave,
         assigner=cfg.assigner.name,
         atss_topk=cfg.assigner.topk,
         pos_iou=cfg.assigner.pos_iou,

@@ -47,3 +47,14 @@ def test_ap_loss_column() -> None:
     loss = ap_loss(SCORES, LABELS, delta=0.0)
     assert loss.item() == pytest.approx(43 / 120, abs=1e-12)
     assert round(loss.item(), 2) == 0.36
+
+
+def test_alrp_with_figure_1a_ious_for_cr2() -> None:
+    """Figure 1a gives a10 an IoU of 0.95 in R2, not the 0.80 of SPEC section 2.
+
+    With 0.95 the loss is the paper's printed 0.69 (its own working in Figure 1a:
+    0.4 + 0.7 + 0.85 + 0.82 = 2.77 / 4 = 0.6925): L_loc = (0.4 + 1.1/3 + 2.1/6 + 2.2/10) / 4.
+    """
+    out = alrp_loss(SCORES, LABELS, _loc_errors([0.80, 0.65, 0.50, 0.95]), delta=0.0)
+    assert out.loc.item() == pytest.approx((0.4 + 1.1 / 3 + 2.1 / 6 + 2.2 / 10) / 4, abs=1e-12)
+    assert (out.cls + out.loc).item() == pytest.approx(0.6925, abs=1e-12)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from alrp_lab.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "train.lr2=1"], "train.lr2"),
+        (["run", "loss=nope"], "loss"),
+        (["run", "train.epochs=abc"], "train.epochs"),
+        (["run", "-m", "loss.self_balance=false", "loss.wr=1,x"], "loss.wr"),
+        (["run", "loss.wr=[1,2"], "bad override"),
+    ],
+)
+def test_bad_overrides_give_one_error_line_and_exit_2(tmp_path, capsys, args, needle):
+    code = main([*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_help_lists_the_verbs(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for verb in ("run", "data", "eval"):
+        assert verb in out
+
+
+def test_eval_of_missing_files(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "gt.json"), str(tmp_path / "dt.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
