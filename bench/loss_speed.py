@@ -186,7 +186,7 @@ def bench_size(num_neg: int, num_pos: int, device: str, repeats: int) -> Row:
 
 def render(rows: list[Row], repeats: int) -> Table:
     threads = torch.get_num_threads()
-    title = f"aLRP Loss, forward + backward (sorted: best of {repeats}; {threads} CPU threads)"
+    title = f"aLRP Loss, forward + backward (sorted: best of {repeats}; CPU threads: {threads})"
     table = Table(title=title)
     for name in (
         "device",
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         devices = [args.device]
 
-    console = Console()
+    # Wide enough for the table when the output goes to a file or a pipe.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     rows = []
     for device in devices:
         for num_neg, num_pos in sizes:

@@ -97,7 +97,7 @@ def step(x: Tensor, delta: float) -> Tensor:
 class StepWindows(NamedTuple):
     """Where each source score falls among ascending targets ``t`` (T,), for ``H(v - t)``.
 
-    ``lo`` (S,) long: the number of targets with ``t < v - delta`` (there ``H = 1``).
+    ``lo`` (S,) long: the number of targets with ``t <= v - delta`` (there ``H = 1``).
     ``hi`` (S,) long: the number of targets with ``t <= v + delta``; targets ``lo..hi-1`` lie on
     the ramp of ``H``, targets from ``hi`` on have ``H = 0``. For the unit step ``hi == lo``.
     ``centre`` () float64: the score all ramp sums are taken relative to.
@@ -113,7 +113,7 @@ class StepWindows(NamedTuple):
 
 
 def step_windows(sources: Tensor, targets_sorted: Tensor, delta: float) -> StepWindows:
-    """Search every source score into the ascending targets: O(S log T), no sync.
+    """Search every source score into the ascending targets: O(S log T + T log T), no sync.
 
     Args:
         sources: (S,) scores ``v_j``.
@@ -130,10 +130,18 @@ def step_windows(sources: Tensor, targets_sorted: Tensor, delta: float) -> StepW
     src = sources.to(_ACC) - centre
     if delta == 0:
         lo = torch.searchsorted(targets, src, side="left")
-        hi = lo
-    else:
-        lo = torch.searchsorted(targets, src - delta, side="left")
-        hi = torch.searchsorted(targets, src + delta, side="right")
+        return StepWindows(lo, lo, centre, src, targets)
+    # One search per source instead of two (the search is most of the cost): merge every
+    # target's upper edge t + delta (a source above it has H = 1) with its lower edge t - delta
+    # (above it, H > 0); the numbers of each kind of edge below v are lo and hi. Whether a
+    # source exactly on an edge counts as inside is immaterial: H is continuous there.
+    num_targets = targets.numel()
+    edges, kind = torch.sort(torch.cat([targets + delta, targets - delta]))
+    upper = (kind < num_targets).long()
+    position = torch.searchsorted(edges, src, side="right")
+    # index_select rather than [] for the large gathers: several times faster on CPU.
+    lo = _prefix_sum(upper).index_select(0, position)
+    hi = _prefix_sum(1 - upper).index_select(0, position)
     return StepWindows(lo, hi, centre, src, targets)
 
 
@@ -195,12 +203,12 @@ def step_transpose_sums(windows: StepWindows, delta: float, target_weights: Tens
     """
     u = target_weights.to(_ACC)
     cum_u = _prefix_sum(u)
-    out = cum_u[windows.lo]
+    out = cum_u.index_select(0, windows.lo)
     if delta == 0:
         return out
     cum_ut = _prefix_sum(u * windows.targets)
-    ramp_u = cum_u[windows.hi] - out
-    ramp_ut = cum_ut[windows.hi] - cum_ut[windows.lo]
+    ramp_u = cum_u.index_select(0, windows.hi) - out
+    ramp_ut = cum_ut.index_select(0, windows.hi) - cum_ut.index_select(0, windows.lo)
     return out + (windows.sources * ramp_u - ramp_ut) / (2 * delta) + 0.5 * ramp_u
 
 
@@ -477,7 +485,9 @@ def split_ranking_inputs(logits: Tensor, labels: Tensor) -> RankingInputs:
     scores = logits.detach().to(compute_dtype(logits.dtype))
     pos_index = torch.nonzero(labels == 1).squeeze(1)
     neg_index = torch.nonzero(labels == 0).squeeze(1)
-    return RankingInputs(pos_index, neg_index, scores[pos_index], scores[neg_index])
+    return RankingInputs(
+        pos_index, neg_index, scores.index_select(0, pos_index), scores.index_select(0, neg_index)
+    )
 
 
 def scatter_gradient(
@@ -485,8 +495,8 @@ def scatter_gradient(
 ) -> Tensor:
     """The (M,) gradient in ``like``'s dtype: positives' and negatives' entries, 0 if ignored."""
     grad = torch.zeros_like(like)
-    grad[inputs.pos_index] = grad_pos.to(like.dtype)
-    grad[inputs.neg_index] = grad_neg.to(like.dtype)
+    grad.index_copy_(0, inputs.pos_index, grad_pos.to(like.dtype))
+    grad.index_copy_(0, inputs.neg_index, grad_neg.to(like.dtype))
     return grad
 
 
