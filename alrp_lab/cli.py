@@ -92,6 +92,34 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def _launch_torchrun(cfg, run_dir: Path) -> dict:
+    """Run ``cfg`` in ``train.nproc_per_node`` processes; Hydra stays in this parent."""
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from alrp_lab.tracking.results import read_results
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={cfg.train.nproc_per_node}",
+        "-m",
+        "alrp_lab.engine.worker",
+        str(run_dir),
+    ]
+    completed = subprocess.run(command, check=False)
+    results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
+    if completed.returncode != 0:
+        reason = results.get("error") or f"torchrun exited with status {completed.returncode}"
+        raise RuntimeError(f"distributed run failed: {reason}")
+    return results
+
+
 def _run_hydra(overrides: Sequence[str]) -> int:
     """Hand the overrides to Hydra, which owns ``-m``, ``--cfg``, ``--help`` and the rest."""
     import hydra
@@ -121,8 +149,11 @@ def _run_hydra(overrides: Sequence[str]) -> int:
             return None
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            results = train(run_cfg, run_dir)
-        except (NonFiniteLossError, *_USER_ERRORS) as err:
+            if run_cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+                results = _launch_torchrun(run_cfg, run_dir)
+            else:
+                results = train(run_cfg, run_dir)
+        except (NonFiniteLossError, RuntimeError, *_USER_ERRORS) as err:
             if _show_traceback():
                 raise
             status["code"] = _fail(f"{err} (run folder: {run_dir})")

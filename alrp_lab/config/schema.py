@@ -31,6 +31,14 @@ class DetectorConfig:
     nms_iou: float = 0.5
     pre_nms_topk: int = 1000
     max_per_img: int = 100
+    # FoveaBox only (detector=foveabox); the paper's values. list[Any]: OmegaConf rejects
+    # ints inside a list[list[float]] (e.g. [[1, 64]]); build_foveabox validates them.
+    sigma: float = 0.4
+    strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
+    scale_ranges: list[Any] = field(
+        default_factory=lambda: [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
+    )
+    base_edge_list: list[float] = field(default_factory=lambda: [16, 32, 64, 128, 256])
 
 
 @dataclass
@@ -101,6 +109,8 @@ class TrainConfig:
     lr_decay: float = 0.1
     max_iters_per_epoch: int | None = None
     device: str = "auto"
+    # Processes on this machine; > 1 launches torchrun (one per GPU, or CPU processes on gloo).
+    nproc_per_node: int = 1
     resume: bool = False
     log_every: int = 10
     grad_balance: bool = True
@@ -136,7 +146,7 @@ _CHOICES = {
     "loss.name": ("alrp", "ap", "focal", "ce"),
     "box_error.name": ("iou", "giou", "smooth_l1", "l1"),
     "assigner.name": ("atss", "max_iou"),
-    "detector.name": ("retinanet",),
+    "detector.name": ("retinanet", "foveabox"),
     "data.name": ("shapes", "coco"),
     "data.augment": ("ssd", "flip", "none"),
     "backbone.norm": ("bn", "frozen_bn", "gn"),
@@ -163,6 +173,10 @@ def _check_semantics(cfg: DictConfig) -> None:
         )
     if cfg.loss.sb_init <= 0:
         raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
+    if cfg.train.nproc_per_node < 1:
+        raise ConfigError(
+            f"train.nproc_per_node must be at least 1, got {cfg.train.nproc_per_node}"
+        )
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.data.name == "coco" and OmegaConf.is_missing(cfg.data, "root"):

@@ -15,6 +15,7 @@ from torch import nn
 from alrp_lab.data.coco import CocoDetection, coco_paths
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
+from alrp_lab.models.foveabox import build_foveabox
 from alrp_lab.models.retinanet import build_retinanet
 
 
@@ -71,7 +72,7 @@ def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, Co
 
 def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     """What a checkpoint must match to be loaded into this run's model."""
-    return {
+    signature = {
         "detector": cfg.detector.name,
         "num_classes": int(num_classes),
         "depth": int(cfg.backbone.depth),
@@ -85,15 +86,23 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         "scales_per_octave": int(cfg.detector.scales_per_octave),
         "assigner": cfg.assigner.name,
     }
+    if cfg.detector.name == "foveabox":
+        # Anchors and the assigner group do not apply; the fovea settings do.
+        for key in ("octave_base_scale", "scales_per_octave", "assigner"):
+            signature.pop(key)
+        signature.update(
+            sigma=float(cfg.detector.sigma),
+            strides=[int(s) for s in cfg.detector.strides],
+            scale_ranges=[[float(v) for v in r] for r in cfg.detector.scale_ranges],
+            base_edge_list=[float(b) for b in cfg.detector.base_edge_list],
+        )
+    return signature
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     """The detector of ``cfg`` with its loss wired in."""
     det, bb, loss = cfg.detector, cfg.backbone, cfg.loss
-    if det.name != "retinanet":
-        raise ValueError(f"detector={det.name} is not available yet: use detector=retinanet")
-    return build_retinanet(
-        num_classes,
+    common: dict[str, Any] = dict(
         depth=bb.depth,
         groups=bb.groups,
         width_per_group=bb.width_per_group,
@@ -104,13 +113,6 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         fpn_channels=det.fpn_channels,
         head_convs=det.head_convs,
         head_channels=det.head_channels,
-        octave_base_scale=det.octave_base_scale,
-        scales_per_octave=det.scales_per_octave,
-        assigner=cfg.assigner.name,
-        atss_topk=cfg.assigner.topk,
-        pos_iou=cfg.assigner.pos_iou,
-        neg_iou=cfg.assigner.neg_iou,
-        min_pos_iou=cfg.assigner.min_pos_iou,
         cls_loss=loss.name,
         box_error=cfg.box_error.name,
         tau=cfg.box_error.tau,
@@ -126,4 +128,26 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         pre_nms_topk=det.pre_nms_topk,
         max_per_img=det.max_per_img,
         track_grad_balance=cfg.train.grad_balance,
+    )
+    if det.name == "foveabox":
+        return build_foveabox(
+            num_classes,
+            sigma=det.sigma,
+            scale_ranges=det.scale_ranges,
+            base_edge_list=det.base_edge_list,
+            strides=det.strides,
+            **common,
+        )
+    if det.name != "retinanet":
+        raise ValueError(f"unknown detector {det.name!r}: use detector=retinanet or foveabox")
+    return build_retinanet(
+        num_classes,
+        octave_base_scale=det.octave_base_scale,
+        scales_per_octave=det.scales_per_octave,
+        assigner=cfg.assigner.name,
+        atss_topk=cfg.assigner.topk,
+        pos_iou=cfg.assigner.pos_iou,
+        neg_iou=cfg.assigner.neg_iou,
+        min_pos_iou=cfg.assigner.min_pos_iou,
+        **common,
     )

@@ -41,6 +41,7 @@ def test_defaults_compose_to_the_main_experiment():
         ["box_error=iou"],
         ["debug=smoke"],
         ["backbone=resnet50"],
+        ["detector=foveabox", "detector.sigma=0.6"],
         ["data=coco", "data.root=/tmp/coco"],
     ],
 )

@@ -44,6 +44,8 @@ def test_smoke_run_writes_a_completed_results_file(tmp_path):
         ("loss=ce", "box_error=l1"),
         ("loss=ap", "box_error=iou", "loss.self_balance=true"),
         ("loss.self_balance=false", "loss.wr=10", "box_error=iou"),
+        ("detector=foveabox",),
+        ("detector=foveabox", "loss=focal", "box_error=smooth_l1", "box_error.beta=0.11"),
     ],
 )
 def test_every_loss_choice_runs(tmp_path, overrides):
@@ -111,3 +113,15 @@ def test_missing_coco_folder_is_one_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_cpu_processes(tmp_path, monkeypatch):
+    """train.nproc_per_node=2 launches torchrun (gloo on CPU); the ranks share one folder."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _run(tmp_path / "run", "train.nproc_per_node=2", "train.max_iters_per_epoch=null") == 0
+    results = read_results(tmp_path / "run")
+    assert results["status"] == "completed"
+    # 16 training images, batch 4 per process, 2 processes: 2 iterations per epoch.
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
+    assert METRIC_KEYS <= set(results["metrics"])
