@@ -1,8 +1,10 @@
 """The ``alrp-lab`` command line.
 
 ``alrp-lab run [overrides]`` composes ``conf/`` with Hydra (``-m`` for a multirun sweep),
-trains, evaluates and writes a run folder; ``alrp-lab data`` builds the built-in data set;
-``alrp-lab eval GT DT`` scores a COCO results file. Errors a user can cause end in one line
+trains, evaluates and writes a run folder; ``alrp-lab sweep NAME`` runs a paper table's
+definition from ``sweeps/``; ``alrp-lab table NAME|DIR`` rebuilds a table from results files;
+``alrp-lab plot grad-balance DIR`` draws Figure 4; ``alrp-lab data`` builds the built-in data
+set; ``alrp-lab eval GT DT`` scores a COCO results file. Errors a user can cause end in one line
 naming the fix and exit status 2 (set ``ALRP_LAB_TRACEBACK=1`` for the full traceback).
 """
 
@@ -200,6 +202,58 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from alrp_lab.sweeps import load_sweep, run_sweep
+
+    definition = load_sweep(args.name)
+    report = run_sweep(
+        definition,
+        scale=args.scale,
+        extra_overrides=args.overrides,
+        root=Path(args.root) if args.root else None,
+        dry_run=args.dry_run,
+        n_jobs=args.jobs,
+    )
+    table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
+    for column in ("job", "status", "overrides"):
+        table.add_column(column)
+    failed = report.failed
+    for job in report.jobs:
+        if report.dry_run:
+            status = "skip (completed)" if job.id in report.skipped else "would run"
+        elif job.id in failed:
+            status = f"[red]failed[/red]: {failed[job.id]}"
+        elif job.id in report.skipped:
+            status = "skipped (completed)"
+        else:
+            status = "completed"
+        table.add_row(job.id, status, " ".join(job.overrides))
+    _out.print(table)
+    for fmt, path in report.tables.items():
+        _out.print(f"table ({fmt}): {path}")
+    if report.plot is not None:
+        _out.print(f"plot: {report.plot}")
+    if failed:
+        return _fail(f"{len(failed)} of {len(report.jobs)} jobs failed: {', '.join(failed)}")
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from alrp_lab.report import build_table
+
+    print(build_table(args.source, args.format, scale=args.scale))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from alrp_lab.report import plot_grad_balance
+
+    source = Path(args.source)
+    out = Path(args.out) if args.out else source / "grad_balance.png"
+    _out.print(f"wrote {plot_grad_balance(source, out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alrp-lab",
@@ -219,6 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-val", type=int, default=200)
     data.add_argument("--image-size", type=int, default=128)
     data.add_argument("--num-classes", type=int, default=6)
+    sweep = verbs.add_parser(
+        "sweep", help="run a paper table's sweep from sweeps/ (completed jobs are skipped)"
+    )
+    sweep.add_argument("name", help="table2, table3, table4, table5, table7, table8, ...")
+    sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to every job")
+    sweep.add_argument("--scale", default="cpu", help="cpu (built-in data) or paper (COCO)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
+    sweep.add_argument("--root", default=None, help="sweep folder (default outputs/sweeps/NAME)")
+    sweep.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
+    table = verbs.add_parser("table", help="rebuild a table from results files alone")
+    table.add_argument("source", help="a sweep name or a folder of runs")
+    table.add_argument("--format", default="md", choices=["md", "csv", "tex"])
+    table.add_argument("--scale", default="cpu")
+    plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
+    plot.add_argument("figure", choices=["grad-balance"], help="grad-balance: Figure 4")
+    plot.add_argument("source", help="a run folder or a sweep folder")
+    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/grad_balance.png)")
     ev = verbs.add_parser("eval", help="score a COCO results file: AP, oLRP, rho")
     ev.add_argument("gt", help="COCO annotation file (instances_*.json)")
     ev.add_argument("dt", help="COCO results file (list of detections)")
@@ -236,7 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    handlers = {"data": _cmd_data, "eval": _cmd_eval}
+    handlers = {
+        "data": _cmd_data,
+        "eval": _cmd_eval,
+        "sweep": _cmd_sweep,
+        "table": _cmd_table,
+        "plot": _cmd_plot,
+    }
     try:
         return handlers[args.verb](args)
     except _USER_ERRORS as err:

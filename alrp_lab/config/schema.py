@@ -39,6 +39,23 @@ class DetectorConfig:
         default_factory=lambda: [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
     )
     base_edge_list: list[float] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    # Faster R-CNN only (detector=faster_rcnn); SPEC section 4. rpn_weight None: 0.2 for aLRP,
+    # 1 for cross entropy.
+    rpn_weight: float | None = None
+    rpn_pos_iou: float = 0.7
+    rpn_neg_iou: float = 0.3
+    rpn_min_pos_iou: float = 0.3
+    rpn_tau: float = 0.7
+    rpn_nms_iou: float = 0.7
+    num_proposals: int = 1000
+    rpn_sample_size: int = 256
+    rpn_pos_fraction: float = 0.5
+    roi_fc_channels: int = 1024
+    roi_sampling_ratio: int = 0
+    roi_canonical_scale: float = 224.0
+    roi_pos_iou: float = 0.5
+    roi_sample_size: int = 512
+    roi_pos_fraction: float = 0.25
 
 
 @dataclass
@@ -61,6 +78,8 @@ class LossConfig:
     wr: float | None = None
     alpha: float = 0.25
     gamma: float = 2.0
+    # Appendix G.3 / Figure A.7: a positive's target 0 instead of Eq. 12's (training diverges).
+    zero_target: bool = False
 
 
 @dataclass
@@ -115,6 +134,8 @@ class TrainConfig:
     log_every: int = 10
     grad_balance: bool = True
     eval_every: int = 0
+    # Add Table 5's upper and lower bounds (upper_*/lower_* metrics) to the evaluation.
+    eval_bounds: bool = False
 
 
 @dataclass
@@ -146,7 +167,7 @@ _CHOICES = {
     "loss.name": ("alrp", "ap", "focal", "ce"),
     "box_error.name": ("iou", "giou", "smooth_l1", "l1"),
     "assigner.name": ("atss", "max_iou"),
-    "detector.name": ("retinanet", "foveabox"),
+    "detector.name": ("retinanet", "foveabox", "faster_rcnn"),
     "data.name": ("shapes", "coco"),
     "data.augment": ("ssd", "flip", "none"),
     "backbone.norm": ("bn", "frozen_bn", "gn"),
@@ -171,6 +192,12 @@ def _check_semantics(cfg: DictConfig) -> None:
             f"aLRP Loss ranks by an IoU-based error; box_error={cfg.box_error.name} is for the "
             "baselines: use box_error=giou or box_error=iou"
         )
+    if cfg.detector.name == "faster_rcnn" and cfg.loss.name not in ("alrp", "ce"):
+        raise ConfigError(
+            f"detector=faster_rcnn trains with loss=alrp or loss=ce (Table 8), not {cfg.loss.name}"
+        )
+    if cfg.loss.zero_target and (cfg.loss.name != "alrp" or cfg.detector.name != "retinanet"):
+        raise ConfigError("loss.zero_target=true is an aLRP ablation for detector=retinanet")
     if cfg.loss.sb_init <= 0:
         raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
     if cfg.train.nproc_per_node < 1:

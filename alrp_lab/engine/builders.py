@@ -15,6 +15,7 @@ from torch import nn
 from alrp_lab.data.coco import CocoDetection, coco_paths
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
+from alrp_lab.models.faster_rcnn import build_faster_rcnn
 from alrp_lab.models.foveabox import build_foveabox
 from alrp_lab.models.retinanet import build_retinanet
 
@@ -86,6 +87,9 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         "scales_per_octave": int(cfg.detector.scales_per_octave),
         "assigner": cfg.assigner.name,
     }
+    if cfg.detector.name == "faster_rcnn":
+        signature.pop("assigner")
+        signature["roi_fc_channels"] = int(cfg.detector.roi_fc_channels)
     if cfg.detector.name == "foveabox":
         # Anchors and the assigner group do not apply; the fovea settings do.
         for key in ("octave_base_scale", "scales_per_octave", "assigner"):
@@ -138,8 +142,32 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
             strides=det.strides,
             **common,
         )
+    if det.name == "faster_rcnn":
+        for key in ("focal_alpha", "focal_gamma"):
+            common.pop(key)
+        return build_faster_rcnn(
+            num_classes,
+            octave_base_scale=det.octave_base_scale,
+            scales_per_octave=det.scales_per_octave,
+            rpn_weight=det.rpn_weight,
+            rpn_pos_iou=det.rpn_pos_iou,
+            rpn_neg_iou=det.rpn_neg_iou,
+            rpn_min_pos_iou=det.rpn_min_pos_iou,
+            rpn_tau=det.rpn_tau,
+            rpn_nms_iou=det.rpn_nms_iou,
+            num_proposals=det.num_proposals,
+            rpn_sample_size=det.rpn_sample_size,
+            rpn_pos_fraction=det.rpn_pos_fraction,
+            roi_fc_channels=det.roi_fc_channels,
+            roi_sampling_ratio=det.roi_sampling_ratio,
+            roi_canonical_scale=det.roi_canonical_scale,
+            roi_pos_iou=det.roi_pos_iou,
+            roi_sample_size=det.roi_sample_size,
+            roi_pos_fraction=det.roi_pos_fraction,
+            **common,
+        )
     if det.name != "retinanet":
-        raise ValueError(f"unknown detector {det.name!r}: use detector=retinanet or foveabox")
+        raise ValueError(f"unknown detector {det.name!r}: use retinanet, foveabox, faster_rcnn")
     return build_retinanet(
         num_classes,
         octave_base_scale=det.octave_base_scale,
@@ -149,5 +177,6 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         pos_iou=cfg.assigner.pos_iou,
         neg_iou=cfg.assigner.neg_iou,
         min_pos_iou=cfg.assigner.min_pos_iou,
+        zero_target=loss.zero_target,
         **common,
     )

@@ -83,13 +83,14 @@ def evaluate_model(
     *,
     device: torch.device,
     batch_size: int = 8,
+    bounds: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Predict on ``dataset`` and score against its COCO ground truth.
 
     Returns ``(metrics, detections)``; metrics are the keys of
-    :func:`alrp_lab.eval.evaluate_detections`.
+    :func:`alrp_lab.eval.evaluate_detections` (with Table 5's bounds when ``bounds``).
     """
     detections = predict(model, dataset, device=device, batch_size=batch_size, on_batch=on_batch)
-    metrics = evaluate_detections(dataset.coco, detections)
+    metrics = evaluate_detections(dataset.coco, detections, bounds=bounds)
     return metrics, detections

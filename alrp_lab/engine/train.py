@@ -134,6 +134,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
     # SelfBalance, or a disabled one holding the constant wr; saved with the model.
     balance = model.self_balance
+    # Two-stage detectors keep a second SB for the RPN, fed by the model from its stage terms.
+    rpn_balance = getattr(model, "rpn_self_balance", None)
 
     tracker = WandbRun(
         mode=cfg.logger.mode,
@@ -195,7 +197,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     optimizer.step()
                     loss_cls = float(losses["loss_cls"].detach())
                     loss_loc = float(losses["loss_loc"].detach())
-                    balance.update(loss_cls, loss_loc)
+                    if rpn_balance is None:
+                        balance.update(loss_cls, loss_loc)
+                    else:
+                        model.update_self_balance(losses)
                     ratio = model.grad_balance() if grad_csv is not None else None
                     if grad_csv is not None and ratio is not None:
                         with grad_csv.open("a") as fh:
@@ -218,6 +223,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     progress.advance_iteration(float(loss.detach()))
                     iteration += 1
                 weight = balance.step_epoch(all_reduce=ctx.all_reduce_sum)
+                if rpn_balance is not None:
+                    rpn_balance.step_epoch(all_reduce=ctx.all_reduce_sum)
                 tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=iteration)
                 if ctx.is_main:
                     save_checkpoint(
@@ -240,6 +247,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     val_set,
                     device=device,
                     batch_size=cfg.train.batch_size,
+                    bounds=cfg.train.eval_bounds,
                     on_batch=progress.advance_evaluation,
                 )
                 atomic_write_json(run_dir / "detections_val.json", detections)

@@ -43,11 +43,13 @@ class ALRPLossOutput(NamedTuple):
     loc: Tensor
 
 
-def alrp_definition(loc_errors: Tensor) -> RankingLossDefinition:
+def alrp_definition(loc_errors: Tensor, zero_target: bool = False) -> RankingLossDefinition:
     """aLRP Loss for the framework in :mod:`alrp_lab.losses.ranking`.
 
     Args:
         loc_errors: (P,) Eloc of the positives (detached), in the order the positives are given.
+        zero_target: use the target ``l*(i) = 0`` instead of ``Eloc(i) / rank(i)`` (Eq. 12):
+            the ablation of Appendix G.3 / Figure A.7, which makes training diverge.
 
     The framework's loss value, ``mean_i l(i)``, uses the smoothed ``H`` in the localisation
     sum; :func:`alrp_loss` reports ``L_cls`` and the unit-step ``L_loc`` instead.
@@ -58,6 +60,8 @@ def alrp_definition(loc_errors: Tensor) -> RankingLossDefinition:
         return (stats.fp + e.to(stats.fp.dtype) + stats.weighted_pos) / stats.rank
 
     def target(stats: RankingStats) -> Tensor:
+        if zero_target:
+            return torch.zeros_like(stats.rank)
         return e.to(stats.fp.dtype) / stats.rank
 
     return RankingLossDefinition(
@@ -82,8 +86,11 @@ def localisation_loss(pos_scores: Tensor, loc_errors: Tensor, rank: Tensor) -> T
     """
     dtype = torch.promote_types(loc_errors.dtype, torch.float32)
     ascending, order = torch.sort(pos_scores)
-    # Positive i's cum is the suffix sum from the first positive tied with it.
-    first = torch.searchsorted(ascending, ascending, side="left")
+    # Positive i's cum is the suffix sum from the first positive tied with it. NaN scores
+    # search past the end: clamp, so a diverged model gets a NaN loss, not an IndexError.
+    first = torch.searchsorted(ascending, ascending, side="left").clamp(
+        max=max(pos_scores.numel() - 1, 0)
+    )
     e = loc_errors.to(dtype)[order]
     cum = e.flip(0).cumsum(0).flip(0)[first]
     return (cum / rank.detach()[order].to(dtype)).sum() / max(pos_scores.numel(), 1)
@@ -107,7 +114,11 @@ def _check_loc_errors(loc_errors: Tensor, num_positives: int, logits: Tensor) ->
 
 
 def alrp_loss(
-    logits: Tensor, labels: Tensor, loc_errors: Tensor, delta: float = 1.0
+    logits: Tensor,
+    labels: Tensor,
+    loc_errors: Tensor,
+    delta: float = 1.0,
+    zero_target: bool = False,
 ) -> ALRPLossOutput:
     """aLRP Loss of flattened (anchor, class) examples.
 
@@ -117,6 +128,7 @@ def alrp_loss(
         labels: (M,) int, 1 positive, 0 negative, -1 ignored.
         loc_errors: (P,) Eloc of the positives in the order they appear in ``logits``.
         delta: ramp half-width of the smoothed step; 0 selects the unit step ``1[x > 0]``.
+        zero_target: the Appendix G.3 ablation (target 0 instead of Eq. 12's); diverges.
 
     Returns:
         :class:`ALRPLossOutput`. ``cls.backward()`` puts the error-driven aLRP gradient on
@@ -131,7 +143,7 @@ def alrp_loss(
     num_pos = inputs.pos_index.numel()
     _check_loc_errors(loc_errors, num_pos, logits)
     result = sorted_error_driven(
-        inputs.pos_scores, inputs.neg_scores, alrp_definition(loc_errors), delta
+        inputs.pos_scores, inputs.neg_scores, alrp_definition(loc_errors, zero_target), delta
     )
     stats = result.stats
     cls_value = (stats.fp / stats.rank).sum() / max(num_pos, 1)
@@ -144,12 +156,13 @@ class ALRPLoss(nn.Module):
     """Module form of :func:`alrp_loss`:
     ``forward(logits (M,), labels (M,), loc_errors (P,)) -> ALRPLossOutput``."""
 
-    def __init__(self, delta: float = 1.0) -> None:
+    def __init__(self, delta: float = 1.0, zero_target: bool = False) -> None:
         super().__init__()
         self.delta = check_delta(delta)
+        self.zero_target = zero_target
 
     def forward(self, logits: Tensor, labels: Tensor, loc_errors: Tensor) -> ALRPLossOutput:
-        return alrp_loss(logits, labels, loc_errors, self.delta)
+        return alrp_loss(logits, labels, loc_errors, self.delta, self.zero_target)
 
     def extra_repr(self) -> str:
-        return f"delta={self.delta}"
+        return f"delta={self.delta}, zero_target={self.zero_target}"

@@ -1,8 +1,9 @@
 """Detectors and their parts: ResNet/ResNeXt backbones, FPN, RetinaNet and its dense loss,
-FoveaBox."""
+Faster R-CNN (RPN, RoI head, samplers)."""
 
 from alrp_lab.models.backbone import FrozenBatchNorm2d, ResNet, resnext101_32x8d
 from alrp_lab.models.dense_loss import DenseDetectionLoss, build_dense_targets
+from alrp_lab.models.faster_rcnn import FasterRCNN, build_faster_rcnn
 from alrp_lab.models.foveabox import (
     FoveaBox,
     FoveaBoxCoder,
@@ -12,20 +13,34 @@ from alrp_lab.models.foveabox import (
 from alrp_lab.models.fpn import FPN
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet, build_retinanet
+from alrp_lab.models.roi_head import BoxHead, RoIFeatureExtractor, RoIHead, RoILoss
+from alrp_lab.models.rpn import ProposalConfig, RegionProposalNetwork, RPNHead, RPNLoss
+from alrp_lab.models.samplers import RandomSampler
 from alrp_lab.models.weights import load_backbone_weights
 
 __all__ = [
+    "BoxHead",
     "DenseDetectionLoss",
     "FPN",
+    "FasterRCNN",
     "FoveaBox",
     "FoveaBoxCoder",
     "FoveaPriorGenerator",
     "FrozenBatchNorm2d",
+    "ProposalConfig",
+    "RPNHead",
+    "RPNLoss",
+    "RandomSampler",
+    "RegionProposalNetwork",
     "ResNet",
     "RetinaHead",
     "RetinaNet",
+    "RoIFeatureExtractor",
+    "RoIHead",
+    "RoILoss",
     "TestConfig",
     "build_dense_targets",
+    "build_faster_rcnn",
     "build_foveabox",
     "build_retinanet",
     "load_backbone_weights",

@@ -111,6 +111,7 @@ class DenseDetectionLoss(nn.Module):
         loc_weight: constant localisation weight when ``balance`` is None.
         track_grad_balance: record sum |dL/ds| over negatives and positives at every
             backward (Figure 4); read with ``grad_balance()``.
+        zero_target: aLRP only, the Appendix G.3 ablation (a positive's target 0).
 
     The localisation term is, per classifier: aLRP, the ranking-weighted L_loc of SPEC
     section 1; AP, the mean error over positives; Focal / CE, sum over positives / num_pos
@@ -129,6 +130,7 @@ class DenseDetectionLoss(nn.Module):
         delta: float = 1.0,
         loc_weight: float = 1.0,
         track_grad_balance: bool = False,
+        zero_target: bool = False,
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -149,6 +151,7 @@ class DenseDetectionLoss(nn.Module):
         self.delta = float(delta)
         self.loc_weight = float(loc_weight)
         self.track_grad_balance = track_grad_balance
+        self.zero_target = zero_target
         # Score-based classifiers: sum over non-ignored examples / max(1, num_pos).
         self._score_loss: nn.Module | None = None
         if cls_loss == "focal":
@@ -248,7 +251,9 @@ class DenseDetectionLoss(nn.Module):
         else:
             errors = self._localisation_errors(box_deltas, anchors, targets)
             if self.cls_loss == "alrp":
-                cls, loc = alrp_loss(flat_logits, flat_labels, errors, delta=self.delta)
+                cls, loc = alrp_loss(
+                    flat_logits, flat_labels, errors, delta=self.delta, zero_target=self.zero_target
+                )
             elif self.cls_loss == "ap":
                 cls = ap_loss(flat_logits, flat_labels, delta=self.delta)
                 loc = errors.mean()

@@ -316,6 +316,7 @@ def build_retinanet(
     pre_nms_topk: int = 1000,
     max_per_img: int = 100,
     track_grad_balance: bool = False,
+    zero_target: bool = False,
 ) -> RetinaNet:
     """RetinaNet as the paper trains it, from plain arguments.
 
@@ -369,6 +370,7 @@ def build_retinanet(
         focal_alpha=focal_alpha,
         focal_gamma=focal_gamma,
         delta=delta,
+        zero_target=zero_target,
         track_grad_balance=track_grad_balance,
     )
     head = RetinaHead(

@@ -1,4 +1,4 @@
-"""Detection primitives in pure torch: box algebra, delta coding, anchors and NMS."""
+"""Detection primitives in pure torch: box algebra, delta coding, anchors, NMS and RoIAlign."""
 
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
@@ -15,6 +15,7 @@ from alrp_lab.ops.boxes import (
     generalized_box_iou,
 )
 from alrp_lab.ops.nms import batched_nms, nms
+from alrp_lab.ops.roi_align import roi_align
 
 __all__ = [
     "AnchorGenerator",
@@ -31,4 +32,5 @@ __all__ = [
     "elementwise_generalized_box_iou",
     "generalized_box_iou",
     "nms",
+    "roi_align",
 ]

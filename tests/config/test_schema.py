@@ -42,6 +42,7 @@ def test_defaults_compose_to_the_main_experiment():
         ["debug=smoke"],
         ["backbone=resnet50"],
         ["detector=foveabox", "detector.sigma=0.6"],
+        ["detector=faster_rcnn", "loss=ce", "box_error=giou", "loss.wr=10"],
         ["data=coco", "data.root=/tmp/coco"],
     ],
 )
@@ -64,6 +65,7 @@ def test_every_paper_choice_is_one_override(overrides):
         (["data=coco"], "data.root"),
         (["backbone.norm=batchnorm"], "backbone.norm"),
         (["logger.mode=sometimes"], "logger.mode"),
+        (["detector=faster_rcnn", "loss=focal"], "loss=alrp or loss=ce"),
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):

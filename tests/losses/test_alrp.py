@@ -227,3 +227,21 @@ def test_bad_labels_and_delta() -> None:
         alrp_loss(torch.zeros(3), torch.tensor([1, 3, 0]), torch.zeros(1))
     with pytest.raises(ValueError, match="delta"):
         alrp_loss(torch.zeros(3), torch.tensor([1, 0, 0]), torch.zeros(1), delta=-0.1)
+
+
+def test_zero_target_ablation_adds_each_positives_own_error() -> None:
+    """Appendix G.3: with target 0 a positive's update also carries its own Eloc / rank."""
+    gen = torch.Generator().manual_seed(20201)
+    logits = torch.randn(300, dtype=torch.float64, generator=gen)
+    labels = (torch.rand(300, generator=gen) < 0.1).long()
+    loc_errors = torch.rand(int(labels.sum()), dtype=torch.float64, generator=gen) + 0.1
+    grads = []
+    for zero_target in (False, True):
+        x = logits.clone().requires_grad_(True)
+        alrp_loss(x, labels, loc_errors, zero_target=zero_target).cls.backward()
+        grads.append(x.grad)
+    normal, zero = grads
+    pos = labels == 1
+    assert torch.all(zero[pos].abs() > normal[pos].abs())
+    # Theorem 2 holds for any target: positives' and negatives' totals stay equal.
+    assert zero[pos].abs().sum().item() == pytest.approx(zero[~pos].abs().sum().item(), rel=1e-12)

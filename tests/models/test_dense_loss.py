@@ -96,9 +96,9 @@ def test_loc_errors_follow_flattened_positive_order(seed, box_error_name, monkey
     box_error = build_box_error(box_error_name)
     seen = {}
 
-    def spy(flat_logits, flat_labels, loc_errors, delta):
+    def spy(flat_logits, flat_labels, loc_errors, delta, **kwargs):
         seen.update(logits=flat_logits, labels=flat_labels, errors=loc_errors)
-        return alrp_loss(flat_logits, flat_labels, loc_errors, delta)
+        return alrp_loss(flat_logits, flat_labels, loc_errors, delta, **kwargs)
 
     monkeypatch.setattr(dense_loss_module, "alrp_loss", spy)
     loss = DenseDetectionLoss("alrp", box_error, SelfBalance(7.0), coder)

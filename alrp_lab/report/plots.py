@@ -1,0 +1,131 @@
+"""Figure 4 of the paper: the gradient balance of a run, iteration by iteration.
+
+Each run folder's ``grad_balance.csv`` (``iteration,epoch,ratio``; ratio = sum |dL/ds| over
+negatives / over positives, SPEC section 3) becomes one line, labelled by the run's loss.
+aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. Reads files only;
+matplotlib is imported when a plot is drawn, with the Agg canvas (no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from alrp_lab.tracking.results import read_results
+
+GRAD_BALANCE_FILE = "grad_balance.csv"
+LOSS_NAMES = {
+    "alrp": "aLRP Loss",
+    "ap": "AP Loss",
+    "focal": "Focal Loss",
+    "ce": "Cross Entropy",
+}
+
+PathLike = str | os.PathLike[str]
+
+__all__ = ["GRAD_BALANCE_FILE", "GradBalance", "plot_grad_balance", "read_grad_balance"]
+
+
+class GradBalance(NamedTuple):
+    """One run's ratios: ``iterations`` and ``ratios`` of equal length (finite ratios only)."""
+
+    iterations: list[int]
+    ratios: list[float]
+
+
+def read_grad_balance(run_dir: PathLike) -> GradBalance:
+    """Read ``run_dir/grad_balance.csv``. A malformed line (e.g. cut by a crash) or a
+    non-finite ratio is skipped. Raises :class:`FileNotFoundError` when the file is missing."""
+    path = Path(run_dir) / GRAD_BALANCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {GRAD_BALANCE_FILE} in {run_dir}: train with train.grad_balance=true"
+        )
+    iterations: list[int] = []
+    ratios: list[float] = []
+    with path.open(newline="") as handle:
+        for record in csv.DictReader(handle):
+            try:
+                iteration, ratio = int(record["iteration"]), float(record["ratio"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(ratio):
+                iterations.append(iteration)
+                ratios.append(ratio)
+    return GradBalance(iterations, ratios)
+
+
+def _run_dirs(dirs_or_sweep_dir: PathLike | Iterable[PathLike]) -> list[Path]:
+    """Run folders holding a grad_balance.csv: the given folders, or those below one."""
+    if isinstance(dirs_or_sweep_dir, (str, os.PathLike)):
+        candidates = [Path(dirs_or_sweep_dir)]
+    else:
+        candidates = [Path(d) for d in dirs_or_sweep_dir]
+    runs: list[Path] = []
+    for folder in candidates:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder: pass run or sweep folders")
+        if (folder / GRAD_BALANCE_FILE).is_file():
+            runs.append(folder)
+        else:
+            runs.extend(sorted(p.parent for p in folder.rglob(GRAD_BALANCE_FILE)))
+    return runs
+
+
+def _label(run_dir: Path) -> str:
+    """The run's loss in the paper's words (from results.json), else the folder's name."""
+    try:
+        loss = read_results(run_dir)["config"]["loss"]["name"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return run_dir.name
+    return LOSS_NAMES.get(str(loss), str(loss))
+
+
+def plot_grad_balance(
+    dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png: PathLike
+) -> Path:
+    """Draw Figure 4 (left) into ``out_png`` and return its path.
+
+    Args:
+        dirs_or_sweep_dir: a sweep folder (every run below it with a grad_balance.csv) or a
+            list of run folders.
+        out_png: the image to write (its folder is created).
+
+    One line per run, labelled by its loss (two runs with the same loss also show their
+    folder names) with its min and max ratio as the paper's legend gives them; log-scale
+    y and a dashed line at 1.000. Raises :class:`ValueError` when no run has any ratio.
+    """
+    from matplotlib.figure import Figure  # the object API: no pyplot state, Agg canvas
+
+    runs = [(run, read_grad_balance(run)) for run in _run_dirs(dirs_or_sweep_dir)]
+    runs = [(run, data) for run, data in runs if any(r > 0 for r in data.ratios)]
+    if not runs:
+        raise ValueError(
+            f"no {GRAD_BALANCE_FILE} with positive ratios under {dirs_or_sweep_dir}: run the "
+            "figure4 sweep first (alrp-lab sweep figure4) or pass its run folders"
+        )
+    labels = [_label(run) for run, _ in runs]
+    figure = Figure(figsize=(7.0, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    for (run, data), label in zip(runs, labels, strict=True):
+        if labels.count(label) > 1:
+            label = f"{label} ({run.name})"
+        points = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
+        low, high = min(r for _, r in points), max(r for _, r in points)
+        legend = f"{label}: min 1/{1 / low:.3f}, max {high:.3f}"
+        axes.plot([i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend)
+    axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="1.000 (Theorem 2)",
+                 zorder=1)  # under the runs: aLRP Loss lies on it
+    axes.set_yscale("log")
+    axes.set_xlabel("iteration")
+    axes.set_ylabel(r"$\sum_{N} |\partial L/\partial s|$ / $\sum_{P} |\partial L/\partial s|$")
+    axes.set_title("Gradient magnitude of negatives over positives (Figure 4)")
+    axes.legend(fontsize="small")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    return out

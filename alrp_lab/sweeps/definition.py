@@ -1,0 +1,427 @@
+"""Sweep definitions: one YAML file per paper table or figure, loaded and checked here.
+
+A definition names the jobs of a table (Hydra overrides), how their results fill the table,
+and the numbers the paper prints in each cell. The format (``sweeps/README.md`` has a worked
+example)::
+
+    title: "Table 3: AP with a constant wr instead of self-balance"   # required
+    description: "..."          # optional prose, shown under the table
+    kind: grid                  # "metrics" or "grid" (below)
+    metric: AP                  # grid only: the metric shown in every cell
+    metrics: [AP, AP50, oLRP]   # metrics only: one column per metric
+    corner: wr                  # optional header of the row-label column
+    figure: grad_balance        # optional: also draw Figure 4's plot from the runs
+    needs: [loss.zero_target]   # optional: config keys the jobs use that conf/ lacks so far
+    base: [loss=alrp, assigner=max_iou]     # overrides of every job
+    scales:                     # at least `cpu`; `extra_overrides` come after these
+      cpu:
+        overrides: [train.epochs=8]
+      paper:
+        overrides: [data=coco, backbone=resnet50, train.epochs=100]
+        requires: [data.root, backbone.weights]   # keys the user must add on the command line
+    rows:
+      - label: IoU              # shown in the table; the job id is its slug unless `id` is set
+        id: iou                 # optional: [a-z0-9][a-z0-9_.-]*
+        overrides: [box_error=iou]
+        scale_overrides:        # optional: added to the row's overrides at that scale only
+          paper: [train.lr=0.002]
+        paper: {"1": 36.9, SB: 38.7}   # grid: keyed by column label; metrics: by metric
+        same_job_as: IoU        # metrics only: read another row's job (no job of its own)
+        metric_prefix: upper_   # metrics only: read metric "upper_AP" for column "AP"
+    columns:                    # grid only: one job per (row, column)
+      - label: "1"
+        id: wr1
+        overrides: [loss.self_balance=false, loss.wr=1]
+
+Kinds: ``metrics`` makes one job per row (rows with ``same_job_as`` share another row's
+job) and shows the listed metrics; ``grid`` makes one job per (row, column) and shows one
+metric. A job's overrides are, in order: ``base``, the scale's, the row's (then its
+``scale_overrides`` for the scale), the column's, then the command line's: later ones win.
+Paper numbers are in the paper's units (AP and oLRP in %, rho as is).
+
+Job ids are stable and filesystem-safe: the row id for ``metrics``, ``ROW__COLUMN`` for
+``grid``; a job's run folder is ``SWEEP_ROOT/JOB_ID``.
+
+Nothing here imports torch or Hydra: the report reads definitions too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SWEEPS_DIR = REPO_ROOT / "sweeps"
+CONF_DIR = REPO_ROOT / "conf"
+
+SWEEP_FILE = "sweep.json"
+OUTPUT_ROOT = Path("outputs") / "sweeps"
+
+KINDS = ("metrics", "grid")
+FIGURES = ("grad_balance",)
+
+_TOP_KEYS = {
+    "title", "description", "kind", "metric", "metrics", "corner", "figure", "needs", "base",
+    "scales", "rows", "columns",
+}
+_SCALE_KEYS = {"overrides", "requires"}
+_ROW_KEYS = {
+    "label", "id", "overrides", "scale_overrides", "paper", "same_job_as", "metric_prefix",
+}
+_COLUMN_KEYS = {"label", "id", "overrides"}
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+__all__ = [
+    "CONF_DIR",
+    "OUTPUT_ROOT",
+    "SWEEPS_DIR",
+    "SWEEP_FILE",
+    "Column",
+    "Row",
+    "Scale",
+    "SweepDefinition",
+    "available_sweeps",
+    "default_root",
+    "load_sweep",
+    "parse_sweep",
+    "slugify",
+]
+
+
+def slugify(label: str) -> str:
+    """A filesystem-safe id for ``label``: lower case, runs of other characters as ``-``.
+
+    ``"aLRP (GIoU) + SB + ATSS"`` becomes ``"alrp-giou-sb-atss"``.
+    """
+    slug = re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-.")
+    return slug
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One scale of a sweep: overrides added to every job, and keys the user must supply."""
+
+    overrides: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Column:
+    """A job column of a ``grid`` table."""
+
+    label: str
+    id: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: its job's overrides (or the row whose job it reads) and the paper's
+    numbers, keyed by column label (grid) or metric (metrics)."""
+
+    label: str
+    id: str
+    overrides: tuple[str, ...] = ()
+    scale_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    paper: Mapping[str, float | None] = field(default_factory=dict)
+    same_job_as: str | None = None
+    metric_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class SweepDefinition:
+    """A loaded, checked sweep definition (see the module docstring for the format).
+
+    ``raw`` is the mapping it was parsed from: a sweep folder keeps a copy, so its tables can
+    be rebuilt even after the YAML file changes.
+    """
+
+    name: str
+    title: str
+    kind: str
+    rows: tuple[Row, ...]
+    scales: Mapping[str, Scale]
+    columns: tuple[Column, ...] = ()
+    metrics: tuple[str, ...] = ()
+    base: tuple[str, ...] = ()
+    description: str = ""
+    corner: str = ""
+    figure: str | None = None
+    needs: tuple[str, ...] = ()
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def table_columns(self) -> tuple[str, ...]:
+        """The labels of the table's value columns: metrics, or the grid's columns."""
+        if self.kind == "grid":
+            return tuple(c.label for c in self.columns)
+        return self.metrics
+
+    def job_row(self, row: Row) -> Row:
+        """The row whose job fills ``row`` (itself unless it has ``same_job_as``)."""
+        if row.same_job_as is None:
+            return row
+        return next(r for r in self.rows if r.label == row.same_job_as)
+
+    def job_id(self, row: Row, column: Column | None = None) -> str:
+        """The id (and run-folder name) of the job behind ``row`` (and grid ``column``)."""
+        row = self.job_row(row)
+        return row.id if column is None else f"{row.id}__{column.id}"
+
+    def cell_metric(self, row: Row, column_label: str) -> str:
+        """The results.json metric key shown in (row, column)."""
+        if self.kind == "grid":
+            return self.metrics[0]
+        return row.metric_prefix + column_label
+
+
+def default_root(name: str, scale: str = "cpu") -> Path:
+    """Where a sweep runs unless told otherwise: ``outputs/sweeps/NAME`` for the cpu scale,
+    ``outputs/sweeps/NAME-SCALE`` for the others (relative to the working directory)."""
+    return OUTPUT_ROOT / (name if scale == "cpu" else f"{name}-{scale}")
+
+
+def available_sweeps(folder: Path = SWEEPS_DIR) -> list[str]:
+    """Names of the definitions in ``folder`` (``NAME.yaml``), sorted."""
+    return sorted(p.stem for p in Path(folder).glob("*.yaml"))
+
+
+def load_sweep(name_or_path: str | Path) -> SweepDefinition:
+    """Load a definition by name (``sweeps/NAME.yaml`` in the repository) or path.
+
+    Raises :class:`ValueError` for an unknown name (listing the available ones) or a bad
+    definition (naming the file and the key), :class:`FileNotFoundError` for a missing path.
+    """
+    text = str(name_or_path)
+    looks_like_path = text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep definition {path} does not exist: check the path")
+    else:
+        path = SWEEPS_DIR / f"{text}.yaml"
+        if not path.is_file():
+            names = ", ".join(available_sweeps()) or "none"
+            raise ValueError(f"unknown sweep {text!r}: choose one of {names}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    return parse_sweep(raw, name=path.stem, source=path)
+
+
+class _Checker:
+    """Raises one-line errors that name the file and the offending entry."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, message: str) -> None:
+        raise ValueError(f"{self.where}: {message}")
+
+    def mapping(self, value: Any, what: str, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            self.fail(f"{what} must be a mapping, got {type(value).__name__}")
+        unknown = sorted(set(map(str, value)) - allowed)
+        if unknown:
+            keys = ", ".join(sorted(allowed))
+            self.fail(f"unknown key {unknown[0]!r} in {what}; allowed: {keys}")
+        return value
+
+    def text(self, value: Any, what: str, *, required: bool = True) -> str:
+        if value in (None, "") and not required:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+            self.fail(f"{what} must be a non-empty string")
+        return str(value)
+
+    def strings(self, value: Any, what: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(f"{what} must be a list of strings")
+        return tuple(value)
+
+    def overrides(self, value: Any, what: str) -> tuple[str, ...]:
+        items = self.strings(value, what)
+        for item in items:
+            if "=" not in item or item.startswith("-"):
+                self.fail(f"{what}: {item!r} is not a Hydra override (key=value)")
+        return items
+
+    def keys(self, value: Any, what: str) -> tuple[str, ...]:
+        items = self.strings(value, what)
+        for item in items:
+            if not _KEY.match(item):
+                self.fail(f"{what}: {item!r} is not a dotted config key such as data.root")
+        return items
+
+    def ident(self, value: Any, label: str, what: str) -> str:
+        ident = slugify(label) if value is None else self.text(value, f"{what}.id")
+        if not _ID.match(ident):
+            self.fail(f"{what}: id {ident!r} is not filesystem-safe; set id: [a-z0-9_.-]")
+        return ident
+
+
+def _paper_numbers(check: _Checker, value: Any, what: str, allowed: tuple[str, ...]) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        check.fail(f"{what}.paper must be a mapping of column to number")
+    out: dict[str, float | None] = {}
+    for key, number in value.items():
+        key = str(key)
+        if key not in allowed:
+            check.fail(f"{what}.paper has {key!r}, which is not a column ({', '.join(allowed)})")
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+        ):
+            check.fail(f"{what}.paper[{key!r}] must be a number or null, got {number!r}")
+        out[key] = None if number is None else float(number)
+    return out
+
+
+def _scale_overrides(check: _Checker, value: Any, what: str) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        check.fail(f"{what}.scale_overrides must map a scale name to a list of overrides")
+    return {
+        str(k): check.overrides(v, f"{what}.scale_overrides.{k}") for k, v in value.items()
+    }
+
+
+def parse_sweep(
+    raw: Any, *, name: str, source: Path | None = None
+) -> SweepDefinition:
+    """Check a definition's mapping (as read from YAML) and build a :class:`SweepDefinition`.
+
+    Raises :class:`ValueError` naming ``source`` (or ``name``) and the offending key.
+    """
+    check = _Checker(str(source) if source is not None else f"sweep {name}")
+    top = check.mapping(raw, "the definition", _TOP_KEYS)
+    title = check.text(top.get("title"), "title")
+    kind = top.get("kind")
+    if kind not in KINDS:
+        check.fail(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    figure = top.get("figure")
+    if figure is not None and figure not in FIGURES:
+        check.fail(f"figure must be one of {', '.join(FIGURES)}, got {figure!r}")
+
+    if kind == "grid":
+        if "metrics" in top:
+            check.fail("a grid shows one metric: use `metric: AP`, not `metrics`")
+        metrics = (check.text(top.get("metric"), "metric"),)
+        raw_columns = top.get("columns")
+        if not isinstance(raw_columns, list) or not raw_columns:
+            check.fail("a grid needs a non-empty list `columns`")
+        columns = []
+        for i, col in enumerate(raw_columns):
+            what = f"columns[{i}]"
+            col = check.mapping(col, what, _COLUMN_KEYS)
+            label = check.text(col.get("label"), f"{what}.label")
+            columns.append(
+                Column(
+                    label=label,
+                    id=check.ident(col.get("id"), label, what),
+                    overrides=check.overrides(col.get("overrides"), f"{what}.overrides"),
+                )
+            )
+        _unique(check, [c.label for c in columns], "column label")
+        _unique(check, [c.id for c in columns], "column id")
+        table_columns = tuple(c.label for c in columns)
+    else:
+        if "columns" in top or "metric" in top:
+            check.fail("a metrics table lists `metrics`; `columns`/`metric` are for kind: grid")
+        metrics = check.strings(top.get("metrics"), "metrics")
+        if not metrics:
+            check.fail("a metrics table needs a non-empty list `metrics`")
+        _unique(check, list(metrics), "metric")
+        columns = []
+        table_columns = metrics
+
+    raw_rows = top.get("rows")
+    if not isinstance(raw_rows, list) or not raw_rows:
+        check.fail("`rows` must be a non-empty list")
+    rows: list[Row] = []
+    for i, row in enumerate(raw_rows):
+        what = f"rows[{i}]"
+        row = check.mapping(row, what, _ROW_KEYS)
+        label = check.text(row.get("label"), f"{what}.label")
+        same = row.get("same_job_as")
+        if same is not None:
+            if kind == "grid":
+                check.fail(f"{what}: same_job_as is only for kind: metrics")
+            if row.get("overrides") or row.get("scale_overrides"):
+                check.fail(f"{what}: a row with same_job_as runs no job: drop its overrides")
+            target = next((r for r in rows if r.label == str(same)), None)
+            if target is None or target.same_job_as is not None:
+                check.fail(f"{what}: same_job_as must name an earlier row with its own job")
+        prefix = row.get("metric_prefix") or ""
+        if prefix and kind == "grid":
+            check.fail(f"{what}: metric_prefix is only for kind: metrics")
+        rows.append(
+            Row(
+                label=label,
+                id=check.ident(row.get("id"), label, what),
+                overrides=check.overrides(row.get("overrides"), f"{what}.overrides"),
+                scale_overrides=_scale_overrides(check, row.get("scale_overrides"), what),
+                paper=_paper_numbers(check, row.get("paper"), what, table_columns),
+                same_job_as=None if same is None else str(same),
+                metric_prefix=check.text(prefix, f"{what}.metric_prefix", required=False),
+            )
+        )
+    _unique(check, [r.label for r in rows], "row label")
+    _unique(check, [r.id for r in rows], "row id")
+
+    for row in rows:
+        for scale_name in row.scale_overrides:
+            if scale_name not in (top.get("scales") or {}):
+                check.fail(f"row {row.label!r}: scale_overrides names unknown scale {scale_name!r}")
+    raw_scales = top.get("scales")
+    if not isinstance(raw_scales, Mapping) or "cpu" not in raw_scales:
+        check.fail("`scales` must be a mapping with at least `cpu` (and usually `paper`)")
+    scales: dict[str, Scale] = {}
+    for scale_name, scale in raw_scales.items():
+        what = f"scales.{scale_name}"
+        if not _ID.match(str(scale_name)):
+            check.fail(f"scale name {scale_name!r} must match [a-z0-9_.-]")
+        scale = check.mapping(scale or {}, what, _SCALE_KEYS)
+        scales[str(scale_name)] = Scale(
+            overrides=check.overrides(scale.get("overrides"), f"{what}.overrides"),
+            requires=check.keys(scale.get("requires"), f"{what}.requires"),
+        )
+
+    return SweepDefinition(
+        name=name,
+        title=title,
+        kind=kind,
+        rows=tuple(rows),
+        scales=scales,
+        columns=tuple(columns),
+        metrics=metrics,
+        base=check.overrides(top.get("base"), "base"),
+        description=check.text(top.get("description"), "description", required=False).strip(),
+        corner=check.text(top.get("corner"), "corner", required=False),
+        figure=figure,
+        needs=check.keys(top.get("needs"), "needs"),
+        source=source,
+        raw=dict(top),
+    )
+
+
+def _unique(check: _Checker, values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            check.fail(f"duplicate {what} {value!r}: each must be unique")
+        seen.add(value)

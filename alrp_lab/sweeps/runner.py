@@ -1,0 +1,399 @@
+"""Run a sweep: expand its jobs, skip the completed ones, run the rest, collect failures.
+
+Every job runs in its own folder ``ROOT/JOB_ID``. A job whose ``results.json`` says
+``completed`` is skipped, so an interrupted sweep continues where it stopped (a job with a
+checkpoint but no result resumes from it); a failing job is recorded as ``failed`` in its
+``results.json`` and the others go on. Afterwards the tables (md, csv, tex) are written into
+``ROOT`` from the results files, and Figure 4's plot when the definition asks for it.
+
+``ROOT/sweep.json`` keeps the definition, the scale and the job list, so ``alrp-lab table
+ROOT`` rebuilds the tables later from the folder alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alrp_lab.sweeps.definition import CONF_DIR, SWEEP_FILE, SweepDefinition, default_root
+from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
+from alrp_lab.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+RunJob = Callable[[Sequence[str], Path], Any]
+
+__all__ = [
+    "SWEEP_FILE",
+    "Job",
+    "SweepReport",
+    "check_jobs",
+    "compose_job_config",
+    "default_root",
+    "expand_jobs",
+    "run_job_default",
+    "run_sweep",
+]
+
+
+@dataclass
+class Job:
+    """One training run of a sweep.
+
+    ``id`` names its run folder; ``row``/``column`` are the table labels it fills
+    (``column`` is None in a metrics table, whose columns are metrics).
+    """
+
+    id: str
+    overrides: list[str]
+    row: str
+    column: str | None = None
+
+
+@dataclass
+class SweepReport:
+    """What :func:`run_sweep` did. ``failed`` maps a job id to its error message;
+    ``pending`` lists the jobs a dry run would have run."""
+
+    name: str
+    scale: str
+    root: Path
+    jobs: list[Job]
+    completed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    tables: dict[str, Path] = field(default_factory=dict)
+    plot: Path | None = None
+    dry_run: bool = False
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def expand_jobs(
+    defn: SweepDefinition, scale: str = "cpu", extra_overrides: Sequence[str] = ()
+) -> list[Job]:
+    """The jobs of ``defn`` at ``scale``, in table order.
+
+    Overrides are ``base + scale + row + row's scale_overrides + column + extra_overrides``
+    (later ones win).
+    Raises :class:`ValueError` for an unknown scale or when the scale ``requires`` a key
+    (such as ``data.root``) that no override sets.
+    """
+    if scale not in defn.scales:
+        raise ValueError(
+            f"sweep {defn.name} has no scale {scale!r}: choose one of {', '.join(defn.scales)}"
+        )
+    extra = [str(o) for o in extra_overrides]
+    bad = [o for o in extra if "=" not in o or o.startswith("-")]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not an override: write key=value (e.g. train.epochs=2)")
+    scale_def = defn.scales[scale]
+    common = [*defn.base, *scale_def.overrides]
+    given = {_override_key(o) for o in [*common, *extra]}
+    missing = [key for key in scale_def.requires if key not in given]
+    if missing:
+        hint = " ".join(f"{key}=..." for key in missing)
+        raise ValueError(
+            f"sweep {defn.name} at scale {scale} needs {', '.join(missing)}: add {hint}"
+        )
+    jobs: list[Job] = []
+    for row in defn.rows:
+        if row.same_job_as is not None:
+            continue
+        own = [*common, *row.overrides, *row.scale_overrides.get(scale, ())]
+        if defn.kind == "grid":
+            for col in defn.columns:
+                overrides = [*own, *col.overrides, *extra]
+                jobs.append(Job(defn.job_id(row, col), overrides, row.label, col.label))
+        else:
+            jobs.append(Job(defn.job_id(row), [*own, *extra], row.label))
+    return jobs
+
+
+def compose_job_config(overrides: Sequence[str], *, group: str | None = None,
+                       tags: Sequence[str] = ()) -> Any:
+    """Compose ``conf/`` with ``overrides`` (Hydra's compose API, no Hydra app) and validate.
+
+    ``group`` and ``tags`` set ``logger.group`` and extend ``logger.tags`` (W&B). Returns the
+    validated DictConfig; raises ``alrp_lab.config.ConfigError`` (a ValueError) for a bad
+    value and ValueError for an override Hydra cannot apply.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    from alrp_lab.config import validate_config
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"bad override: {first}") from None
+    with open_dict(cfg):
+        if group is not None:
+            cfg.logger.group = group
+        if tags:
+            cfg.logger.tags = [*OmegaConf.to_container(cfg.logger.tags), *tags]
+    return validate_config(cfg)
+
+
+def run_job_default(
+    overrides: Sequence[str], run_dir: Path, *, group: str | None = None,
+    tags: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Compose, validate and train one job in this process; returns its results dict."""
+    from alrp_lab.engine.train import train
+
+    cfg = compose_job_config(overrides, group=group, tags=tags)
+    return train(cfg, Path(run_dir))
+
+
+def _missing_needs(defn: SweepDefinition) -> list[str]:
+    """The keys in ``defn.needs`` that the default config does not define yet."""
+    if not defn.needs:
+        return []
+    from omegaconf import OmegaConf
+
+    cfg = compose_job_config([])
+    sentinel = object()
+    return [k for k in defn.needs if OmegaConf.select(cfg, k, default=sentinel) is sentinel]
+
+
+def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> None:
+    """Compose and validate every job before any runs, so a typo fails in seconds, not
+    hours into a sweep. Raises :class:`ValueError` listing the first problems."""
+    missing = _missing_needs(defn)
+    if missing:
+        raise ValueError(
+            f"sweep {defn.name} needs config key(s) {', '.join(missing)}, which conf/ does not "
+            "define yet: add them to conf/ and the schema first (see the definition's `needs`)"
+        )
+    problems = []
+    for job in jobs:
+        try:
+            compose_job_config(job.overrides)
+        except ValueError as err:
+            problems.append(f"{job.id}: {err}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"sweep {defn.name} cannot run: {'; '.join(problems[:3])}{more}")
+
+
+def _record_failure(
+    run_dir: Path, overrides: Sequence[str], err: BaseException, started: float
+) -> str:
+    """Make sure ``run_dir/results.json`` says failed and returns the message.
+
+    The engine records its own failures once training has started; a config error comes
+    before that, and a results file older than this attempt (``started``, a time.time()) is
+    an earlier attempt's, whose error would mislead."""
+    path = run_dir / RESULTS_FILE
+    try:
+        results = read_results(run_dir) if path.stat().st_mtime >= started else None
+    except (FileNotFoundError, ValueError):
+        results = None
+    if results is None or results.get("status") != "failed":
+        results = RunRecorder(run_dir, {"overrides": list(overrides)}).fail(err)
+    message = results.get("error") or f"{type(err).__name__}: {err}"
+    return str(message)
+
+
+def _execute(run_job: RunJob, job: Job, run_dir: Path, threads: int | None) -> str | None:
+    """Run one job; returns None on success or its error message. Runs in a worker process
+    when the sweep is parallel, so it must stay a module-level function."""
+    if threads is not None:
+        # Set before torch is imported (it reads the variable once) and on torch if it is.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    try:
+        run_job(list(job.overrides), run_dir)
+    except Exception as err:  # one failing job must not stop the sweep
+        log.warning("job %s failed: %s", job.id, err)
+        return _record_failure(run_dir, job.overrides, err, started)
+    if not is_completed(run_dir):
+        error = RuntimeError("the job returned without a completed results.json")
+        return _record_failure(run_dir, job.overrides, error, started)
+    return None
+
+
+def _with_resume(job: Job, run_dir: Path) -> Job:
+    """Continue a job that stopped after a checkpoint instead of starting it over."""
+    if (run_dir / "checkpoints" / "last.pt").is_file() and not any(
+        _override_key(o) == "train.resume" for o in job.overrides
+    ):
+        return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column)
+    return job
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every OS
+        return os.cpu_count() or 1
+
+
+def run_sweep(
+    defn: SweepDefinition,
+    *,
+    scale: str = "cpu",
+    extra_overrides: Sequence[str] = (),
+    root: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    run_job: RunJob | None = None,
+    n_jobs: int = 1,
+    write_tables: bool = True,
+) -> SweepReport:
+    """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
+
+    Args:
+        defn: the loaded definition.
+        scale: a key of ``defn.scales`` (``cpu`` or ``paper``).
+        extra_overrides: command-line overrides, applied to every job last.
+        root: the sweep folder; each job runs in ``root/JOB_ID``.
+        dry_run: list what would run (and check that every job's config composes when
+            ``run_job`` is the default) without running or writing anything.
+        run_job: ``run_job(overrides, run_dir)`` runs one job; by default the config is
+            composed (``logger.group`` = the sweep's name, tags naming sweep, scale and job),
+            validated and trained in-process. It must be picklable when ``n_jobs > 1``.
+        n_jobs: jobs at a time; above 1 each job runs in its own process with
+            ``max(1, cores // n_jobs)`` torch threads.
+        write_tables: write the md/csv/tex tables (and the plot) into ``root`` afterwards.
+
+    Returns a :class:`SweepReport` listing completed, skipped and failed jobs and the table
+    files. Raises :class:`ValueError` before running anything when a job cannot compose.
+    """
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
+    jobs = expand_jobs(defn, scale, extra_overrides)
+    root = Path(root) if root is not None else default_root(defn.name, scale)
+    report = SweepReport(defn.name, scale, root, jobs, dry_run=dry_run)
+    todo = []
+    for job in jobs:
+        if is_completed(root / job.id):
+            report.skipped.append(job.id)
+        else:
+            todo.append(job)
+    if run_job is None:
+        check_jobs(defn, todo)
+        runner: RunJob = functools.partial(
+            run_job_default, group=defn.name, tags=(f"sweep:{defn.name}", f"scale:{scale}")
+        )
+    else:
+        runner = run_job
+    if dry_run:
+        report.pending = [job.id for job in todo]
+        return report
+
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        root / SWEEP_FILE,
+        {
+            "name": defn.name,
+            "scale": scale,
+            "extra_overrides": list(extra_overrides),
+            "definition": dict(defn.raw),
+            "jobs": [vars(job) for job in jobs],
+        },
+    )
+    todo = [_with_resume(job, root / job.id) for job in todo]
+    if n_jobs == 1 or len(todo) <= 1:
+        outcomes = ((job, _execute(runner, job, root / job.id, None)) for job in todo)
+        _collect(report, outcomes)
+    else:
+        threads = max(1, _cpu_count() // n_jobs)
+        import multiprocessing
+
+        # spawn, not fork: a forked child of a process that has started torch's thread
+        # pools can deadlock.
+        context = multiprocessing.get_context("spawn")
+        started = time.time()
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(_execute, runner, job, root / job.id, threads): job for job in todo
+            }
+            _collect(
+                report,
+                ((futures[f], _result(f, root / futures[f].id, futures[f], started))
+                 for f in as_completed(futures)),
+            )
+        order = {job.id: i for i, job in enumerate(jobs)}
+        report.completed.sort(key=order.__getitem__)
+
+    if write_tables:
+        from alrp_lab.report.tables import write_tables as write
+
+        report.tables = write(defn, root, scale=scale)
+        if defn.figure == "grad_balance":
+            report.plot = _try_plot(root)
+        if run_job is None and jobs:
+            _mirror_to_wandb(defn, report, compose_job_config(jobs[0].overrides).logger)
+    return report
+
+
+def _mirror_to_wandb(defn: SweepDefinition, report: SweepReport, logger_cfg: Any) -> None:
+    """Log the table (and plot) to W&B as one run of the sweep's group, with the jobs'
+    logger settings; the files in the sweep folder stay the record."""
+    from alrp_lab.report.tables import collect_table
+    from alrp_lab.tracking.wandb_run import WandbRun
+
+    table = collect_table(defn, report.root, scale=report.scale)
+    with WandbRun(
+        mode=logger_cfg.mode,
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        group=defn.name,
+        job_type="sweep-table",
+        tags=[f"sweep:{defn.name}", f"scale:{report.scale}"],
+        dir=report.root,
+        name=f"{defn.name}-{report.scale}-table",
+    ) as run:
+        columns = ["row", "column", "metric", "ours", "paper", "diff", "status", "job"]
+        rows = [
+            [c.row, c.column, c.metric, c.ours, c.paper, c.diff, c.status, c.job]
+            for c in table.cells.values()
+        ]
+        run.log_table(defn.name, columns, rows)
+        if report.plot is not None:
+            run.log_image("grad_balance", report.plot)
+
+
+def _result(future, run_dir: Path, job: Job, started: float) -> str | None:
+    """A worker's outcome; a worker that died (killed, out of memory) is a failed job."""
+    try:
+        return future.result()
+    except Exception as err:
+        return _record_failure(run_dir, job.overrides, err, started)
+
+
+def _collect(report: SweepReport, outcomes) -> None:
+    for job, error in outcomes:
+        if error is None:
+            report.completed.append(job.id)
+        else:
+            report.failed[job.id] = error
+
+
+def _try_plot(root: Path) -> Path | None:
+    from alrp_lab.report.plots import plot_grad_balance
+
+    try:
+        return plot_grad_balance(root, root / "grad_balance.png")
+    except ValueError as err:  # no run got far enough to log a ratio
+        log.warning("no gradient-balance plot: %s", err)
+        return None

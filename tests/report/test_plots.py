@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from alrp_lab.report import plots
+from alrp_lab.report.plots import plot_grad_balance, read_grad_balance
+from alrp_lab.utils.io import atomic_write_json
+
+
+def _run(folder, loss, rows):
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / "results.json",
+                      {"status": "completed", "metrics": {}, "config": {"loss": {"name": loss}}})
+    lines = ["iteration,epoch,ratio"] + [f"{i},0,{r}" for i, r in enumerate(rows)]
+    (folder / "grad_balance.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "figure4"
+    _run(root / "ce", "ce", [0.3, 20.0, 1083.7, 5.0])
+    _run(root / "focal", "focal", [0.2, 4.7, 1.5, 0.9])
+    _run(root / "alrp", "alrp", [1.0, 1.0, 1.0, 1.0])
+    return root
+
+
+def test_read_skips_broken_and_non_finite_lines(tmp_path):
+    (tmp_path / "grad_balance.csv").write_text(
+        "iteration,epoch,ratio\n0,0,1.5\n1,0,nan\n2,0,inf\nbad,0,2\n3,0,0.5\n4,0"
+    )
+    data = read_grad_balance(tmp_path)
+    assert data.iterations == [0, 3] and data.ratios == [1.5, 0.5]
+    with pytest.raises(FileNotFoundError, match="train.grad_balance=true"):
+        read_grad_balance(tmp_path / "none")
+
+
+def test_plot_of_a_sweep_folder_writes_a_png(sweep, tmp_path):
+    out = plot_grad_balance(sweep, tmp_path / "plots" / "figure4.png")
+    assert out == tmp_path / "plots" / "figure4.png"
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (840, 504)
+
+
+def test_plot_of_listed_runs_labels_lines_by_loss(sweep, tmp_path, monkeypatch):
+    drawn = []
+    original = plots._label
+    monkeypatch.setattr(plots, "_label", lambda run: drawn.append(original(run)) or drawn[-1])
+    out = plot_grad_balance([sweep / "ce", sweep / "alrp"], tmp_path / "two.png")
+    assert out.is_file() and drawn == ["Cross Entropy", "aLRP Loss"]
+
+
+def test_runs_without_results_are_labelled_by_folder(tmp_path):
+    folder = tmp_path / "run-7"
+    folder.mkdir()
+    assert plots._label(folder) == "run-7"
+
+
+def test_no_ratios_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="run the figure4 sweep first"):
+        plot_grad_balance(tmp_path / "empty", tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        plot_grad_balance([tmp_path / "missing"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from alrp_lab.sweeps import runner as runner_module
+from alrp_lab.sweeps.definition import load_sweep, parse_sweep
+from alrp_lab.sweeps.runner import (
+    compose_job_config,
+    expand_jobs,
+    run_sweep,
+)
+from alrp_lab.tracking import results as results_module
+from alrp_lab.tracking.results import RunRecorder, read_results
+from alrp_lab.utils.io import atomic_write_json
+
+RAW = {
+    "title": "Toy grid",
+    "kind": "grid",
+    "metric": "AP",
+    "base": ["loss=alrp"],
+    "scales": {
+        "cpu": {"overrides": ["train.epochs=1"]},
+        "paper": {"overrides": ["data=coco"], "requires": ["data.root", "backbone.weights"]},
+    },
+    "rows": [
+        {"label": "IoU", "overrides": ["box_error=iou"], "paper": {"1": 30.0},
+         "scale_overrides": {"paper": ["train.lr=0.002"]}},
+        {"label": "GIoU", "overrides": ["box_error=giou"]},
+    ],
+    "columns": [
+        {"label": "1", "id": "wr1", "overrides": ["loss.self_balance=false", "loss.wr=1"]},
+        {"label": "5", "id": "wr5", "overrides": ["loss.self_balance=false", "loss.wr=5"]},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def no_git(monkeypatch):
+    # Provenance is tested in tests/tracking; here it would only cost subprocess calls.
+    monkeypatch.setattr(results_module, "git_state", lambda: results_module.GitState(None, None))
+
+
+@pytest.fixture
+def defn():
+    return parse_sweep(RAW, name="toy")
+
+
+def fake_job(overrides, run_dir):
+    """Stands in for training: AP = wr / 10; wr=5 with GIoU diverges as the engine would
+    report it (results.json failed), wr=5 with IoU fails before writing anything."""
+    wr = float(next(o for o in overrides if o.startswith("loss.wr=")).split("=")[1])
+    if wr == 5 and "box_error=iou" in overrides:
+        raise ValueError("bad config before any run started")
+    recorder = RunRecorder(run_dir, {"overrides": list(overrides)})
+    recorder.start()
+    if wr == 5:
+        error = FloatingPointError("the loss became nan")
+        recorder.fail(error)
+        raise error
+    log = Path(run_dir).parent / "calls.log"
+    with log.open("a") as fh:
+        fh.write(Path(run_dir).name + "\n")
+    return recorder.complete({"AP": wr / 10})
+
+
+def light_job(overrides, run_dir):
+    """fake_job without RunRecorder (whose provenance imports torch: seconds per worker)."""
+    wr = float(next(o for o in overrides if o.startswith("loss.wr=")).split("=")[1])
+    status = "failed" if wr == 5 else "completed"
+    atomic_write_json(Path(run_dir) / "results.json",
+                      {"status": status, "metrics": {"AP": wr / 10}, "error": "Boom: wr=5"})
+    if wr == 5:
+        raise RuntimeError("wr=5")
+
+
+def test_expand_jobs_orders_overrides_and_names_jobs(defn):
+    jobs = expand_jobs(defn, "cpu", ["train.lr=0.1"])
+    assert [j.id for j in jobs] == ["iou__wr1", "iou__wr5", "giou__wr1", "giou__wr5"]
+    assert jobs[0].overrides == [
+        "loss=alrp", "train.epochs=1", "box_error=iou", "loss.self_balance=false",
+        "loss.wr=1", "train.lr=0.1",
+    ]
+    assert (jobs[0].row, jobs[0].column) == ("IoU", "1")
+    paper = expand_jobs(defn, "paper", ["data.root=/c", "+backbone.weights=/w"])
+    assert paper[0].overrides[:4] == ["loss=alrp", "data=coco", "box_error=iou", "train.lr=0.002"]
+    assert "train.lr=0.002" not in paper[2].overrides
+
+
+def test_expand_jobs_refuses_unknown_scales_and_missing_required_keys(defn):
+    with pytest.raises(ValueError, match="no scale 'gpu': choose one of cpu, paper"):
+        expand_jobs(defn, "gpu")
+    with pytest.raises(ValueError, match=r"needs backbone.weights: add backbone.weights=\.\.\."):
+        expand_jobs(defn, "paper", ["data.root=/c"])
+    with pytest.raises(ValueError, match="not an override"):
+        expand_jobs(defn, "cpu", ["--dry-run"])
+
+
+def test_rows_sharing_a_job_make_no_job_of_their_own():
+    defn = load_sweep("table5")
+    jobs = expand_jobs(defn)
+    assert [j.id for j in jobs] == ["alrp-iou-sb"] and jobs[0].column is None
+
+
+def test_sweep_runs_jobs_records_failures_and_writes_tables(defn, tmp_path):
+    root = tmp_path / "toy"
+    report = run_sweep(defn, root=root, run_job=fake_job)
+    assert report.completed == ["iou__wr1", "giou__wr1"]
+    assert set(report.failed) == {"iou__wr5", "giou__wr5"}
+    assert "FloatingPointError: the loss became nan" in report.failed["giou__wr5"]
+    assert "ValueError: bad config" in report.failed["iou__wr5"]
+    # The runner wrote the failure the job could not record itself.
+    assert read_results(root / "iou__wr5")["status"] == "failed"
+    assert read_results(root / "giou__wr1")["metrics"]["AP"] == pytest.approx(0.1)
+    saved = json.loads((root / "sweep.json").read_text())
+    assert saved["name"] == "toy" and saved["scale"] == "cpu"
+    assert [j["id"] for j in saved["jobs"]] == [j.id for j in report.jobs]
+    assert set(report.tables) == {"md", "csv", "tex"}
+    md = report.tables["md"].read_text()
+    assert report.tables["md"] == root / "toy.md"
+    assert "| IoU | ours | 10.0 | failed |" in md and "|  | paper | 30.0 | - |" in md
+
+
+def test_a_second_run_skips_completed_jobs_and_retries_failed_ones(defn, tmp_path):
+    root = tmp_path / "toy"
+    run_sweep(defn, root=root, run_job=fake_job, write_tables=False)
+    again = run_sweep(defn, root=root, run_job=fake_job, write_tables=False)
+    assert again.skipped == ["iou__wr1", "giou__wr1"] and again.completed == []
+    assert set(again.failed) == {"iou__wr5", "giou__wr5"}
+    assert (root / "calls.log").read_text().split() == ["iou__wr1", "giou__wr1"]
+
+
+def test_dry_run_lists_pending_jobs_and_writes_nothing(defn, tmp_path):
+    root = tmp_path / "toy"
+    report = run_sweep(defn, root=root, run_job=fake_job, dry_run=True)
+    assert report.dry_run and report.pending == [j.id for j in report.jobs]
+    assert not root.exists()
+
+
+def test_a_stopped_job_resumes_from_its_checkpoint(defn, tmp_path):
+    root = tmp_path / "toy"
+    (root / "giou__wr1" / "checkpoints").mkdir(parents=True)
+    (root / "giou__wr1" / "checkpoints" / "last.pt").write_bytes(b"")
+    seen = {}
+
+    def record(overrides, run_dir):
+        seen[Path(run_dir).name] = list(overrides)
+        RunRecorder(run_dir, {}).start()
+
+    run_sweep(defn, root=root, run_job=record, write_tables=False)
+    assert seen["giou__wr1"][-1] == "train.resume=true"
+    assert "train.resume=true" not in seen["iou__wr1"]
+
+
+def test_a_job_that_returns_without_completing_counts_as_failed(defn, tmp_path):
+    report = run_sweep(defn, root=tmp_path, run_job=lambda o, d: None, write_tables=False)
+    assert set(report.failed) == {j.id for j in report.jobs}
+    assert "without a completed results.json" in report.failed["iou__wr1"]
+
+
+def test_parallel_jobs_run_in_worker_processes(defn, tmp_path):
+    report = run_sweep(defn, root=tmp_path, run_job=light_job, n_jobs=2, write_tables=False)
+    assert report.completed == ["iou__wr1", "giou__wr1"]
+    assert report.failed == {"iou__wr5": "Boom: wr=5", "giou__wr5": "Boom: wr=5"}
+    with pytest.raises(ValueError, match="n_jobs"):
+        run_sweep(defn, root=tmp_path, run_job=fake_job, n_jobs=0)
+
+
+def test_default_runner_checks_every_config_before_running(tmp_path):
+    bad = dict(RAW, base=["loss=alrp", "train.batch_size=abc"])
+    with pytest.raises(ValueError, match=r"sweep bad cannot run: iou__wr1: .*train\.batch_size"):
+        run_sweep(parse_sweep(bad, name="bad"), root=tmp_path, dry_run=True)
+    typo = dict(RAW, base=["loss=alrpp"])
+    with pytest.raises(ValueError, match="bad override"):
+        run_sweep(parse_sweep(typo, name="typo"), root=tmp_path, dry_run=True)
+
+
+def test_missing_config_keys_named_by_needs_stop_the_sweep(tmp_path):
+    with pytest.raises(ValueError, match=r"needs config key\(s\) train\.no_such_key"):
+        runner_module.check_jobs(
+            dataclasses.replace(load_sweep("table3"), needs=("train.no_such_key",)), []
+        )
+
+
+def test_composed_job_config_carries_the_sweep_group_and_tags():
+    cfg = compose_job_config(["loss=ap"], group="table2", tags=("sweep:table2",))
+    assert cfg.loss.name == "ap"
+    assert cfg.logger.group == "table2" and "sweep:table2" in cfg.logger.tags
+
+
+@pytest.mark.slow
+def test_one_real_table2_job_runs_through_the_engine(tmp_path):
+    defn = load_sweep("table2")
+    defn = dataclasses.replace(defn, rows=defn.rows[-1:])  # the ATSS row: the fastest
+    smoke = [
+        "debug=smoke", "train.epochs=1", "train.max_iters_per_epoch=2", "train.warmup_iters=2",
+        "logger=none",
+    ]
+    report = run_sweep(defn, root=tmp_path, extra_overrides=smoke)
+    assert report.completed == ["alrp-giou-sb-atss"] and not report.failed
+    results = read_results(tmp_path / "alrp-giou-sb-atss")
+    assert results["config"]["logger"]["group"] == "table2"
+    assert "| aLRP (GIoU) + SB + ATSS | ours |" in report.tables["md"].read_text()
+
+
+def test_a_figure_sweep_also_draws_its_plot(tmp_path):
+    raw = dict(RAW, kind="metrics", metrics=["grad_ratio_max"], figure="grad_balance",
+               rows=[{"label": "CE", "overrides": ["loss.wr=1"]}])
+    raw.pop("columns")
+    raw.pop("metric")
+
+    def job(overrides, run_dir):
+        light_job(overrides, run_dir)
+        (Path(run_dir) / "grad_balance.csv").write_text("iteration,epoch,ratio\n0,0,2.0\n")
+
+    report = run_sweep(parse_sweep(raw, name="fig"), root=tmp_path, run_job=job)
+    assert report.plot == tmp_path / "grad_balance.png" and report.plot.is_file()
+    assert "| CE | ours | 2.000 |" in report.tables["md"].read_text()
+
+
+def test_a_retried_failure_reports_its_own_error_not_the_last_attempts(defn, tmp_path):
+    def fail_with(message):
+        def job(overrides, run_dir):
+            raise RuntimeError(message)
+        return job
+
+    run_sweep(defn, root=tmp_path, run_job=fail_with("first"), write_tables=False)
+    again = run_sweep(defn, root=tmp_path, run_job=fail_with("second"), write_tables=False)
+    assert again.failed["iou__wr1"] == "RuntimeError: second"
+    assert read_results(tmp_path / "iou__wr1")["error"] == "RuntimeError: second"
