@@ -175,8 +175,13 @@ def _run_hydra(overrides: Sequence[str]) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from alrp_lab.data.shapes import build_shapes_dataset
 
+    cache = os.environ.get("ALRP_LAB_DATA", "~/.cache/alrp-lab")
+    root = args.root or (
+        f"{cache}/shapes-s{args.seed}-n{args.num_train}-v{args.num_val}-"
+        f"{args.image_size}px-c{args.num_classes}"
+    )
     splits = build_shapes_dataset(
-        Path(args.root).expanduser(),
+        Path(root).expanduser(),
         seed=args.seed,
         num_train=args.num_train,
         num_val=args.num_val,
@@ -266,10 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     data = verbs.add_parser("data", help="build the built-in synthetic data set")
-    data.add_argument("--root", default=os.environ.get("ALRP_LAB_DATA", "~/.cache/alrp-lab")
-                      + "/shapes")
+    data.add_argument("--root", default=None, help="cache folder (default: the run's)")
     data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--num-train", type=int, default=1200)
+    data.add_argument("--num-train", type=int, default=2000)
     data.add_argument("--num-val", type=int, default=200)
     data.add_argument("--image-size", type=int, default=128)
     data.add_argument("--num-classes", type=int, default=6)
