@@ -38,13 +38,13 @@ def _show_traceback() -> bool:
 
 
 def _metrics_table(title: str, metrics: dict) -> Table:
-    table = Table(title=title)
-    keys = ["AP", "AP50", "AP75", "AP90", "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN", "rho"]
-    for key in keys:
-        table.add_column(key, justify="right")
-    table.add_row(
-        *(f"{metrics[k]:.4f}" if isinstance(metrics.get(k), int | float) else "-" for k in keys)
-    )
+    """One row per metric, so no column is cut in a narrow terminal."""
+    table = Table(title=title, title_justify="left", min_width=len(title) + 4)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("AP", "AP50", "AP75", "AP90", "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN", "rho"):
+        value = metrics.get(key)
+        table.add_row(key, f"{value:.4f}" if isinstance(value, int | float) else "-")
     return table
 
 
@@ -94,6 +94,23 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def _share_cores(hydra_cfg) -> None:
+    """Give each of the joblib launcher's parallel jobs its share of the cores.
+
+    Parallel jobs that each spin every core's worth of OpenMP threads slow each other down
+    many times over; one job alone keeps torch's default.
+    """
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    if "joblib" not in launcher.lower():
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    n_jobs = int(hydra_cfg.launcher.get("n_jobs", -1) or -1)
+    parallel = cores if n_jobs < 1 else min(n_jobs, cores)
+    torch.set_num_threads(max(1, cores // parallel))
+
+
 def _launch_torchrun(cfg, run_dir: Path) -> dict:
     """Run ``cfg`` in ``train.nproc_per_node`` processes; Hydra stays in this parent."""
     import subprocess
@@ -122,13 +139,46 @@ def _launch_torchrun(cfg, run_dir: Path) -> dict:
     return results
 
 
+# Exit status of the latest `alrp-lab run` in this process (jobs of a multirun included).
+_STATUS = {"code": 0}
+
+
+def _task(cfg) -> float | None:
+    """Hydra's task: validate, train, print the metrics. Module level, so that launchers
+    running jobs in other processes (hydra/launcher=joblib) can pickle it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from alrp_lab.config import ConfigError, validate_config
+    from alrp_lab.engine.train import NonFiniteLossError, train
+
+    try:
+        run_cfg = validate_config(cfg)
+    except ConfigError as err:
+        _STATUS["code"] = _fail(str(err))
+        return None
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    _share_cores(hydra_cfg)
+    try:
+        if run_cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+            results = _launch_torchrun(run_cfg, run_dir)
+        else:
+            results = train(run_cfg, run_dir)
+    except (NonFiniteLossError, RuntimeError, *_USER_ERRORS) as err:
+        if _show_traceback():
+            raise
+        _STATUS["code"] = _fail(f"{err} (run folder: {run_dir})")
+        return None
+    metrics = results.get("metrics", {})
+    _out.print(_metrics_table(run_cfg.name, metrics))
+    _out.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+    return metrics.get("AP")
+
+
 def _run_hydra(overrides: Sequence[str]) -> int:
     """Hand the overrides to Hydra, which owns ``-m``, ``--cfg``, ``--help`` and the rest."""
     import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
 
-    from alrp_lab.config import ConfigError, validate_config
 
     if not CONF_DIR.is_dir():
         return _fail(f"config folder {CONF_DIR} is missing: reinstall with `pip install -e .`")
@@ -138,38 +188,16 @@ def _run_hydra(overrides: Sequence[str]) -> int:
         if problem is not None:
             return _fail(problem)
 
-    status = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def task(cfg: DictConfig) -> float | None:
-        from alrp_lab.engine.train import NonFiniteLossError, train
-
-        try:
-            run_cfg = validate_config(cfg)
-        except ConfigError as err:
-            status["code"] = _fail(str(err))
-            return None
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        try:
-            if run_cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-                results = _launch_torchrun(run_cfg, run_dir)
-            else:
-                results = train(run_cfg, run_dir)
-        except (NonFiniteLossError, RuntimeError, *_USER_ERRORS) as err:
-            if _show_traceback():
-                raise
-            status["code"] = _fail(f"{err} (run folder: {run_dir})")
-            return None
-        metrics = results.get("metrics", {})
-        _out.print(_metrics_table(f"{run_cfg.name}: {run_dir}", metrics))
-        return metrics.get("AP")
-
+    _STATUS["code"] = 0
+    main_fn = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(
+        _task
+    )
     sys.argv = ["alrp-lab run", *overrides]
     try:
-        task()
+        main_fn()
     except SystemExit as done:  # Hydra exits on its own errors; report, don't vanish
         return done.code if isinstance(done.code, int) else 1
-    return status["code"]
+    return _STATUS["code"]
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from alrp_lab.cli import main
@@ -34,3 +36,43 @@ def test_help_lists_the_verbs(capsys):
 def test_eval_of_missing_files(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "gt.json"), str(tmp_path / "dt.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _statuses(sweep_dir):
+    return sorted(
+        json.loads((d / "results.json").read_text())["status"]
+        for d in sweep_dir.iterdir()
+        if (d / "results.json").is_file()
+    )
+
+
+def test_multirun_sweeps_wr(tmp_path):
+    code = main(
+        [
+            "run",
+            "-m",
+            "debug=smoke",
+            "loss.self_balance=false",
+            "loss.wr=1,5",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    assert _statuses(tmp_path) == ["completed", "completed"]
+
+
+@pytest.mark.slow
+def test_multirun_in_parallel_with_the_joblib_launcher(tmp_path):
+    code = main(
+        [
+            "run",
+            "-m",
+            "debug=smoke",
+            "loss=alrp,focal",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    assert _statuses(tmp_path) == ["completed", "completed"]

@@ -238,6 +238,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     )
                 ctx.barrier()
                 progress.advance_epoch()
+                every = cfg.train.eval_every
+                if ctx.is_main and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+                    interim, _ = evaluate_model(
+                        model, val_set, device=device, batch_size=cfg.train.batch_size
+                    )
+                    # Stamped with the epoch's last iteration, which the checkpoint covers.
+                    last = iteration - 1
+                    recorder.log(last, {"epoch": epoch + 1, **_prefixed("val/", interim)})
+                    tracker.log(_prefixed("val/", interim), step=last)
+                ctx.barrier()
 
             metrics: dict[str, float] = {}
             if ctx.is_main:
@@ -257,9 +267,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         tracker.finish(exit_code=1)
         raise
     results = recorder.complete(metrics, extra={"epochs": epochs, "iterations": iteration})
-    tracker.summary({f"val/{k}": v for k, v in metrics.items() if _is_number(v)})
+    tracker.summary(_prefixed("val/", metrics))
     tracker.finish()
     return results
+
+
+def _prefixed(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items() if _is_number(v)}
 
 
 def _is_number(value: Any) -> bool:

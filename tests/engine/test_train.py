@@ -127,3 +127,9 @@ def test_torchrun_with_two_cpu_processes(tmp_path, monkeypatch):
     # 16 training images, batch 4 per process, 2 processes: 2 iterations per epoch.
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
     assert METRIC_KEYS <= set(results["metrics"])
+
+
+def test_eval_every_logs_interim_metrics(tmp_path):
+    assert _run(tmp_path / "run", "train.epochs=2", "train.eval_every=1") == 0
+    interim = [r for r in read_metrics(tmp_path / "run") if "val/AP50" in r]
+    assert len(interim) == 1 and interim[0]["epoch"] == 1
