@@ -187,10 +187,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     losses = ddp_model(images, _to_device(targets, device), image_sizes=sizes)
                     loss = losses["loss"]
                     if not torch.isfinite(loss.detach()):
+                        kept = (
+                            f"checkpoints/last.pt keeps epoch {epoch}"
+                            if epoch > 0
+                            else "no epoch had finished, so there is no checkpoint"
+                        )
                         raise NonFiniteLossError(
                             f"the loss became {loss.item()} at epoch {epoch + 1}, iteration "
-                            f"{iteration}; checkpoints/last.pt keeps the last finished epoch. "
-                            "Lower train.lr or lengthen train.warmup_iters"
+                            f"{iteration}; {kept}. Lower train.lr or lengthen "
+                            "train.warmup_iters"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

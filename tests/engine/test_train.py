@@ -133,3 +133,11 @@ def test_eval_every_logs_interim_metrics(tmp_path):
     assert _run(tmp_path / "run", "train.epochs=2", "train.eval_every=1") == 0
     interim = [r for r in read_metrics(tmp_path / "run") if "val/AP50" in r]
     assert len(interim) == 1 and interim[0]["epoch"] == 1
+
+
+def test_a_diverging_run_fails_with_a_clear_message(tmp_path, capsys):
+    assert _run(tmp_path / "run", "train.lr=1e9", "train.warmup_iters=0") == 2
+    err = capsys.readouterr().err
+    assert "loss became nan" in err and "train.lr" in err
+    results = read_results(tmp_path / "run")
+    assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
