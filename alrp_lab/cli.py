@@ -335,7 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "run":
         return _run_hydra(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`sweep table3 --jobs 2 train.epochs=1`): argparse stops
+    # collecting a positional list at the first option, so gather the rest here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.verb != "sweep" or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.verb is None:
         parser.print_help()
         return 0

@@ -76,3 +76,25 @@ def test_multirun_in_parallel_with_the_joblib_launcher(tmp_path):
     )
     assert code == 0
     assert _statuses(tmp_path) == ["completed", "completed"]
+
+
+def test_sweep_dry_run_takes_overrides_after_options(tmp_path, capsys):
+    code = main(["sweep", "table3", "--dry-run", "--root", str(tmp_path), "train.epochs=1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "would run" in out and "train.epochs=1" in out
+    assert not any(tmp_path.iterdir()), "a dry run writes nothing"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["sweep", "table99"], "unknown sweep"),
+        (["table", "{tmp}"], "run the sweep first"),
+        (["table", "{tmp}/missing"], "neither a folder nor a sweep name"),
+    ],
+)
+def test_sweep_and_table_errors_are_one_line(tmp_path, capsys, args, needle):
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
