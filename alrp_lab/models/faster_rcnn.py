@@ -28,13 +28,12 @@ from torch import Tensor, nn
 
 from alrp_lab.assigners import MaxIoUAssigner
 from alrp_lab.losses import SelfBalance, build_box_error
-from alrp_lab.models.backbone import ResNet
 from alrp_lab.models.fpn import FPN
+from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.roi_head import BoxHead, RoIFeatureExtractor, RoIHead, RoILoss
 from alrp_lab.models.rpn import ProposalConfig, RegionProposalNetwork, RPNHead, RPNLoss
 from alrp_lab.models.samplers import RandomSampler
-from alrp_lab.models.weights import load_backbone_weights
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
 
@@ -198,14 +197,6 @@ class FasterRCNN(nn.Module):
         }
 
 
-def _box_error_kwargs(name: str, tau: float, smooth_l1_beta: float) -> dict[str, float]:
-    if name in ("iou", "giou"):
-        return {"tau": tau}
-    if name == "smooth_l1":
-        return {"beta": smooth_l1_beta}
-    return {}
-
-
 def build_faster_rcnn(
     num_classes: int,
     *,
@@ -290,28 +281,27 @@ def build_faster_rcnn(
     if rpn_box_coder_stds is None:
         rpn_box_coder_stds = box_coder_stds if alrp else (1.0, 1.0, 1.0, 1.0)
 
-    backbone = ResNet(
-        depth,
+    backbone, fpn = build_backbone_fpn(
+        depth=depth,
         groups=groups,
         width_per_group=width_per_group,
+        base_width=base_width,
         norm=norm,
         frozen_stages=frozen_stages,
-        base_width=base_width,
+        backbone_weights=backbone_weights,
+        fpn_channels=fpn_channels,
+        num_outs=len(strides),
+        fpn_extra=fpn_extra,
     )
-    if backbone_weights is not None:
-        load_backbone_weights(backbone, backbone_weights)
-    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=len(strides), extra=fpn_extra)
 
     def balance() -> SelfBalance:
-        if self_balance:
-            return SelfBalance(init=sb_init, enabled=True)
-        return SelfBalance(init=1.0 if wr is None else wr, enabled=False)
+        return build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr)
 
     anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
     if alrp:
         rpn_loss = RPNLoss(
             "alrp",
-            build_box_error(box_error, **_box_error_kwargs(box_error, rpn_tau, smooth_l1_beta)),
+            build_detector_box_error(box_error, tau=rpn_tau, smooth_l1_beta=smooth_l1_beta),
             balance(),
             BoxCoder(stds=rpn_box_coder_stds),
             delta=delta,
@@ -340,7 +330,7 @@ def build_faster_rcnn(
 
     roi_loss = RoILoss(
         cls_loss,
-        build_box_error(box_error, **_box_error_kwargs(box_error, tau, smooth_l1_beta)),
+        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
         balance(),
         BoxCoder(stds=box_coder_stds),
         delta=delta,

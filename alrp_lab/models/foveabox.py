@@ -21,13 +21,11 @@ import torch
 from torch import Tensor
 
 from alrp_lab.assigners.fovea import FoveaAssigner
-from alrp_lab.losses import SelfBalance, build_box_error
-from alrp_lab.models.backbone import ResNet
 from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
+from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet
-from alrp_lab.models.weights import load_backbone_weights
 from alrp_lab.ops.box_coder import DEFAULT_WH_CLIP
 
 __all__ = [
@@ -294,33 +292,25 @@ def build_foveabox(
             f"{len(scale_ranges)} scale_ranges, {len(base_edge_list)} base_edge_list entries"
         )
 
-    backbone = ResNet(
-        depth,
+    backbone, fpn = build_backbone_fpn(
+        depth=depth,
         groups=groups,
         width_per_group=width_per_group,
+        base_width=base_width,
         norm=norm,
         frozen_stages=frozen_stages,
-        base_width=base_width,
+        backbone_weights=backbone_weights,
+        fpn_channels=fpn_channels,
+        num_outs=levels,
+        fpn_extra=fpn_extra,
     )
-    if backbone_weights is not None:
-        load_backbone_weights(backbone, backbone_weights)
-    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=levels, extra=fpn_extra)
     priors = FoveaPriorGenerator(strides, base_edge_list)
     assigner = FoveaAssigner(strides, scale_ranges, sigma)
 
-    error_kwargs: dict[str, float] = {}
-    if box_error in ("iou", "giou"):
-        error_kwargs["tau"] = tau
-    elif box_error == "smooth_l1":
-        error_kwargs["beta"] = smooth_l1_beta
-    if self_balance:
-        balance = SelfBalance(init=sb_init, enabled=True)
-    else:
-        balance = SelfBalance(init=1.0 if wr is None else wr, enabled=False)
     loss = DenseDetectionLoss(
         cls_loss,
-        build_box_error(box_error, **error_kwargs),
-        balance,
+        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
+        build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
         FoveaBoxCoder(),
         focal_alpha=focal_alpha,
         focal_gamma=focal_gamma,

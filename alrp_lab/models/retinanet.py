@@ -15,12 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from alrp_lab.assigners import ATSSAssigner, MaxIoUAssigner
-from alrp_lab.losses import SelfBalance, build_box_error
-from alrp_lab.models.backbone import ResNet
+from alrp_lab.losses import SelfBalance
 from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
+from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
-from alrp_lab.models.weights import load_backbone_weights
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
 
@@ -333,17 +332,18 @@ def build_retinanet(
     if cls_loss not in CLS_LOSSES:
         raise ValueError(f"unknown classification loss {cls_loss!r}; choose one of {CLS_LOSSES}")
 
-    backbone = ResNet(
-        depth,
+    backbone, fpn = build_backbone_fpn(
+        depth=depth,
         groups=groups,
         width_per_group=width_per_group,
+        base_width=base_width,
         norm=norm,
         frozen_stages=frozen_stages,
-        base_width=base_width,
+        backbone_weights=backbone_weights,
+        fpn_channels=fpn_channels,
+        num_outs=len(strides),
+        fpn_extra=fpn_extra,
     )
-    if backbone_weights is not None:
-        load_backbone_weights(backbone, backbone_weights)
-    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=len(strides), extra=fpn_extra)
 
     if ratios is None:
         ratios = (1.0,) if assigner == "atss" else (0.5, 1.0, 2.0)
@@ -353,19 +353,10 @@ def build_retinanet(
     else:
         assigner_obj = MaxIoUAssigner(pos_iou=pos_iou, neg_iou=neg_iou, min_pos_iou=min_pos_iou)
 
-    error_kwargs: dict[str, float] = {}
-    if box_error in ("iou", "giou"):
-        error_kwargs["tau"] = tau
-    elif box_error == "smooth_l1":
-        error_kwargs["beta"] = smooth_l1_beta
-    if self_balance:
-        balance = SelfBalance(init=sb_init, enabled=True)
-    else:
-        balance = SelfBalance(init=1.0 if wr is None else wr, enabled=False)
     loss = DenseDetectionLoss(
         cls_loss,
-        build_box_error(box_error, **error_kwargs),
-        balance,
+        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
+        build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
         BoxCoder(stds=box_coder_stds),
         focal_alpha=focal_alpha,
         focal_gamma=focal_gamma,

@@ -1,0 +1,62 @@
+"""Parts every detector factory builds the same way: backbone + FPN, box error, loss weight.
+
+``build_retinanet``, ``build_foveabox`` and ``build_faster_rcnn`` take the same backbone,
+box-error and weighting arguments; these helpers turn them into modules once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alrp_lab.losses import BoxError, SelfBalance, build_box_error
+from alrp_lab.models.backbone import ResNet
+from alrp_lab.models.fpn import FPN
+from alrp_lab.models.weights import load_backbone_weights
+
+__all__ = ["build_backbone_fpn", "build_detector_box_error", "build_loc_weight"]
+
+
+def build_backbone_fpn(
+    *,
+    depth: int,
+    groups: int,
+    width_per_group: int,
+    base_width: int,
+    norm: str,
+    frozen_stages: int,
+    backbone_weights: str | Path | None,
+    fpn_channels: int,
+    num_outs: int,
+    fpn_extra: str,
+) -> tuple[ResNet, FPN]:
+    """A ResNet/ResNeXt (weights from a local file when given) and its FPN of ``num_outs``
+    levels from C3."""
+    backbone = ResNet(
+        depth,
+        groups=groups,
+        width_per_group=width_per_group,
+        norm=norm,
+        frozen_stages=frozen_stages,
+        base_width=base_width,
+    )
+    if backbone_weights is not None:
+        load_backbone_weights(backbone, backbone_weights)
+    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=num_outs, extra=fpn_extra)
+    return backbone, fpn
+
+
+def build_detector_box_error(name: str, *, tau: float, smooth_l1_beta: float) -> BoxError:
+    """The box error ``name`` with the one parameter it takes (tau or beta)."""
+    if name in ("iou", "giou"):
+        return build_box_error(name, tau=tau)
+    if name == "smooth_l1":
+        return build_box_error(name, beta=smooth_l1_beta)
+    return build_box_error(name)
+
+
+def build_loc_weight(*, self_balance: bool, sb_init: float, wr: float | None) -> SelfBalance:
+    """SB starting at ``sb_init``, or (``self_balance=False``) the constant weight ``wr``
+    (1 when None) as a disabled SB, so checkpoints save either the same way."""
+    if self_balance:
+        return SelfBalance(init=sb_init, enabled=True)
+    return SelfBalance(init=1.0 if wr is None else wr, enabled=False)
