@@ -126,6 +126,8 @@ class TrainConfig:
     warmup_ratio: float = 1e-3
     lr_steps: list[int] = field(default_factory=lambda: [9, 11])
     lr_decay: float = 0.1
+    # Clip the global gradient norm at this value (mmdetection's RetinaNet uses 35); null: off.
+    grad_clip: float | None = None
     max_iters_per_epoch: int | None = None
     device: str = "auto"
     # Processes on this machine; > 1 launches torchrun (one per GPU, or CPU processes on gloo).
@@ -200,6 +202,8 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError("loss.zero_target=true is an aLRP ablation for detector=retinanet")
     if cfg.loss.sb_init <= 0:
         raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
+    if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
+        raise ConfigError(f"train.grad_clip must be positive or null, got {cfg.train.grad_clip}")
     if cfg.train.nproc_per_node < 1:
         raise ConfigError(
             f"train.nproc_per_node must be at least 1, got {cfg.train.nproc_per_node}"

@@ -199,6 +199,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    if cfg.train.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                     optimizer.step()
                     loss_cls = float(losses["loss_cls"].detach())
                     loss_loc = float(losses["loss_loc"].detach())

@@ -71,3 +71,9 @@ def test_every_paper_choice_is_one_override(overrides):
 def test_bad_values_name_the_key(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("+", r"\+")):
         validate_config(_compose(*overrides))
+
+
+def test_grad_clip_must_be_positive():
+    assert validate_config(_compose("train.grad_clip=35")).train.grad_clip == 35
+    with pytest.raises(ConfigError, match="train.grad_clip"):
+        validate_config(_compose("train.grad_clip=0"))
