@@ -239,6 +239,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from alrp_lab.sweeps import load_sweep, run_sweep
 
     definition = load_sweep(args.name)
+    # `alrp-lab sweep table2 scale=paper` reads like the other overrides; same as --scale.
+    scales = [o.split("=", 1)[1] for o in args.overrides if o.startswith("scale=")]
+    args.overrides = [o for o in args.overrides if not o.startswith("scale=")]
+    if scales:
+        args.scale = scales[-1]
     report = run_sweep(
         definition,
         scale=args.scale,

@@ -98,3 +98,9 @@ def test_sweep_and_table_errors_are_one_line(tmp_path, capsys, args, needle):
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
+
+
+def test_sweep_scale_can_be_given_as_an_override(tmp_path, capsys):
+    code = main(["sweep", "table2", "--dry-run", "--root", str(tmp_path), "scale=paper"])
+    assert code == 2  # the paper scale needs the COCO folder and the backbone weights
+    assert "data.root" in capsys.readouterr().err
