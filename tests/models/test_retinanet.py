@@ -8,6 +8,7 @@ import torch
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet, build_retinanet
 from alrp_lab.ops.box_coder import BoxCoder
+from tests.models.helpers import check_detections, random_images, random_targets
 
 NUM_CLASSES = 3
 TINY = dict(depth=18, base_width=16, fpn_channels=32, head_convs=1, head_channels=32)
@@ -18,22 +19,11 @@ def _tiny(**kwargs) -> RetinaNet:
 
 
 def _targets(seed: int, counts=(2, 3)) -> list[dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(seed)
-    targets = []
-    for g in counts:
-        xy = torch.rand(g, 2, generator=gen) * 30
-        wh = torch.rand(g, 2, generator=gen) * 20 + 12
-        targets.append(
-            {
-                "boxes": torch.cat([xy, xy + wh], dim=1),
-                "labels": torch.randint(0, NUM_CLASSES, (g,), generator=gen),
-            }
-        )
-    return targets
+    return random_targets(seed, NUM_CLASSES, counts)
 
 
 def _images(seed: int, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    return random_images(seed, batch)
 
 
 @pytest.mark.parametrize(
@@ -96,19 +86,7 @@ def test_eval_output_format_and_clipping() -> None:
     model = _tiny(score_thr=0.0, max_per_img=7).eval()
     sizes = [(40, 50), (64, 64)]
     detections = model(_images(12), image_sizes=sizes)
-    assert len(detections) == 2
-    for det, (h, w) in zip(detections, sizes, strict=True):
-        assert set(det) == {"boxes", "scores", "labels"}
-        assert not det["scores"].requires_grad
-        k = det["scores"].shape[0]
-        assert 0 < k <= 7
-        assert det["boxes"].shape == (k, 4) and det["labels"].shape == (k,)
-        assert det["labels"].dtype == torch.long
-        assert det["labels"].min() >= 0 and det["labels"].max() < NUM_CLASSES
-        assert torch.all(det["scores"][:-1] >= det["scores"][1:])
-        boxes = det["boxes"]
-        assert boxes[:, 0::2].min() >= 0 and boxes[:, 0::2].max() <= w
-        assert boxes[:, 1::2].min() >= 0 and boxes[:, 1::2].max() <= h
+    check_detections(detections, sizes, max_per_img=7, num_classes=NUM_CLASSES)
 
 
 def test_eval_default_threshold_drops_prior_scores() -> None:
