@@ -29,6 +29,7 @@ from alrp_lab.losses import (
     alrp_loss,
     ap_loss,
 )
+from alrp_lab.losses.ranking import check_delta
 from alrp_lab.ops.box_coder import BoxCoder
 
 if TYPE_CHECKING:
@@ -142,13 +143,11 @@ class DenseDetectionLoss(nn.Module):
                 "box_error must be a BoxError (build one with "
                 "alrp_lab.losses.build_box_error('giou' | 'iou' | 'smooth_l1' | 'l1'))"
             )
-        if not delta >= 0:
-            raise ValueError(f"the ranking-loss delta must be >= 0 (0: unit step), got {delta}")
         self.cls_loss = cls_loss
         self.box_error = box_error
         self.balance = balance
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
-        self.delta = float(delta)
+        self.delta = check_delta(delta)
         self.loc_weight = float(loc_weight)
         self.track_grad_balance = track_grad_balance
         self.zero_target = zero_target

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from alrp_lab.assigners.result import IGNORED
 from alrp_lab.losses import BoxError, SelfBalance, alrp_loss
+from alrp_lab.losses.ranking import check_delta
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.rpn import localisation_errors
 from alrp_lab.models.samplers import RandomSampler
@@ -205,13 +206,11 @@ class RoILoss(nn.Module):
             raise ValueError(f"unknown RoI loss {cls_loss!r}; choose one of {ROI_LOSSES}")
         if not isinstance(box_error, BoxError):
             raise ValueError("box_error must be a BoxError (alrp_lab.losses.build_box_error)")
-        if not delta >= 0:
-            raise ValueError(f"the ranking-loss delta must be >= 0 (0: unit step), got {delta}")
         self.cls_loss = cls_loss
         self.box_error = box_error
         self.balance = balance
         self.box_coder = box_coder
-        self.delta = float(delta)
+        self.delta = check_delta(delta)
         self.track_grad_balance = track_grad_balance
         self._grad_sums: tuple[Tensor, Tensor] | None = None
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from alrp_lab.assigners.result import AssignResult
 from alrp_lab.losses import BoxError, SelfBalance, alrp_loss, sigmoid_cross_entropy
+from alrp_lab.losses.ranking import check_delta
 from alrp_lab.models.dense_loss import build_dense_targets
 from alrp_lab.models.samplers import RandomSampler
 from alrp_lab.ops.anchors import AnchorGenerator
@@ -187,14 +188,12 @@ class RPNLoss(nn.Module):
             raise ValueError("the cross-entropy RPN needs a sampler, e.g. RandomSampler(256, 0.5)")
         if not isinstance(box_error, BoxError):
             raise ValueError("box_error must be a BoxError (alrp_lab.losses.build_box_error)")
-        if not delta >= 0:
-            raise ValueError(f"the ranking-loss delta must be >= 0 (0: unit step), got {delta}")
         self.cls_loss = cls_loss
         self.box_error = box_error
         self.balance = balance
         self.box_coder = box_coder
         self.sampler = sampler if cls_loss == "ce" else None
-        self.delta = float(delta)
+        self.delta = check_delta(delta)
 
     def forward(
         self,
