@@ -3,6 +3,7 @@
 ``alrp-lab run [overrides]`` composes ``conf/`` with Hydra (``-m`` for a multirun sweep),
 trains, evaluates and writes a run folder; ``alrp-lab sweep NAME`` runs a paper table's
 definition from ``sweeps/``; ``alrp-lab table NAME|DIR`` rebuilds a table from results files;
+``alrp-lab claims [DIR ...]`` prints the verdicts on the paper's claims;
 ``alrp-lab plot grad-balance DIR`` draws Figure 4; ``alrp-lab data`` builds the built-in data
 set; ``alrp-lab eval GT DT`` scores a COCO results file. Errors a user can cause end in one line
 naming the fix and exit status 2 (set ``ALRP_LAB_TRACEBACK=1`` for the full traceback).
@@ -251,21 +252,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         root=Path(args.root) if args.root else None,
         dry_run=args.dry_run,
         n_jobs=args.jobs,
+        seeds=args.seeds,
     )
-    table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
-    for column in ("job", "status", "overrides"):
+    title = f"{definition.name} ({report.scale}): {report.root}, {len(report.jobs)} runs"
+    table = Table(title=title)
+    for column in ("run", "status", "overrides"):
         table.add_column(column)
     failed = report.failed
     for job in report.jobs:
         if report.dry_run:
-            status = "skip (completed)" if job.id in report.skipped else "would run"
-        elif job.id in failed:
-            status = f"[red]failed[/red]: {failed[job.id]}"
-        elif job.id in report.skipped:
+            status = "skip (completed)" if job.run_id in report.skipped else "would run"
+        elif job.run_id in failed:
+            status = f"[red]failed[/red]: {failed[job.run_id]}"
+        elif job.run_id in report.skipped:
             status = "skipped (completed)"
         else:
             status = "completed"
-        table.add_row(job.id, status, " ".join(job.overrides))
+        table.add_row(job.run_id, status, " ".join(job.overrides))
     _out.print(table)
     for fmt, path in report.tables.items():
         _out.print(f"table ({fmt}): {path}")
@@ -280,6 +283,14 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from alrp_lab.report import build_table
 
     print(build_table(args.source, args.format, scale=args.scale))
+    return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    """One table of every claim of every sweep folder found; exits 0 whatever the verdicts."""
+    from alrp_lab.report.claims_table import render_claims
+
+    print(render_claims(args.dirs or ["outputs/sweeps"], args.format), end="")
     return 0
 
 
@@ -319,10 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
     sweep.add_argument("--root", default=None, help="sweep folder (default outputs/sweeps/NAME)")
     sweep.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
+    sweep.add_argument(
+        "--seeds", type=int, default=None, metavar="K",
+        help="run every job with seeds 0..K-1 (default: the definition's `seeds`, else 1)",
+    )
     table = verbs.add_parser("table", help="rebuild a table from results files alone")
     table.add_argument("source", help="a sweep name or a folder of runs")
     table.add_argument("--format", default="md", choices=["md", "csv", "tex"])
     table.add_argument("--scale", default="cpu")
+    claims = verbs.add_parser(
+        "claims", help="verdicts on the paper's claims from sweep folders' results files"
+    )
+    claims.add_argument(
+        "dirs", nargs="*", help="sweep folders or folders above them (default outputs/sweeps)"
+    )
+    claims.add_argument("--format", default="md", choices=["md", "csv"])
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
     plot.add_argument("figure", choices=["grad-balance"], help="grad-balance: Figure 4")
     plot.add_argument("source", help="a run folder or a sweep folder")
@@ -355,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": _cmd_eval,
         "sweep": _cmd_sweep,
         "table": _cmd_table,
+        "claims": _cmd_claims,
         "plot": _cmd_plot,
     }
     try:

@@ -3,28 +3,35 @@
 A sweep folder (see :mod:`alrp_lab.sweeps.runner`) holds one run folder per job and
 ``sweep.json`` (definition, scale, jobs); a table is read from those files alone, never from
 W&B. Every table row shows three lines: ours, the paper's number, and ours minus the
-paper's. Units follow the paper: AP and oLRP in % (pycocotools' 0-1 fractions times 100, so
+paper's. A job run with several seeds (``JOB_ID/seedN``) shows mean ± standard deviation
+(sample, ddof 1) over its completed seeds, with ``(n=K)`` where a cell's count differs from
+the table's usual one; a failed or missing seed is listed under the table, never counted as
+a number. The claims of the definition follow the table with their verdicts
+(:mod:`alrp_lab.report.claims`). Units follow the paper: AP and oLRP in % (pycocotools' 0-1 fractions times 100, so
 the comparison is like for like), rho as is. Two metrics come from ``grad_balance.csv``
 rather than results.json: ``grad_ratio_min`` and ``grad_ratio_max`` (Figure 4's legend).
 
-Formats: ``md`` (Markdown), ``csv`` (one line per cell, for scripts) and ``tex`` (a
-booktabs ``tabular``).
+Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
+line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs
+``tabular``s).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from alrp_lab.report.plots import read_grad_balance
+from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
+from alrp_lab.report.runs import DERIVED, SeedRun, is_percent, job_runs, metric_value
+from alrp_lab.report.stats import summarize
 from alrp_lab.sweeps.definition import (
     SWEEP_FILE,
+    CellRef,
     Column,
     Row,
     SweepDefinition,
@@ -34,13 +41,11 @@ from alrp_lab.sweeps.definition import (
     parse_sweep,
     slugify,
 )
-from alrp_lab.tracking.results import RESULTS_FILE, find_runs, read_results
+from alrp_lab.tracking.results import RESULTS_FILE, find_runs
 from alrp_lab.utils.io import atomic_write_text
 
 FORMATS = ("md", "csv", "tex")
 GENERIC_METRICS = ("AP", "AP50", "AP75", "AP90", "oLRP", "rho")
-DERIVED = ("grad_ratio_min", "grad_ratio_max")
-_BOUND_PREFIXES = ("upper_", "lower_")
 
 PathLike = str | os.PathLike[str]
 
@@ -50,16 +55,12 @@ __all__ = [
     "TableData",
     "build_table",
     "collect_table",
+    "load_sweep_table",
+    "recorded_seeds",
     "render_table",
+    "sweep_folders",
     "write_tables",
 ]
-
-
-def is_percent(metric: str) -> bool:
-    """AP-like and oLRP-like metrics are fractions in results.json and % in the paper."""
-    for prefix in _BOUND_PREFIXES:
-        metric = metric.removeprefix(prefix)
-    return metric.startswith(("AP", "oLRP"))
 
 
 def _decimals(metric: str) -> int:
@@ -70,8 +71,10 @@ def _decimals(metric: str) -> int:
 
 @dataclass
 class Cell:
-    """One table cell. ``ours`` is in the paper's units; ``status`` is the run's
-    (completed, failed, running) or ``missing`` when the job has not run."""
+    """One table cell. ``ours`` is the mean over the job's completed seeds in the paper's
+    units, ``std`` their sample standard deviation (None below 2), ``n`` how many there are;
+    ``status`` is ``completed`` when at least one seed completed, else the runs' (failed,
+    running) or ``missing`` when the job has not run."""
 
     row: str
     column: str
@@ -80,6 +83,9 @@ class Cell:
     paper: float | None
     status: str
     job: str
+    std: float | None = None
+    n: int = 0
+    seeds: tuple[int, ...] = ()
 
     @property
     def unit(self) -> str:
@@ -105,36 +111,31 @@ class TableData:
     scale: str | None = None
     failed: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    claims: list[ClaimResult] = field(default_factory=list)
 
     def has_paper(self, row: str) -> bool:
         return any(self.cells[row, c].paper is not None for c in self.columns)
 
-
-def _metric(results: dict[str, Any], metric: str, run_dir: Path) -> float | None:
-    """``metric`` of a run in the paper's units; None when undefined (NaN is stored null)."""
-    if metric in DERIVED:
-        try:
-            ratios = read_grad_balance(run_dir).ratios
-        except FileNotFoundError:
-            return None
-        if not ratios:
-            return None
-        return min(ratios) if metric == "grad_ratio_min" else max(ratios)
-    value = (results.get("metrics") or {}).get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value) * (100.0 if is_percent(metric) else 1.0)
+    @property
+    def usual_n(self) -> int:
+        """The most common seed count among cells with a number (0 when none has one)."""
+        counts = Counter(c.n for c in self.cells.values() if c.n)
+        return counts.most_common(1)[0][0] if counts else 0
 
 
-def _read(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return read_results(run_dir)
-    except FileNotFoundError:
-        return None
+def _status(runs: Sequence[SeedRun]) -> str:
+    statuses = {run.status for run in runs}
+    for status in ("completed", "running", "failed"):
+        if status in statuses:
+            return status
+    return "missing"
 
 
 def _fill(
-    defn: SweepDefinition, run_dir_of: Callable[[Row, Column | None], Path], scale: str | None
+    defn: SweepDefinition,
+    job_dir_of: Callable[[Row, Column | None], Path],
+    scale: str | None,
+    seeds: Sequence[int] | None = None,
 ) -> TableData:
     columns = {c.label: c for c in defn.columns}
     table = TableData(
@@ -146,29 +147,54 @@ def _fill(
         description=defn.description,
         scale=scale,
     )
+    cache: dict[Path, list[SeedRun]] = {}
+
+    def runs_of(row: Row, column: Column | None) -> list[SeedRun]:
+        job_dir = job_dir_of(defn.job_row(row), column)
+        if job_dir not in cache:
+            cache[job_dir] = job_runs(job_dir, seeds)
+        return cache[job_dir]
+
     for row in defn.rows:
         for label in table.columns:
             column = columns.get(label)  # None in a metrics table
             job = defn.job_id(row, column)
-            run_dir = run_dir_of(defn.job_row(row), column)
-            results = _read(run_dir)
-            status = "missing" if results is None else str(results["status"])
+            runs = runs_of(row, column)
             metric = defn.cell_metric(row, label)
-            ours = _metric(results, metric, run_dir) if status == "completed" else None
-            if status == "failed":
-                table.failed[job] = str(results.get("error") or "no error recorded")
-            elif status != "completed" and job not in table.missing:
-                table.missing.append(job)
+            done = [(r, metric_value(r, metric)) for r in runs]
+            values = [v for _, v in done if v is not None]
+            summary = summarize(values)
+            for run in runs:
+                name = job if run.seed is None else f"{job}/seed{run.seed}"
+                if run.status == "failed":
+                    table.failed[name] = run.error
+                elif run.status != "completed" and name not in table.missing:
+                    table.missing.append(name)
             table.cells[row.label, label] = Cell(
-                row.label, label, metric, ours, row.paper.get(label), status, job
+                row.label, label, metric, summary.mean, row.paper.get(label), _status(runs),
+                job, std=summary.std, n=summary.n,
+                seeds=tuple(r.seed for r, v in done if v is not None and r.seed is not None),
             )
+    if defn.claims:
+        rows = {r.label: r for r in defn.rows}
+        table.claims = evaluate_claims(
+            defn, lambda cell: runs_of(rows[cell.row], columns.get(cell.column))
+        )
     return table
 
 
-def collect_table(defn: SweepDefinition, root: PathLike, *, scale: str | None = None) -> TableData:
-    """Read the cells of ``defn``'s table from the run folders ``root/JOB_ID``."""
+def collect_table(
+    defn: SweepDefinition,
+    root: PathLike,
+    *,
+    scale: str | None = None,
+    seeds: Sequence[int] | None = None,
+) -> TableData:
+    """Read the cells of ``defn``'s table from the job folders ``root/JOB_ID`` (one
+    ``seedN`` folder per seed; ``seeds`` are the ones expected, so a missing one is
+    reported) and evaluate its claims."""
     root = Path(root)
-    return _fill(defn, lambda row, column: root / defn.job_id(row, column), scale)
+    return _fill(defn, lambda row, column: root / defn.job_id(row, column), scale, seeds)
 
 
 def _generic(root: Path, runs: list[Path]) -> TableData:
@@ -196,6 +222,16 @@ def _fmt(value: float | None, metric: str, *, signed: bool = False) -> str:
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
+def _fmt_mean(cell: Cell, usual_n: int) -> str:
+    """``38.7``, ``38.7 ± 0.4`` over seeds, with ``(n=2)`` when the count is unusual."""
+    text = _fmt(cell.ours, cell.metric)
+    if cell.std is not None:
+        text += f" ± {_fmt(cell.std, cell.metric)}"
+    if cell.n and usual_n and cell.n != usual_n:
+        text += f" (n={cell.n})"
+    return text
+
+
 def _shown_diff(cell: Cell) -> str:
     """The difference of the numbers as printed, so ours 38.75 -> "38.8" against 38.7
     reads +0.1, not the +0.0 that rounding 0.05 - epsilon would print."""
@@ -205,18 +241,19 @@ def _shown_diff(cell: Cell) -> str:
     return _fmt(round(cell.ours, decimals) - cell.paper, cell.metric, signed=True)
 
 
-def _ours_text(cell: Cell) -> str:
+def _ours_text(cell: Cell, usual_n: int) -> str:
     if cell.status == "completed":
-        return _fmt(cell.ours, cell.metric)
+        return _fmt_mean(cell, usual_n)
     return {"failed": "failed", "running": "running"}.get(cell.status, "-")
 
 
 def _lines(table: TableData) -> list[tuple[str, str, list[str]]]:
     """(row label or "", which line, cell texts) for every printed line."""
     out = []
+    usual_n = table.usual_n
     for row in table.rows:
         cells = [table.cells[row, c] for c in table.columns]
-        out.append((row, "ours", [_ours_text(c) for c in cells]))
+        out.append((row, "ours", [_ours_text(c, usual_n) for c in cells]))
         if table.has_paper(row):
             out.append(("", "paper", [_fmt(c.paper, c.metric) if c.paper is not None else "-"
                                       for c in cells]))
@@ -237,11 +274,52 @@ def _notes(table: TableData) -> list[str]:
             f"Scale: {table.scale} (built-in data, short schedule): compare trends with the "
             "paper's COCO numbers, not absolute values."
         )
+    usual_n = table.usual_n
+    if usual_n > 1:
+        notes.append(
+            f"Ours: mean ± standard deviation over {usual_n} seeds"
+            " (n=K where a cell has another count)."
+        )
     for job, error in table.failed.items():
         notes.append(f"Failed: {job} ({error})")
     if table.missing:
         notes.append(f"Not finished: {', '.join(table.missing)}")
     return notes
+
+
+CLAIM_HEADER = ("claim", "paper says", "test", "ours", "95% CI", "n", "paper", "verdict", "note")
+
+
+def claim_texts(result: ClaimResult) -> list[str]:
+    """The printed fields of a claim's line, in :data:`CLAIM_HEADER` order."""
+    claim = result.claim
+    if claim.test == "diverges":
+        ours = interval = "-"
+        paper = "diverges"
+    else:
+        ours = _fmt(result.value, claim.metric, signed=True) if result.value is not None else "-"
+        interval = (
+            "-" if result.low is None
+            else f"[{_fmt(result.low, claim.metric, signed=True)}, "
+                 f"{_fmt(result.high, claim.metric, signed=True)}]"
+        )
+        paper = _fmt(result.paper, claim.metric, signed=True) if result.paper is not None else "-"
+    return [claim.name, claim.words, describe(claim), ours, interval, result.n, paper,
+            result.verdict, result.note or "-"]
+
+
+def _claims_markdown(table: TableData) -> list[str]:
+    if not table.claims:
+        return []
+    out = ["", "Claims (Welch t 95% interval over seeds; a spread by bootstrap; "
+               "`alrp-lab claims` lists them all):", ""]
+    out.append("| " + " | ".join(CLAIM_HEADER) + " |")
+    out.append("|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2) + "|")
+    for result in table.claims:
+        texts = [t.replace("|", "\\|") for t in claim_texts(result)]
+        texts[-2] = f"**{texts[-2]}**"
+        out.append("| " + " | ".join(texts) + " |")
+    return out
 
 
 def _markdown(table: TableData) -> str:
@@ -257,13 +335,22 @@ def _markdown(table: TableData) -> str:
     notes = _notes(table)
     if notes:
         out += ["", *notes]
+    out += _claims_markdown(table)
     return "\n".join(out) + "\n"
 
 
+CSV_HEADER = (
+    "record", "row", "column", "metric", "unit", "mean", "std", "n", "paper", "diff", "status",
+    "job", "seeds", "claim", "test", "low", "high", "verdict", "note",
+)
+
+
 def _csv(table: TableData) -> str:
+    """One ``cell`` record per cell, then one ``claim`` record per claim (its difference in
+    ``mean``, interval in ``low``/``high``, the paper's number in ``paper``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row", "column", "metric", "unit", "ours", "paper", "diff", "status", "job"])
+    writer.writerow(CSV_HEADER)
 
     def number(value: float | None) -> str:
         return "" if value is None else f"{value:.6g}"
@@ -271,8 +358,22 @@ def _csv(table: TableData) -> str:
     for row in table.rows:
         for column in table.columns:
             c = table.cells[row, column]
-            writer.writerow([c.row, c.column, c.metric, c.unit, number(c.ours), number(c.paper),
-                             number(c.diff), c.status, c.job])
+            record = {
+                "record": "cell", "row": c.row, "column": c.column, "metric": c.metric,
+                "unit": c.unit, "mean": number(c.ours), "std": number(c.std), "n": c.n,
+                "paper": number(c.paper), "diff": number(c.diff), "status": c.status,
+                "job": c.job, "seeds": " ".join(map(str, c.seeds)),
+            }
+            writer.writerow([record.get(key, "") for key in CSV_HEADER])
+    for result in table.claims:
+        claim = result.claim
+        record = {
+            "record": "claim", "metric": claim.metric, "mean": number(result.value),
+            "n": result.n, "paper": number(result.paper), "claim": claim.name,
+            "test": describe(claim), "low": number(result.low), "high": number(result.high),
+            "verdict": result.verdict, "note": result.note,
+        }
+        writer.writerow([record.get(key, "") for key in CSV_HEADER])
     return buffer.getvalue()
 
 
@@ -310,9 +411,29 @@ def _latex(table: TableData) -> str:
         which = {"diff": r"$\Delta$"}.get(which, which)
         cells = [_tex_number(_tex_escape(t)) for t in texts]
         out.append(" & ".join([_tex_escape(label), which, *cells]) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if table.claims:
+        columns = ("claim", "test", "ours", "95\\% CI", "n", "paper", "verdict")
+        out += [
+            "",
+            r"\medskip",
+            r"\begin{tabular}{llrrrrl}",
+            r"\toprule",
+            " & ".join(columns) + r" \\",
+            r"\midrule",
+        ]
+        for result in table.claims:
+            name, _, test, ours, interval, n, paper, verdict, _ = claim_texts(result)
+            cells = [_tex_escape(name), _tex_escape(test), _tex_number(_tex_escape(ours)),
+                     _tex_escape(interval), _tex_escape(n), _tex_number(_tex_escape(paper)),
+                     _tex_escape(verdict)]
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(r"\end{table}")
     notes = _notes(table)
     out += [f"% {note}" for note in notes]
+    out += [f"% claim {r.claim.name}: {r.claim.words} ({r.note})" for r in table.claims
+            if r.note]
     return "\n".join(out) + "\n"
 
 
@@ -324,16 +445,73 @@ def render_table(table: TableData, fmt: str = "md") -> str:
 
 
 def write_tables(
-    defn: SweepDefinition, root: PathLike, *, scale: str | None = None
+    defn: SweepDefinition,
+    root: PathLike,
+    *,
+    scale: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Path]:
     """Write ``root/NAME.md``, ``.csv`` and ``.tex`` (atomically); returns fmt -> path."""
     root = Path(root)
-    table = collect_table(defn, root, scale=scale)
+    if seeds is None:
+        seeds = recorded_seeds(root)
+    table = collect_table(defn, root, scale=scale, seeds=seeds)
     paths = {}
     for fmt in FORMATS:
         paths[fmt] = root / f"{defn.name}.{fmt}"
         atomic_write_text(paths[fmt], render_table(table, fmt))
     return paths
+
+
+def _read_manifest(root: Path) -> dict | None:
+    """``root/sweep.json`` as a mapping, None when absent or unreadable."""
+    import json
+
+    try:
+        saved = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def recorded_seeds(root: PathLike) -> list[int] | None:
+    """The seeds ``root/sweep.json`` says the sweep's jobs should have (None if unknown)."""
+    saved = _read_manifest(Path(root))
+    seeds = None if saved is None else saved.get("seeds")
+    if not isinstance(seeds, list):
+        return None
+    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool)]
+
+
+def load_sweep_table(root: PathLike) -> TableData:
+    """The table (and claims) of the sweep folder ``root`` from its ``sweep.json``.
+
+    Raises :class:`ValueError` naming the file when it is missing or damaged."""
+    root = Path(root)
+    manifest = root / SWEEP_FILE
+    saved = _read_manifest(root)
+    try:
+        if saved is None:
+            raise ValueError("not readable JSON")
+        defn = parse_sweep(saved["definition"], name=str(saved["name"]), source=manifest)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{manifest} is damaged ({err}): delete it and rebuild with "
+            "alrp-lab table NAME, or rerun the sweep"
+        ) from None
+    return collect_table(defn, root, scale=saved.get("scale"), seeds=recorded_seeds(root))
+
+
+def sweep_folders(paths: Sequence[PathLike]) -> list[Path]:
+    """Every sweep folder (one holding ``sweep.json``) at or below ``paths``, sorted.
+
+    Raises :class:`FileNotFoundError` for a path that is not a folder."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a folder: pass sweep folders or outputs/")
+        found.update(p.parent for p in path.rglob(SWEEP_FILE) if p.is_file())
+    return sorted(found)
 
 
 def _load_table(name_or_dir: PathLike, scale: str) -> TableData:
@@ -358,19 +536,8 @@ def _load_table(name_or_dir: PathLike, scale: str) -> TableData:
             f"{root} holds no {RESULTS_FILE}: run the sweep first (alrp-lab sweep NAME) "
             "or pass the folder that holds its run folders"
         )
-    manifest = root / SWEEP_FILE
-    if manifest.is_file():
-        import json
-
-        try:
-            saved = json.loads(manifest.read_text(encoding="utf-8"))
-            defn = parse_sweep(saved["definition"], name=str(saved["name"]), source=manifest)
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{manifest} is damaged ({err}): delete it and rebuild with "
-                "alrp-lab table NAME, or rerun the sweep"
-            ) from None
-        return collect_table(defn, root, scale=saved.get("scale"))
+    if (root / SWEEP_FILE).is_file():
+        return load_sweep_table(root)
     if name is not None:
         return collect_table(load_sweep(name), root, scale=scale)
     return _generic(root, runs)

@@ -32,6 +32,23 @@ example)::
       - label: "1"
         id: wr1
         overrides: [loss.self_balance=false, loss.wr=1]
+    seeds: 3                    # optional: seeds 0..k-1 per job (default 1; --seeds wins)
+    claims:                     # optional: the paper's claims this table tests (below)
+      - name: sb-matches-best-wr
+        paper: "SB is as good as the best constant wr"
+        metric: AP
+        a: {row: IoU, column: SB}
+        b: {row: IoU, columns: ["1", "2"]}   # several cells: the best of them
+        expect: ">"             # a - b > margin ("<": a - b < margin)
+        margin: -0.5
+
+A claim's ``test`` is ``difference`` (default: ``a - b`` against ``margin``; ``b`` may be
+``{value: 1.0}``, a constant), ``spread`` (``max - min`` of the means of ``a``'s cells
+against ``margin``) or ``diverges`` (every seed of ``a``'s job ends in a non-finite loss).
+A side names cells by ``row``/``rows`` and, in a grid, ``column``/``columns``; in a metrics
+table the column is the claim's ``metric``. ``paper_diff`` gives the paper's own number
+where the rows' ``paper`` values do not imply it. :mod:`alrp_lab.report.claims` evaluates
+them.
 
 Kinds: ``metrics`` makes one job per row (rows with ``same_job_as`` share another row's
 job) and shows the listed metrics; ``grid`` makes one job per (row, column) and shows one
@@ -68,8 +85,12 @@ FIGURES = ("grad_balance",)
 
 _TOP_KEYS = {
     "title", "description", "kind", "metric", "metrics", "corner", "figure", "needs", "base",
-    "scales", "rows", "columns",
+    "scales", "rows", "columns", "seeds", "claims",
 }
+_CLAIM_KEYS = {"name", "paper", "test", "metric", "a", "b", "expect", "margin", "paper_diff"}
+_SIDE_KEYS = {"row", "rows", "column", "columns", "value"}
+CLAIM_TESTS = ("difference", "spread", "diverges")
+EXPECTS = (">", "<")
 _SCALE_KEYS = {"overrides", "requires"}
 _ROW_KEYS = {
     "label", "id", "overrides", "scale_overrides", "paper", "same_job_as", "metric_prefix",
@@ -79,7 +100,11 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 __all__ = [
+    "CLAIM_TESTS",
     "CONF_DIR",
+    "CellRef",
+    "Claim",
+    "Side",
     "OUTPUT_ROOT",
     "SWEEPS_DIR",
     "SWEEP_FILE",
@@ -136,6 +161,48 @@ class Row:
 
 
 @dataclass(frozen=True)
+class CellRef:
+    """A table cell a claim reads: a row label and, in a grid, a column label."""
+
+    row: str
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a claim: cells (one cell, or a set whose best or spread counts) or a
+    constant ``value``."""
+
+    cells: tuple[CellRef, ...] = ()
+    value: float | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper that a table tests, as data (format in the module docstring).
+
+    ``test`` is ``difference`` (``a - b`` against ``margin`` in the direction ``expect``),
+    ``spread`` (``max - min`` of ``a``'s cell means against ``margin``) or ``diverges``
+    (every run of ``a`` ends in a non-finite loss). ``words`` is the paper's claim in short;
+    ``paper_diff`` the paper's own number when the rows' paper values do not give it.
+    """
+
+    name: str
+    words: str
+    test: str
+    metric: str
+    a: Side
+    b: Side | None = None
+    expect: str = ">"
+    margin: float = 0.0
+    paper_diff: float | None = None
+
+
+@dataclass(frozen=True)
 class SweepDefinition:
     """A loaded, checked sweep definition (see the module docstring for the format).
 
@@ -155,6 +222,8 @@ class SweepDefinition:
     corner: str = ""
     figure: str | None = None
     needs: tuple[str, ...] = ()
+    seeds: int = 1
+    claims: tuple[Claim, ...] = ()
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -401,6 +470,11 @@ def parse_sweep(
             requires=check.keys(scale.get("requires"), f"{what}.requires"),
         )
 
+    seeds = top.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        check.fail(f"seeds must be a whole number >= 1, got {seeds!r}")
+    claims = _claims(check, top.get("claims"), kind, rows, columns)
+
     return SweepDefinition(
         name=name,
         title=title,
@@ -414,6 +488,8 @@ def parse_sweep(
         corner=check.text(top.get("corner"), "corner", required=False),
         figure=figure,
         needs=check.keys(top.get("needs"), "needs"),
+        seeds=seeds,
+        claims=claims,
         source=source,
         raw=dict(top),
     )
@@ -425,3 +501,110 @@ def _unique(check: _Checker, values: list[str], what: str) -> None:
         if value in seen:
             check.fail(f"duplicate {what} {value!r}: each must be unique")
         seen.add(value)
+
+
+def _number(check: _Checker, value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        check.fail(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _labels(check: _Checker, side: Mapping[str, Any], one: str, many: str, what: str) -> list:
+    if one in side and many in side:
+        check.fail(f"{what}: give {one} or {many}, not both")
+    if many in side:
+        values = side[many]
+        if not isinstance(values, list) or not values:
+            check.fail(f"{what}.{many} must be a non-empty list of labels")
+        return [check.text(v, f"{what}.{many}[]") for v in values]
+    if one in side:
+        return [check.text(side[one], f"{what}.{one}")]
+    return []
+
+
+def _side(
+    check: _Checker, value: Any, what: str, kind: str, rows: list[Row], columns: list[Column]
+) -> Side:
+    side = check.mapping(value, what, _SIDE_KEYS)
+    if "value" in side:
+        if len(side) > 1:
+            check.fail(f"{what}: a constant side has `value` alone")
+        return Side(value=_number(check, side["value"], f"{what}.value"))
+    row_labels = _labels(check, side, "row", "rows", what)
+    if not row_labels:
+        check.fail(f"{what} needs row (or rows), or value for a constant")
+    known_rows = {r.label for r in rows}
+    for label in row_labels:
+        if label not in known_rows:
+            check.fail(f"{what}: no row {label!r} (rows: {', '.join(sorted(known_rows))})")
+    column_labels = _labels(check, side, "column", "columns", what)
+    if kind == "grid":
+        if not column_labels:
+            check.fail(f"{what}: a grid cell needs column (or columns)")
+        known = {c.label for c in columns}
+        for label in column_labels:
+            if label not in known:
+                check.fail(f"{what}: no column {label!r} (columns: {', '.join(sorted(known))})")
+    elif column_labels:
+        check.fail(f"{what}: a metrics table's column is the claim's metric: drop column(s)")
+    cells = tuple(
+        CellRef(r, c) for r in row_labels for c in (column_labels or [None])
+    )
+    return Side(cells=cells)
+
+
+def _claims(
+    check: _Checker, value: Any, kind: str, rows: list[Row], columns: list[Column]
+) -> tuple[Claim, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        check.fail("claims must be a list of mappings")
+    claims = []
+    for i, raw in enumerate(value):
+        what = f"claims[{i}]"
+        raw = check.mapping(raw, what, _CLAIM_KEYS)
+        name = check.text(raw.get("name"), f"{what}.name")
+        if not _ID.match(name):
+            check.fail(f"{what}: name {name!r} must match [a-z0-9][a-z0-9_.-]*")
+        what = f"claim {name}"
+        test = raw.get("test", "difference")
+        if test not in CLAIM_TESTS:
+            check.fail(f"{what}: test must be one of {', '.join(CLAIM_TESTS)}, got {test!r}")
+        expect = raw.get("expect", ">")
+        if expect not in EXPECTS:
+            check.fail(f"{what}: expect must be '>' or '<', got {expect!r}")
+        if "a" not in raw:
+            check.fail(f"{what} needs side a")
+        a = _side(check, raw["a"], f"{what}.a", kind, rows, columns)
+        b = None
+        if test == "difference":
+            if "b" not in raw:
+                check.fail(f"{what}: a difference needs side b (cells or {{value: N}})")
+            b = _side(check, raw["b"], f"{what}.b", kind, rows, columns)
+            if a.is_constant:
+                check.fail(f"{what}: side a must name cells; put the constant in b")
+        elif "b" in raw:
+            check.fail(f"{what}: a {test} claim has side a only")
+        if test == "spread" and len(a.cells) < 2:
+            check.fail(f"{what}: a spread needs at least two cells in a")
+        if test == "diverges" and (a.is_constant or len(a.cells) != 1):
+            check.fail(f"{what}: diverges names one cell (one job) in a")
+        claims.append(
+            Claim(
+                name=name,
+                words=check.text(raw.get("paper"), f"{what}.paper"),
+                test=test,
+                metric=check.text(raw.get("metric", "AP"), f"{what}.metric"),
+                a=a,
+                b=b,
+                expect=expect,
+                margin=_number(check, raw.get("margin", 0.0), f"{what}.margin"),
+                paper_diff=(
+                    None if raw.get("paper_diff") is None
+                    else _number(check, raw["paper_diff"], f"{what}.paper_diff")
+                ),
+            )
+        )
+    _unique(check, [c.name for c in claims], "claim name")
+    return tuple(claims)

@@ -1,7 +1,8 @@
 """Run a sweep: expand its jobs, skip the completed ones, run the rest, collect failures.
 
-Every job runs in its own folder ``ROOT/JOB_ID``. A job whose ``results.json`` says
-``completed`` is skipped, so an interrupted sweep continues where it stopped (a job with a
+Every job runs once per seed (``seed=N``, seeds 0..k-1 from ``--seeds`` or the definition's
+``seeds``), each run in its own folder ``ROOT/JOB_ID/seedN``. A run whose ``results.json``
+says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job), so an interrupted sweep continues where it stopped (a job with a
 checkpoint but no result resumes from it); a failing job is recorded as ``failed`` in its
 ``results.json`` and the others go on. Afterwards the tables (md, csv, tex) are written into
 ``ROOT`` from the results files, and Figure 4's plot when the definition asks for it.
@@ -41,21 +42,29 @@ __all__ = [
     "expand_jobs",
     "run_job_default",
     "run_sweep",
+    "seed_list",
 ]
 
 
 @dataclass
 class Job:
-    """One training run of a sweep.
+    """One training run of a sweep: one table job at one seed.
 
-    ``id`` names its run folder; ``row``/``column`` are the table labels it fills
-    (``column`` is None in a metrics table, whose columns are metrics).
+    ``id`` is the table job (its folder ``ROOT/JOB_ID`` holds one folder per seed);
+    ``run_id`` (``JOB_ID/seedN``) names this run's folder; ``row``/``column`` are the table
+    labels it fills (``column`` is None in a metrics table, whose columns are metrics).
+    ``overrides`` end with ``seed=N``.
     """
 
     id: str
     overrides: list[str]
     row: str
     column: str | None = None
+    seed: int = 0
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.id}/seed{self.seed}"
 
 
 @dataclass
@@ -80,16 +89,40 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def seed_list(seeds: int | Sequence[int] | None, default: int = 1) -> list[int]:
+    """Seeds 0..k-1 for a count ``k`` (``default`` when None), or the given seeds in order.
+
+    Raises :class:`ValueError` for a count below 1, a negative or repeated seed."""
+    if seeds is None:
+        seeds = default
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds must be a count or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        return list(range(seeds))
+    out = [int(s) for s in seeds]
+    if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+    return out
+
+
 def expand_jobs(
-    defn: SweepDefinition, scale: str = "cpu", extra_overrides: Sequence[str] = ()
+    defn: SweepDefinition,
+    scale: str = "cpu",
+    extra_overrides: Sequence[str] = (),
+    seeds: int | Sequence[int] | None = None,
 ) -> list[Job]:
-    """The jobs of ``defn`` at ``scale``, in table order.
+    """The runs of ``defn`` at ``scale``, in table order, each job once per seed.
 
     Overrides are ``base + scale + row + row's scale_overrides + column + extra_overrides``
-    (later ones win).
-    Raises :class:`ValueError` for an unknown scale or when the scale ``requires`` a key
-    (such as ``data.root``) that no override sets.
+    (later ones win), then ``seed=N``. ``seeds`` is a count (seeds 0..k-1) or a list; by
+    default the definition's ``seeds``.
+    Raises :class:`ValueError` for an unknown scale, a ``seed=`` among the overrides (the
+    sweep sets it: use ``seeds``), or when the scale ``requires`` a key (such as
+    ``data.root``) that no override sets.
     """
+    seeds = seed_list(seeds, defn.seeds)
     if scale not in defn.scales:
         raise ValueError(
             f"sweep {defn.name} has no scale {scale!r}: choose one of {', '.join(defn.scales)}"
@@ -98,6 +131,11 @@ def expand_jobs(
     bad = [o for o in extra if "=" not in o or o.startswith("-")]
     if bad:
         raise ValueError(f"{bad[0]!r} is not an override: write key=value (e.g. train.epochs=2)")
+    if any(_override_key(o) == "seed" for o in extra):
+        raise ValueError(
+            "a sweep sets seed= itself, one run folder per seed: use --seeds K (seeds 0..K-1) "
+            "instead of a seed= override"
+        )
     scale_def = defn.scales[scale]
     common = [*defn.base, *scale_def.overrides]
     given = {_override_key(o) for o in [*common, *extra]}
@@ -112,12 +150,15 @@ def expand_jobs(
         if row.same_job_as is not None:
             continue
         own = [*common, *row.overrides, *row.scale_overrides.get(scale, ())]
-        if defn.kind == "grid":
-            for col in defn.columns:
-                overrides = [*own, *col.overrides, *extra]
-                jobs.append(Job(defn.job_id(row, col), overrides, row.label, col.label))
-        else:
-            jobs.append(Job(defn.job_id(row), [*own, *extra], row.label))
+        cells = (
+            [(defn.job_id(row, col), col.overrides, col.label) for col in defn.columns]
+            if defn.kind == "grid"
+            else [(defn.job_id(row), (), None)]
+        )
+        for job_id, column_overrides, column in cells:
+            for seed in seeds:
+                overrides = [*own, *column_overrides, *extra, f"seed={seed}"]
+                jobs.append(Job(job_id, overrides, row.label, column, seed))
     return jobs
 
 
@@ -237,8 +278,24 @@ def _with_resume(job: Job, run_dir: Path) -> Job:
     if (run_dir / "checkpoints" / "last.pt").is_file() and not any(
         _override_key(o) == "train.resume" for o in job.overrides
     ):
-        return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column)
+        return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column, job.seed)
     return job
+
+
+def _recorded_seeds(root: Path, scale: str) -> list[int]:
+    """The seeds an earlier run of this sweep into ``root`` recorded in its sweep.json."""
+    import json
+
+    try:
+        saved = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict) or saved.get("scale") != scale:
+        return []
+    seeds = saved.get("seeds")
+    if not isinstance(seeds, list):
+        return []
+    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
 
 def _cpu_count() -> int:
@@ -258,6 +315,7 @@ def run_sweep(
     run_job: RunJob | None = None,
     n_jobs: int = 1,
     write_tables: bool = True,
+    seeds: int | Sequence[int] | None = None,
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -274,30 +332,38 @@ def run_sweep(
         n_jobs: jobs at a time; above 1 each job runs in its own process with
             ``max(1, cores // n_jobs)`` torch threads.
         write_tables: write the md/csv/tex tables (and the plot) into ``root`` afterwards.
+        seeds: a count k (seeds 0..k-1) or a list of seeds; default the definition's
+            ``seeds``. Each job runs once per seed into ``root/JOB_ID/seedN``.
 
-    Returns a :class:`SweepReport` listing completed, skipped and failed jobs and the table
-    files. Raises :class:`ValueError` before running anything when a job cannot compose.
+    Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
+    ``run_id``) and the table files. Raises :class:`ValueError` before running anything when a job cannot compose.
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-    jobs = expand_jobs(defn, scale, extra_overrides)
+    jobs = expand_jobs(defn, scale, extra_overrides, seeds)
     root = Path(root) if root is not None else default_root(defn.name, scale)
     report = SweepReport(defn.name, scale, root, jobs, dry_run=dry_run)
     todo = []
     for job in jobs:
-        if is_completed(root / job.id):
-            report.skipped.append(job.id)
+        if is_completed(root / job.run_id):
+            report.skipped.append(job.run_id)
         else:
             todo.append(job)
     if run_job is None:
         check_jobs(defn, todo)
-        runner: RunJob = functools.partial(
-            run_job_default, group=defn.name, tags=(f"sweep:{defn.name}", f"scale:{scale}")
+
+    def runner_for(job: Job) -> RunJob:
+        if run_job is not None:
+            return run_job
+        # One W&B group per table job, so the UI averages its seeds.
+        return functools.partial(
+            run_job_default,
+            group=f"{defn.name}/{job.id}",
+            tags=(f"sweep:{defn.name}", f"scale:{scale}", f"seed:{job.seed}"),
         )
-    else:
-        runner = run_job
+
     if dry_run:
-        report.pending = [job.id for job in todo]
+        report.pending = [job.run_id for job in todo]
         return report
 
     root.mkdir(parents=True, exist_ok=True)
@@ -308,12 +374,16 @@ def run_sweep(
             "scale": scale,
             "extra_overrides": list(extra_overrides),
             "definition": dict(defn.raw),
+            # Every seed ever run into this folder, so the tables count a missing one.
+            "seeds": sorted({*_recorded_seeds(root, scale), *(job.seed for job in jobs)}),
             "jobs": [vars(job) for job in jobs],
         },
     )
-    todo = [_with_resume(job, root / job.id) for job in todo]
+    todo = [_with_resume(job, root / job.run_id) for job in todo]
     if n_jobs == 1 or len(todo) <= 1:
-        outcomes = ((job, _execute(runner, job, root / job.id, None)) for job in todo)
+        outcomes = (
+            (job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo
+        )
         _collect(report, outcomes)
     else:
         threads = max(1, _cpu_count() // n_jobs)
@@ -325,20 +395,21 @@ def run_sweep(
         started = time.time()
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
             futures = {
-                pool.submit(_execute, runner, job, root / job.id, threads): job for job in todo
+                pool.submit(_execute, runner_for(job), job, root / job.run_id, threads): job
+                for job in todo
             }
             _collect(
                 report,
-                ((futures[f], _result(f, root / futures[f].id, futures[f], started))
+                ((futures[f], _result(f, root / futures[f].run_id, futures[f], started))
                  for f in as_completed(futures)),
             )
-        order = {job.id: i for i, job in enumerate(jobs)}
+        order = {job.run_id: i for i, job in enumerate(jobs)}
         report.completed.sort(key=order.__getitem__)
 
     if write_tables:
         from alrp_lab.report.tables import write_tables as write
 
-        report.tables = write(defn, root, scale=scale)
+        report.tables = write(defn, root, scale=scale)  # seeds: sweep.json's
         if defn.figure == "grad_balance":
             report.plot = _try_plot(root)
         if run_job is None and jobs:
@@ -363,9 +434,10 @@ def _mirror_to_wandb(defn: SweepDefinition, report: SweepReport, logger_cfg: Any
         dir=report.root,
         name=f"{defn.name}-{report.scale}-table",
     ) as run:
-        columns = ["row", "column", "metric", "ours", "paper", "diff", "status", "job"]
+        columns = ["row", "column", "metric", "mean", "std", "n", "paper", "diff", "status",
+                   "job"]
         rows = [
-            [c.row, c.column, c.metric, c.ours, c.paper, c.diff, c.status, c.job]
+            [c.row, c.column, c.metric, c.ours, c.std, c.n, c.paper, c.diff, c.status, c.job]
             for c in table.cells.values()
         ]
         run.log_table(defn.name, columns, rows)
@@ -384,9 +456,9 @@ def _result(future, run_dir: Path, job: Job, started: float) -> str | None:
 def _collect(report: SweepReport, outcomes) -> None:
     for job, error in outcomes:
         if error is None:
-            report.completed.append(job.id)
+            report.completed.append(job.run_id)
         else:
-            report.failed[job.id] = error
+            report.failed[job.run_id] = error
 
 
 def _try_plot(root: Path) -> Path | None:

@@ -75,11 +75,12 @@ Not finished: giou__sb
 """
 
 EXPECTED_CSV = """\
-row,column,metric,unit,ours,paper,diff,status,job
-IoU,1,AP,%,35,36.9,-1.9,completed,iou__wr1
-IoU,SB,AP,%,39.125,38.7,0.425,completed,iou__sb
-GIoU,1,AP,%,,36,,failed,giou__wr1
-GIoU,SB,AP,%,,,,missing,giou__sb
+record,row,column,metric,unit,mean,std,n,paper,diff,status,job,seeds,claim,test,low,high,\
+verdict,note
+cell,IoU,1,AP,%,35,,1,36.9,-1.9,completed,iou__wr1,,,,,,,
+cell,IoU,SB,AP,%,39.125,,1,38.7,0.425,completed,iou__sb,,,,,,,
+cell,GIoU,1,AP,%,,,0,36,,failed,giou__wr1,,,,,,,
+cell,GIoU,SB,AP,%,,,0,,,missing,giou__sb,,,,,,,
 """
 
 

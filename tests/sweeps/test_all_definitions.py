@@ -32,10 +32,14 @@ def test_there_is_one_definition_per_paper_table_and_figure():
 @pytest.mark.parametrize("name", sorted(JOB_COUNTS))
 def test_definition_loads_and_expands(name):
     defn = load_sweep(name)
-    jobs = expand_jobs(defn, "cpu")
+    jobs = expand_jobs(defn, "cpu", seeds=1)
     assert len(jobs) == JOB_COUNTS[name]
     assert len({j.id for j in jobs}) == len(jobs)
-    assert len(expand_jobs(defn, "paper", PAPER_USER)) == len(jobs)
+    assert len(expand_jobs(defn, "paper", PAPER_USER, seeds=1)) == len(jobs)
+    # Every seed of every job has its own run folder.
+    seeded = expand_jobs(defn, "cpu")
+    assert len(seeded) == len(jobs) * defn.seeds
+    assert len({j.run_id for j in seeded}) == len(seeded)
     # The paper scale cannot silently train on random weights or without COCO.
     with pytest.raises(ValueError, match="backbone.weights"):
         expand_jobs(defn, "paper", ["data.root=/data/coco"])

@@ -21,7 +21,7 @@ ONE_STEP = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name", available_sweeps())
 def test_every_job_of_the_sweep_trains_one_step(name, tmp_path):
-    report = run_sweep(load_sweep(name), root=tmp_path, extra_overrides=ONE_STEP)
+    report = run_sweep(load_sweep(name), root=tmp_path, extra_overrides=ONE_STEP, seeds=1)
     assert not report.failed, report.failed
-    assert sorted(report.completed) == sorted(job.id for job in report.jobs)
+    assert sorted(report.completed) == sorted(job.run_id for job in report.jobs)
     assert report.tables, "a finished sweep writes its tables"

@@ -61,9 +61,9 @@ def fake_job(overrides, run_dir):
         error = FloatingPointError("the loss became nan")
         recorder.fail(error)
         raise error
-    log = Path(run_dir).parent / "calls.log"
+    log = Path(run_dir).parents[1] / "calls.log"
     with log.open("a") as fh:
-        fh.write(Path(run_dir).name + "\n")
+        fh.write(Path(run_dir).parent.name + "\n")
     return recorder.complete({"AP": wr / 10})
 
 
@@ -82,8 +82,9 @@ def test_expand_jobs_orders_overrides_and_names_jobs(defn):
     assert [j.id for j in jobs] == ["iou__wr1", "iou__wr5", "giou__wr1", "giou__wr5"]
     assert jobs[0].overrides == [
         "loss=alrp", "train.epochs=1", "box_error=iou", "loss.self_balance=false",
-        "loss.wr=1", "train.lr=0.1",
+        "loss.wr=1", "train.lr=0.1", "seed=0",
     ]
+    assert [j.run_id for j in jobs][:1] == ["iou__wr1/seed0"]
     assert (jobs[0].row, jobs[0].column) == ("IoU", "1")
     paper = expand_jobs(defn, "paper", ["data.root=/c", "+backbone.weights=/w"])
     assert paper[0].overrides[:4] == ["loss=alrp", "data=coco", "box_error=iou", "train.lr=0.002"]
@@ -108,13 +109,13 @@ def test_rows_sharing_a_job_make_no_job_of_their_own():
 def test_sweep_runs_jobs_records_failures_and_writes_tables(defn, tmp_path):
     root = tmp_path / "toy"
     report = run_sweep(defn, root=root, run_job=fake_job)
-    assert report.completed == ["iou__wr1", "giou__wr1"]
-    assert set(report.failed) == {"iou__wr5", "giou__wr5"}
-    assert "FloatingPointError: the loss became nan" in report.failed["giou__wr5"]
-    assert "ValueError: bad config" in report.failed["iou__wr5"]
+    assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"]
+    assert set(report.failed) == {"iou__wr5/seed0", "giou__wr5/seed0"}
+    assert "FloatingPointError: the loss became nan" in report.failed["giou__wr5/seed0"]
+    assert "ValueError: bad config" in report.failed["iou__wr5/seed0"]
     # The runner wrote the failure the job could not record itself.
-    assert read_results(root / "iou__wr5")["status"] == "failed"
-    assert read_results(root / "giou__wr1")["metrics"]["AP"] == pytest.approx(0.1)
+    assert read_results(root / "iou__wr5" / "seed0")["status"] == "failed"
+    assert read_results(root / "giou__wr1" / "seed0")["metrics"]["AP"] == pytest.approx(0.1)
     saved = json.loads((root / "sweep.json").read_text())
     assert saved["name"] == "toy" and saved["scale"] == "cpu"
     assert [j["id"] for j in saved["jobs"]] == [j.id for j in report.jobs]
@@ -128,26 +129,26 @@ def test_a_second_run_skips_completed_jobs_and_retries_failed_ones(defn, tmp_pat
     root = tmp_path / "toy"
     run_sweep(defn, root=root, run_job=fake_job, write_tables=False)
     again = run_sweep(defn, root=root, run_job=fake_job, write_tables=False)
-    assert again.skipped == ["iou__wr1", "giou__wr1"] and again.completed == []
-    assert set(again.failed) == {"iou__wr5", "giou__wr5"}
+    assert again.skipped == ["iou__wr1/seed0", "giou__wr1/seed0"] and again.completed == []
+    assert set(again.failed) == {"iou__wr5/seed0", "giou__wr5/seed0"}
     assert (root / "calls.log").read_text().split() == ["iou__wr1", "giou__wr1"]
 
 
 def test_dry_run_lists_pending_jobs_and_writes_nothing(defn, tmp_path):
     root = tmp_path / "toy"
     report = run_sweep(defn, root=root, run_job=fake_job, dry_run=True)
-    assert report.dry_run and report.pending == [j.id for j in report.jobs]
+    assert report.dry_run and report.pending == [j.run_id for j in report.jobs]
     assert not root.exists()
 
 
 def test_a_stopped_job_resumes_from_its_checkpoint(defn, tmp_path):
     root = tmp_path / "toy"
-    (root / "giou__wr1" / "checkpoints").mkdir(parents=True)
-    (root / "giou__wr1" / "checkpoints" / "last.pt").write_bytes(b"")
+    (root / "giou__wr1" / "seed0" / "checkpoints").mkdir(parents=True)
+    (root / "giou__wr1" / "seed0" / "checkpoints" / "last.pt").write_bytes(b"")
     seen = {}
 
     def record(overrides, run_dir):
-        seen[Path(run_dir).name] = list(overrides)
+        seen[Path(run_dir).parent.name] = list(overrides)
         RunRecorder(run_dir, {}).start()
 
     run_sweep(defn, root=root, run_job=record, write_tables=False)
@@ -157,14 +158,14 @@ def test_a_stopped_job_resumes_from_its_checkpoint(defn, tmp_path):
 
 def test_a_job_that_returns_without_completing_counts_as_failed(defn, tmp_path):
     report = run_sweep(defn, root=tmp_path, run_job=lambda o, d: None, write_tables=False)
-    assert set(report.failed) == {j.id for j in report.jobs}
-    assert "without a completed results.json" in report.failed["iou__wr1"]
+    assert set(report.failed) == {j.run_id for j in report.jobs}
+    assert "without a completed results.json" in report.failed["iou__wr1/seed0"]
 
 
 def test_parallel_jobs_run_in_worker_processes(defn, tmp_path):
     report = run_sweep(defn, root=tmp_path, run_job=light_job, n_jobs=2, write_tables=False)
-    assert report.completed == ["iou__wr1", "giou__wr1"]
-    assert report.failed == {"iou__wr5": "Boom: wr=5", "giou__wr5": "Boom: wr=5"}
+    assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"]
+    assert report.failed == {"iou__wr5/seed0": "Boom: wr=5", "giou__wr5/seed0": "Boom: wr=5"}
     with pytest.raises(ValueError, match="n_jobs"):
         run_sweep(defn, root=tmp_path, run_job=fake_job, n_jobs=0)
 
@@ -200,9 +201,11 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
         "logger=none",
     ]
     report = run_sweep(defn, root=tmp_path, extra_overrides=smoke)
-    assert report.completed == ["alrp-giou-sb-atss"] and not report.failed
-    results = read_results(tmp_path / "alrp-giou-sb-atss")
-    assert results["config"]["logger"]["group"] == "table2"
+    assert report.completed == ["alrp-giou-sb-atss/seed0"] and not report.failed
+    results = read_results(tmp_path / "alrp-giou-sb-atss" / "seed0")
+    # One W&B group per table job, so the UI averages its seeds.
+    assert results["config"]["logger"]["group"] == "table2/alrp-giou-sb-atss"
+    assert "seed:0" in results["config"]["logger"]["tags"]
     assert "| aLRP (GIoU) + SB + ATSS | ours |" in report.tables["md"].read_text()
 
 
@@ -229,5 +232,5 @@ def test_a_retried_failure_reports_its_own_error_not_the_last_attempts(defn, tmp
 
     run_sweep(defn, root=tmp_path, run_job=fail_with("first"), write_tables=False)
     again = run_sweep(defn, root=tmp_path, run_job=fail_with("second"), write_tables=False)
-    assert again.failed["iou__wr1"] == "RuntimeError: second"
-    assert read_results(tmp_path / "iou__wr1")["error"] == "RuntimeError: second"
+    assert again.failed["iou__wr1/seed0"] == "RuntimeError: second"
+    assert read_results(tmp_path / "iou__wr1" / "seed0")["error"] == "RuntimeError: second"

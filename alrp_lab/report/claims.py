@@ -1,0 +1,221 @@
+"""Claim verdicts: does a paper's claim hold on our runs, fail, or can we not tell?
+
+A sweep definition lists its claims as data (:class:`alrp_lab.sweeps.definition.Claim`).
+Each is evaluated from the results files of the runs behind its cells, over seeds:
+
+- ``difference``: ``a - b`` of the means (a side of several cells counts as its best cell:
+  the highest mean, or the lowest for oLRP), with Welch's t 95% interval; a constant side
+  adds no variance.
+- ``spread``: ``max - min`` of the means of ``a``'s cells, with a percentile-bootstrap 95%
+  interval (each cell's seeds resampled; fixed generator seed).
+- ``diverges``: every run of ``a``'s job ends in a non-finite loss.
+
+Verdicts: **holds** when the whole interval lies on the claimed side of ``margin``
+(``a - b > margin`` for ``expect: ">"``, ``< margin`` for ``"<"``), **fails** when it lies
+wholly on the other side, **inconclusive** when it straddles the margin or when a side has
+fewer than 2 completed seeds (no interval can be formed). Failed runs are reported and never
+counted as numbers. Picking the best of a set by its mean favours that set a little (the
+winner's curse): with few seeds, read "SB >= best constant" claims with that in mind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from alrp_lab.report.runs import SeedRun, lower_is_better, metric_value
+from alrp_lab.report.stats import Summary, bootstrap_interval, summarize, welch_interval
+from alrp_lab.sweeps.definition import CellRef, Claim, Side, SweepDefinition
+
+MIN_SEEDS = 2
+VERDICTS = ("holds", "fails", "inconclusive")
+
+RunsOf = Callable[[CellRef], Sequence[SeedRun]]
+
+__all__ = ["MIN_SEEDS", "VERDICTS", "ClaimResult", "describe", "evaluate_claim",
+           "evaluate_claims"]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's verdict. ``value`` is ours (the difference, the spread, or the fraction of
+    runs that diverged), ``low``/``high`` its 95% interval, ``n`` the completed seeds per
+    side (e.g. ``"3 vs 3"``), ``paper`` the paper's own number, ``note`` what else to know
+    (the best cell chosen, failed runs, why inconclusive)."""
+
+    claim: Claim
+    verdict: str
+    value: float | None
+    low: float | None
+    high: float | None
+    n: str
+    paper: float | None
+    note: str = ""
+
+
+def _cell_text(cell: CellRef) -> str:
+    return cell.row if cell.column is None else f"{cell.row}/{cell.column}"
+
+
+def _side_text(side: Side) -> str:
+    if side.is_constant:
+        return f"{side.value:g}"
+    if len(side.cells) == 1:
+        return _cell_text(side.cells[0])
+    rows = sorted({c.row for c in side.cells}, key=[c.row for c in side.cells].index)
+    columns = [c.column for c in side.cells if c.column is not None]
+    if len(rows) == 1 and columns:
+        return f"{rows[0]}/{{{','.join(dict.fromkeys(columns))}}}"
+    return "{" + ", ".join(_cell_text(c) for c in side.cells) + "}"
+
+
+def describe(claim: Claim) -> str:
+    """The claim's test in one line, e.g. ``AP: IoU/SB - best IoU/{1,2} > -0.5``."""
+    if claim.test == "diverges":
+        return f"{_side_text(claim.a)} diverges"
+    if claim.test == "spread":
+        return f"{claim.metric}: spread of {_side_text(claim.a)} {claim.expect} {claim.margin:g}"
+    b = claim.b
+    b_text = _side_text(b) if b.is_constant or len(b.cells) == 1 else f"best {_side_text(b)}"
+    return f"{claim.metric}: {_side_text(claim.a)} - {b_text} {claim.expect} {claim.margin:g}"
+
+
+def _verdict(claim: Claim, low: float, high: float) -> str:
+    above, below = low > claim.margin, high < claim.margin
+    if claim.expect == ">":
+        return "holds" if above else "fails" if below else "inconclusive"
+    return "holds" if below else "fails" if above else "inconclusive"
+
+
+def _summary(runs: Sequence[SeedRun], metric: str) -> tuple[Summary, list[str]]:
+    """Values of completed runs, and notes on the runs that gave none."""
+    values, notes = [], []
+    for run in runs:
+        value = metric_value(run, metric)
+        if value is not None:
+            values.append(value)
+        elif run.status == "failed":
+            notes.append(f"{run.name} failed")
+        elif run.status == "completed":
+            notes.append(f"{run.name} has no {metric}")
+    return summarize(values), notes
+
+
+def _paper_value(defn: SweepDefinition, cell: CellRef, metric: str) -> float | None:
+    row = next(r for r in defn.rows if r.label == cell.row)
+    return row.paper.get(cell.column if cell.column is not None else metric)
+
+
+def _best(values: dict[CellRef, float], metric: str) -> CellRef:
+    pick = min if lower_is_better(metric) else max
+    return pick(values, key=values.__getitem__)
+
+
+class _Side:
+    """A side evaluated: its summary (None for a constant), value, paper value and notes."""
+
+    def __init__(self, defn: SweepDefinition, side: Side, metric: str, runs_of: RunsOf):
+        self.constant = side.value
+        self.notes: list[str] = []
+        self.summary: Summary | None = None
+        if side.is_constant:
+            self.paper = side.value
+            return
+        summaries = {}
+        for cell in side.cells:
+            summary, notes = _summary(runs_of(cell), metric)
+            summaries[cell] = summary
+            self.notes += notes
+        means = {cell: s.mean for cell, s in summaries.items() if s.n}
+        papers = {c: p for c in side.cells if (p := _paper_value(defn, c, metric)) is not None}
+        self.paper = papers[_best(papers, metric)] if papers and len(papers) == len(
+            side.cells) else None
+        if not means:
+            self.summary = summarize([])
+            return
+        chosen = _best(means, metric)
+        self.summary = summaries[chosen]
+        if len(side.cells) > 1:
+            self.notes.insert(0, f"best: {_cell_text(chosen)}")
+
+    @property
+    def n(self) -> str:
+        return "const" if self.summary is None else str(self.summary.n)
+
+    @property
+    def mean(self) -> float | None:
+        return self.constant if self.summary is None else self.summary.mean
+
+
+def _difference(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult:
+    a = _Side(defn, claim.a, claim.metric, runs_of)
+    b = _Side(defn, claim.b, claim.metric, runs_of)
+    n = f"{a.n} vs {b.n}"
+    paper = claim.paper_diff
+    if paper is None and a.paper is not None and b.paper is not None:
+        paper = a.paper - b.paper
+    notes = a.notes + b.notes
+    value = None if a.mean is None or b.mean is None else a.mean - b.mean
+    sides = [s.summary for s in (a, b) if s.summary is not None]
+    if any(s.n < MIN_SEEDS for s in sides):
+        notes.append(f"too few seeds (need {MIN_SEEDS} per side)")
+        return ClaimResult(claim, "inconclusive", value, None, None, n, paper, "; ".join(notes))
+    b_value = b.summary if b.summary is not None else b.constant
+    value, low, high = welch_interval(a.summary, b_value)
+    return ClaimResult(claim, _verdict(claim, low, high), value, low, high, n, paper,
+                       "; ".join(notes))
+
+
+def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult:
+    summaries, notes = [], []
+    for cell in claim.a.cells:
+        summary, cell_notes = _summary(runs_of(cell), claim.metric)
+        summaries.append(summary)
+        notes += cell_notes
+    papers = [_paper_value(defn, c, claim.metric) for c in claim.a.cells]
+    paper = claim.paper_diff
+    if paper is None and all(p is not None for p in papers):
+        paper = max(papers) - min(papers)
+    n = ",".join(str(s.n) for s in summaries)
+    means = [s.mean for s in summaries if s.n]
+    value = max(means) - min(means) if len(means) == len(summaries) else None
+    if any(s.n < MIN_SEEDS for s in summaries):
+        notes.append(f"too few seeds (need {MIN_SEEDS} per cell)")
+        return ClaimResult(claim, "inconclusive", value, None, None, n, paper, "; ".join(notes))
+    value, low, high = bootstrap_interval(summaries, lambda m: max(m) - min(m))
+    return ClaimResult(claim, _verdict(claim, low, high), value, low, high, n, paper,
+                       "; ".join(notes))
+
+
+def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:
+    runs = [r for r in runs_of(claim.a.cells[0]) if r.status in ("completed", "failed")]
+    diverged = [r for r in runs if r.diverged]
+    completed = [r for r in runs if r.status == "completed"]
+    other = [r for r in runs if r.status == "failed" and not r.diverged]
+    n = f"{len(diverged)}/{len(runs)} diverged"
+    value = len(diverged) / len(runs) if runs else None
+    notes = [f"{r.name} failed otherwise: {r.error}" for r in other]
+    if completed:
+        verdict = "fails"
+        notes.insert(0, "completed: " + ", ".join(r.name for r in completed))
+    elif len(diverged) >= MIN_SEEDS and not other:
+        verdict = "holds"
+    else:
+        verdict = "inconclusive"
+        if len(runs) < MIN_SEEDS:
+            notes.append(f"too few seeds (need {MIN_SEEDS})")
+    return ClaimResult(claim, verdict, value, None, None, n, claim.paper_diff, "; ".join(notes))
+
+
+def evaluate_claim(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult:
+    """The verdict on ``claim`` of ``defn``; ``runs_of(cell)`` gives the runs behind a cell."""
+    if claim.test == "difference":
+        return _difference(defn, claim, runs_of)
+    if claim.test == "spread":
+        return _spread(defn, claim, runs_of)
+    return _diverges(claim, runs_of)
+
+
+def evaluate_claims(defn: SweepDefinition, runs_of: RunsOf) -> list[ClaimResult]:
+    """Every claim of ``defn``, in definition order."""
+    return [evaluate_claim(defn, claim, runs_of) for claim in defn.claims]

@@ -1,0 +1,53 @@
+"""``alrp-lab claims``: one table of every claim of every sweep folder found.
+
+Each sweep folder's ``sweep.json`` gives its definition (with its claims) and expected seeds;
+the verdicts come from the run folders' results files alone (:mod:`alrp_lab.report.claims`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+
+from alrp_lab.report.tables import CLAIM_HEADER, claim_texts, load_sweep_table, sweep_folders
+
+PathLike = str | os.PathLike[str]
+
+__all__ = ["render_claims"]
+
+
+def render_claims(paths: Sequence[PathLike], fmt: str = "md") -> str:
+    """Every claim of every sweep folder at or below ``paths`` as Markdown or CSV, with the
+    sweep's name and scale in front; a line saying so when no folder or claim is found.
+
+    Raises :class:`FileNotFoundError` for a path that is not a folder."""
+    if fmt not in ("md", "csv"):
+        raise ValueError(f"unknown claims format {fmt!r}: use md or csv")
+    header = ("sweep", "scale", *CLAIM_HEADER)
+    lines = []
+    for root in sweep_folders(paths):
+        table = load_sweep_table(root)
+        name = root.name
+        for result in table.claims:
+            lines.append([name, str(table.scale or "-"), *claim_texts(result)])
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(lines)
+        return buffer.getvalue()
+    if not lines:
+        where = ", ".join(map(str, paths))
+        return f"No claims found under {where}: run a sweep first (alrp-lab sweep NAME).\n"
+    verdicts = [line[-2] for line in lines]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "fails", "inconclusive"))
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(["---"] * 5 + ["---:"] * 4 + ["---"] * 2) + "|"]
+    for line in lines:
+        texts = [t.replace("|", "\\|") for t in line]
+        texts[-2] = f"**{texts[-2]}**"
+        out.append("| " + " | ".join(texts) + " |")
+    out += ["", f"{len(lines)} claims: {counts}."]
+    return "\n".join(out) + "\n"
