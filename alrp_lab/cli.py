@@ -254,8 +254,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         n_jobs=args.jobs,
         seeds=args.seeds,
     )
-    title = f"{definition.name} ({report.scale}): {report.root}, {len(report.jobs)} runs"
-    table = Table(title=title)
+    table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
     for column in ("run", "status", "overrides"):
         table.add_column(column)
     failed = report.failed
@@ -270,6 +269,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             status = "completed"
         table.add_row(job.run_id, status, " ".join(job.overrides))
     _out.print(table)
+    if report.dry_run:
+        summary = f"{len(report.pending)} would run, {len(report.skipped)} completed before"
+    else:
+        summary = (
+            f"{len(report.completed)} completed, {len(report.skipped)} skipped (completed "
+            f"before), {len(failed)} failed"
+        )
+    _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
     for fmt, path in report.tables.items():
         _out.print(f"table ({fmt}): {path}")
     if report.plot is not None:

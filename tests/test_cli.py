@@ -104,3 +104,47 @@ def test_sweep_scale_can_be_given_as_an_override(tmp_path, capsys):
     code = main(["sweep", "table2", "--dry-run", "--root", str(tmp_path), "scale=paper"])
     assert code == 2  # the paper scale needs the COCO folder and the backbone weights
     assert "data.root" in capsys.readouterr().err
+
+
+def test_sweep_with_seeds_lists_every_run(tmp_path, capsys):
+    code = main(["sweep", "table3", "--seeds", "3", "--dry-run", "--root", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "48 runs: 48 would run, 0 completed before" in out
+    assert out.count("would run") == 49
+    assert "giou__sb/seed2" in out
+
+
+def test_claims_prints_every_sweeps_claims_and_exits_0(tmp_path, capsys):
+    from alrp_lab.sweeps.definition import load_sweep
+    from alrp_lab.utils.io import atomic_write_json
+
+    defn = load_sweep("figure4")
+    root = tmp_path / "figure4"
+    for job in ("ce", "focal", "alrp"):
+        for seed in range(2):
+            run = root / job / f"seed{seed}"
+            atomic_write_json(run / "results.json",
+                              {"status": "completed", "metrics": {"AP": 0.1}, "config": {}})
+            ratios = ["1.0", "1.0"] if job == "alrp" else ["0.3", "8.0"]
+            run.joinpath("grad_balance.csv").write_text(
+                "iteration,epoch,ratio\n" + "".join(f"{i},0,{r}\n" for i, r in enumerate(ratios))
+            )
+    atomic_write_json(root / "sweep.json", {"name": "figure4", "scale": "cpu",
+                                            "definition": dict(defn.raw), "seeds": [0, 1]})
+    assert main(["claims", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| figure4 | cpu | alrp-grad-ratio-is-one |" in out
+    assert out.count("**holds**") == 3 and "3 claims: 3 holds, 0 fails, 0 inconclusive." in out
+    assert main(["claims", str(tmp_path / "nowhere")]) == 2
+
+
+def test_multirun_over_seeds(tmp_path):
+    code = main(["run", "-m", "debug=smoke", "seed=0,1", f"hydra.sweep.dir={tmp_path}"])
+    assert code == 0
+    seeds = sorted(
+        json.loads((d / "results.json").read_text())["config"]["seed"]
+        for d in tmp_path.iterdir()
+        if (d / "results.json").is_file()
+    )
+    assert seeds == [0, 1]

@@ -32,8 +32,7 @@ VERDICTS = ("holds", "fails", "inconclusive")
 
 RunsOf = Callable[[CellRef], Sequence[SeedRun]]
 
-__all__ = ["MIN_SEEDS", "VERDICTS", "ClaimResult", "describe", "evaluate_claim",
-           "evaluate_claims"]
+__all__ = ["MIN_SEEDS", "VERDICTS", "ClaimResult", "describe", "evaluate_claim", "evaluate_claims"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,15 @@ def _verdict(claim: Claim, low: float, high: float) -> str:
     return "holds" if below else "fails" if above else "inconclusive"
 
 
+def _cell_metric(defn: SweepDefinition, cell: CellRef, metric: str) -> str:
+    """The results key a cell shows for ``metric``: a row's ``metric_prefix`` applies
+    (Table 5's bounds read ``upper_AP`` for AP)."""
+    if cell.column is not None:
+        return metric
+    row = next(r for r in defn.rows if r.label == cell.row)
+    return row.metric_prefix + metric
+
+
 def _summary(runs: Sequence[SeedRun], metric: str) -> tuple[Summary, list[str]]:
     """Values of completed runs, and notes on the runs that gave none."""
     values, notes = [], []
@@ -123,13 +131,14 @@ class _Side:
             return
         summaries = {}
         for cell in side.cells:
-            summary, notes = _summary(runs_of(cell), metric)
+            summary, notes = _summary(runs_of(cell), _cell_metric(defn, cell, metric))
             summaries[cell] = summary
             self.notes += notes
         means = {cell: s.mean for cell, s in summaries.items() if s.n}
         papers = {c: p for c in side.cells if (p := _paper_value(defn, c, metric)) is not None}
-        self.paper = papers[_best(papers, metric)] if papers and len(papers) == len(
-            side.cells) else None
+        self.paper = (
+            papers[_best(papers, metric)] if papers and len(papers) == len(side.cells) else None
+        )
         if not means:
             self.summary = summarize([])
             return
@@ -162,14 +171,15 @@ def _difference(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimRe
         return ClaimResult(claim, "inconclusive", value, None, None, n, paper, "; ".join(notes))
     b_value = b.summary if b.summary is not None else b.constant
     value, low, high = welch_interval(a.summary, b_value)
-    return ClaimResult(claim, _verdict(claim, low, high), value, low, high, n, paper,
-                       "; ".join(notes))
+    return ClaimResult(
+        claim, _verdict(claim, low, high), value, low, high, n, paper, "; ".join(notes)
+    )
 
 
 def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult:
     summaries, notes = [], []
     for cell in claim.a.cells:
-        summary, cell_notes = _summary(runs_of(cell), claim.metric)
+        summary, cell_notes = _summary(runs_of(cell), _cell_metric(defn, cell, claim.metric))
         summaries.append(summary)
         notes += cell_notes
     papers = [_paper_value(defn, c, claim.metric) for c in claim.a.cells]
@@ -183,8 +193,9 @@ def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult
         notes.append(f"too few seeds (need {MIN_SEEDS} per cell)")
         return ClaimResult(claim, "inconclusive", value, None, None, n, paper, "; ".join(notes))
     value, low, high = bootstrap_interval(summaries, lambda m: max(m) - min(m))
-    return ClaimResult(claim, _verdict(claim, low, high), value, low, high, n, paper,
-                       "; ".join(notes))
+    return ClaimResult(
+        claim, _verdict(claim, low, high), value, low, high, n, paper, "; ".join(notes)
+    )
 
 
 def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:

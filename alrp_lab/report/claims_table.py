@@ -43,8 +43,10 @@ def render_claims(paths: Sequence[PathLike], fmt: str = "md") -> str:
         return f"No claims found under {where}: run a sweep first (alrp-lab sweep NAME).\n"
     verdicts = [line[-2] for line in lines]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "fails", "inconclusive"))
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join(["---"] * 5 + ["---:"] * 4 + ["---"] * 2) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 5 + ["---:"] * 4 + ["---"] * 2) + "|",
+    ]
     for line in lines:
         texts = [t.replace("|", "\\|") for t in line]
         texts[-2] = f"**{texts[-2]}**"

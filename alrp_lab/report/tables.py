@@ -7,9 +7,10 @@ paper's. A job run with several seeds (``JOB_ID/seedN``) shows mean ± standard 
 (sample, ddof 1) over its completed seeds, with ``(n=K)`` where a cell's count differs from
 the table's usual one; a failed or missing seed is listed under the table, never counted as
 a number. The claims of the definition follow the table with their verdicts
-(:mod:`alrp_lab.report.claims`). Units follow the paper: AP and oLRP in % (pycocotools' 0-1 fractions times 100, so
-the comparison is like for like), rho as is. Two metrics come from ``grad_balance.csv``
-rather than results.json: ``grad_ratio_min`` and ``grad_ratio_max`` (Figure 4's legend).
+(:mod:`alrp_lab.report.claims`). Units follow the paper: AP and oLRP in % (pycocotools' 0-1
+fractions times 100, so the comparison is like for like), rho as is. Three metrics come from
+``grad_balance.csv`` rather than results.json: ``grad_ratio_min``, ``grad_ratio_max``
+(Figure 4's legend) and ``grad_ratio_spread`` (max / min).
 
 Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
 line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs
@@ -27,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
-from alrp_lab.report.runs import DERIVED, SeedRun, is_percent, job_runs, metric_value
+from alrp_lab.report.runs import SeedRun, is_percent, job_runs, metric_value
 from alrp_lab.report.stats import summarize
 from alrp_lab.sweeps.definition import (
     SWEEP_FILE,
-    CellRef,
     Column,
     Row,
     SweepDefinition,
@@ -112,13 +112,17 @@ class TableData:
     failed: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     claims: list[ClaimResult] = field(default_factory=list)
+    expected_n: int = 0
 
     def has_paper(self, row: str) -> bool:
         return any(self.cells[row, c].paper is not None for c in self.columns)
 
     @property
     def usual_n(self) -> int:
-        """The most common seed count among cells with a number (0 when none has one)."""
+        """The seeds every cell should have: those the sweep ran (``expected_n``), else the
+        most common count among cells with a number (0 when none has one)."""
+        if self.expected_n:
+            return self.expected_n
         counts = Counter(c.n for c in self.cells.values() if c.n)
         return counts.most_common(1)[0][0] if counts else 0
 
@@ -147,6 +151,7 @@ def _fill(
         description=defn.description,
         scale=scale,
     )
+    table.expected_n = len(set(seeds or ()))
     cache: dict[Path, list[SeedRun]] = {}
 
     def runs_of(row: Row, column: Column | None) -> list[SeedRun]:
@@ -380,6 +385,7 @@ def _csv(table: TableData) -> str:
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": "$<$", ">": "$>$",
 }
 
 

@@ -2,7 +2,8 @@
 
 Every job runs once per seed (``seed=N``, seeds 0..k-1 from ``--seeds`` or the definition's
 ``seeds``), each run in its own folder ``ROOT/JOB_ID/seedN``. A run whose ``results.json``
-says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job), so an interrupted sweep continues where it stopped (a job with a
+says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job),
+so an interrupted sweep continues where it stopped (a job with a
 checkpoint but no result resumes from it); a failing job is recorded as ``failed`` in its
 ``results.json`` and the others go on. Afterwards the tables (md, csv, tex) are written into
 ``ROOT`` from the results files, and Figure 4's plot when the definition asks for it.
@@ -336,7 +337,8 @@ def run_sweep(
             ``seeds``. Each job runs once per seed into ``root/JOB_ID/seedN``.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
-    ``run_id``) and the table files. Raises :class:`ValueError` before running anything when a job cannot compose.
+    ``run_id``) and the table files. Raises :class:`ValueError` before running anything
+    when a job cannot compose.
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")

@@ -83,3 +83,21 @@ def test_every_job_composes_and_validates(name):
                     got = OmegaConf.select(cfg, key)
                     got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
                     assert got == yaml.safe_load(value), (name, key, value)
+
+
+@pytest.mark.parametrize("name", sorted(JOB_COUNTS))
+def test_every_definition_states_claims_that_hold_on_the_papers_own_numbers(name):
+    from alrp_lab.report.claims import evaluate_claims
+
+    defn = load_sweep(name)
+    assert defn.claims, f"{name} tests no claim of the paper"
+    assert defn.seeds >= 3, "claims need seeds: at least 3 per job"
+    for result in evaluate_claims(defn, lambda cell: []):
+        claim = result.claim
+        if claim.test == "diverges":
+            continue
+        assert result.paper is not None, f"{name}/{claim.name}: no paper number"
+        if claim.expect == ">":
+            assert result.paper > claim.margin, f"{name}/{claim.name}: {result.paper}"
+        else:
+            assert result.paper < claim.margin, f"{name}/{claim.name}: {result.paper}"

@@ -102,7 +102,7 @@ def test_expand_jobs_refuses_unknown_scales_and_missing_required_keys(defn):
 
 def test_rows_sharing_a_job_make_no_job_of_their_own():
     defn = load_sweep("table5")
-    jobs = expand_jobs(defn)
+    jobs = expand_jobs(defn, seeds=1)
     assert [j.id for j in jobs] == ["alrp-iou-sb"] and jobs[0].column is None
 
 
@@ -195,7 +195,8 @@ def test_composed_job_config_carries_the_sweep_group_and_tags():
 @pytest.mark.slow
 def test_one_real_table2_job_runs_through_the_engine(tmp_path):
     defn = load_sweep("table2")
-    defn = dataclasses.replace(defn, rows=defn.rows[-1:])  # the ATSS row: the fastest
+    # The ATSS row alone (the fastest), and so none of the claims that name other rows.
+    defn = dataclasses.replace(defn, rows=defn.rows[-1:], claims=())
     smoke = [
         "debug=smoke", "train.epochs=1", "train.max_iters_per_epoch=2", "train.warmup_iters=2",
         "logger=none",
@@ -234,3 +235,46 @@ def test_a_retried_failure_reports_its_own_error_not_the_last_attempts(defn, tmp
     again = run_sweep(defn, root=tmp_path, run_job=fail_with("second"), write_tables=False)
     assert again.failed["iou__wr1/seed0"] == "RuntimeError: second"
     assert read_results(tmp_path / "iou__wr1" / "seed0")["error"] == "RuntimeError: second"
+
+
+def test_every_job_runs_once_per_seed_and_more_seeds_run_only_the_new_ones(defn, tmp_path):
+    root = tmp_path / "toy"
+    calls = []
+
+    def job(overrides, run_dir):
+        calls.append(Path(run_dir).relative_to(root).as_posix())
+        assert overrides[-1] == f"seed={Path(run_dir).name.removeprefix('seed')}"
+        atomic_write_json(Path(run_dir) / "results.json",
+                          {"status": "completed", "metrics": {"AP": 0.1}, "error": None})
+
+    first = run_sweep(defn, root=root, run_job=job, seeds=3, write_tables=False)
+    assert len(first.completed) == 12 and "giou__wr5/seed2" in first.completed
+    more = run_sweep(defn, root=root, run_job=job, seeds=5, write_tables=False)
+    assert len(more.skipped) == 12 and len(more.completed) == 8
+    assert sorted(c for c in calls if c.startswith("iou__wr1/")) == [
+        f"iou__wr1/seed{s}" for s in range(5)
+    ]
+    # sweep.json keeps every seed run into the folder, so a later, smaller call still
+    # reports the seeds a table should have.
+    run_sweep(defn, root=root, run_job=job, seeds=2, write_tables=False)
+    assert json.loads((root / "sweep.json").read_text())["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_dry_run_lists_every_seed_and_seed_overrides_are_refused(defn, tmp_path):
+    report = run_sweep(defn, root=tmp_path, run_job=fake_job, dry_run=True, seeds=3)
+    assert len(report.pending) == 12 and report.pending[:3] == [
+        "iou__wr1/seed0", "iou__wr1/seed1", "iou__wr1/seed2"
+    ]
+    with pytest.raises(ValueError, match="use --seeds"):
+        expand_jobs(defn, "cpu", ["seed=4"])
+    with pytest.raises(ValueError, match="at least 1"):
+        expand_jobs(defn, "cpu", seeds=0)
+    assert [j.seed for j in expand_jobs(defn, "cpu", seeds=[3, 7])][:2] == [3, 7]
+
+
+def test_a_definition_sets_its_default_seed_count(tmp_path):
+    defn = parse_sweep(dict(RAW, seeds=2), name="toy")
+    assert len(expand_jobs(defn)) == 8
+    assert len(expand_jobs(defn, seeds=1)) == 4
+    with pytest.raises(ValueError, match="seeds must be a whole number"):
+        parse_sweep(dict(RAW, seeds=0), name="toy")

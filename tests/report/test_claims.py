@@ -1,0 +1,193 @@
+"""Claim verdicts from results files the tests write (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from alrp_lab.report.claims import evaluate_claims
+from alrp_lab.report.tables import build_table, collect_table, render_table
+from alrp_lab.sweeps.definition import parse_sweep
+from alrp_lab.utils.io import atomic_write_json
+
+GRID = {
+    "title": "Table 3",
+    "kind": "grid",
+    "metric": "AP",
+    "corner": "wr",
+    "seeds": 3,
+    "scales": {"cpu": {}},
+    "rows": [{"label": "GIoU", "paper": {"1": 36.0, "5": 37.9, "SB": 38.9}}],
+    "columns": [
+        {"label": "1", "id": "wr1"},
+        {"label": "5", "id": "wr5"},
+        {"label": "SB", "id": "sb"},
+    ],
+    "claims": [
+        {"name": "sb-best", "paper": "SB matches the best wr", "metric": "AP",
+         "a": {"row": "GIoU", "column": "SB"},
+         "b": {"row": "GIoU", "columns": ["1", "5"]}, "expect": ">", "margin": -0.5},
+        {"name": "wr5-beats-wr1", "paper": "wr 5 beats wr 1", "metric": "AP",
+         "a": {"row": "GIoU", "column": "5"}, "b": {"row": "GIoU", "column": "1"}},
+        {"name": "flat", "paper": "AP hardly moves with wr", "test": "spread", "metric": "AP",
+         "a": {"row": "GIoU", "columns": ["1", "5"]}, "expect": "<", "margin": 1.0},
+    ],
+}
+
+
+def _run(folder, status="completed", error=None, **metrics):
+    atomic_write_json(folder / "results.json",
+                      {"status": status, "metrics": metrics, "error": error, "config": {}})
+
+
+def _seeds(root, job, aps):
+    for seed, ap in enumerate(aps):
+        if ap == "failed":
+            _run(root / job / f"seed{seed}", status="failed",
+                 error="NonFiniteLossError: the loss became nan at iteration 3")
+        elif ap is not None:
+            _run(root / job / f"seed{seed}", AP=ap)
+
+
+def _verdicts(defn, root, seeds=(0, 1, 2)):
+    table = collect_table(defn, root, seeds=list(seeds))
+    return {r.claim.name: r for r in table.claims}, table
+
+
+def test_cells_show_mean_std_and_n(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__wr5", [0.35, 0.36, None])  # seed 2 never ran
+    _seeds(tmp_path, "giou__sb", [0.36, "failed", 0.37])
+    _, table = _verdicts(defn, tmp_path)
+    wr1 = table.cells["GIoU", "1"]
+    assert (wr1.n, wr1.ours, wr1.std) == (3, pytest.approx(31.0), pytest.approx(1.0))
+    assert wr1.seeds == (0, 1, 2)
+    assert table.cells["GIoU", "SB"].n == 2 and table.cells["GIoU", "SB"].seeds == (0, 2)
+    md = render_table(table, "md")
+    assert "| GIoU | ours | 31.0 ± 1.0 | 35.5 ± 0.7 (n=2) | 36.5 ± 0.7 (n=2) |" in md
+    assert "mean ± standard deviation over 3 seeds" in md
+    # The failed seed is reported, not counted; the missing one is listed.
+    assert "Failed: giou__sb/seed1 (NonFiniteLossError" in md
+    assert "Not finished: giou__wr5/seed2" in md
+    csv = render_table(table, "csv").splitlines()
+    assert csv[1].startswith("cell,GIoU,1,AP,%,31,1,3,36,-5,completed,giou__wr1,0 1 2,")
+
+
+def test_a_single_run_shows_its_value_alone(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30])
+    _, table = _verdicts(defn, tmp_path, seeds=[0])
+    assert "| GIoU | ours | 30.0 | - | - |" in render_table(table, "md")
+
+
+def test_claims_hold_fail_or_are_inconclusive(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__wr5", [0.35, 0.36, 0.37])
+    _seeds(tmp_path, "giou__sb", [0.20, 0.21, 0.22])
+    verdicts, _ = _verdicts(defn, tmp_path)
+    # SB 21 vs the best constant (wr 5, 36): fails, by far.
+    assert verdicts["sb-best"].verdict == "fails"
+    assert verdicts["sb-best"].value == pytest.approx(-15.0)
+    assert verdicts["sb-best"].note.startswith("best: GIoU/5")
+    assert verdicts["sb-best"].paper == pytest.approx(38.9 - 37.9)
+    # wr 5 over wr 1 by 5 AP with std 1: holds, with Welch's interval around +5.
+    win = verdicts["wr5-beats-wr1"]
+    assert win.verdict == "holds" and win.low > 0 and win.low < 5.0 < win.high
+    assert win.n == "3 vs 3" and win.paper == pytest.approx(1.9)
+    # A spread of 5 AP against "at most 1": fails.
+    assert verdicts["flat"].verdict == "fails" and verdicts["flat"].value == pytest.approx(5.0)
+
+
+def test_a_noisy_difference_is_inconclusive(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.36, 0.33])
+    _seeds(tmp_path, "giou__wr5", [0.31, 0.37, 0.34])
+    _seeds(tmp_path, "giou__sb", [0.34, 0.36, 0.35])
+    verdicts, _ = _verdicts(defn, tmp_path)
+    result = verdicts["wr5-beats-wr1"]
+    assert result.value == pytest.approx(1.0)
+    assert result.low < 0 < result.high and result.verdict == "inconclusive"
+
+
+def test_too_few_seeds_and_failed_runs_make_a_claim_inconclusive(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__wr5", [0.45, "failed", None])  # one seed left: no interval
+    _seeds(tmp_path, "giou__sb", [0.20, 0.21, 0.22])
+    verdicts, _ = _verdicts(defn, tmp_path)
+    result = verdicts["wr5-beats-wr1"]
+    assert result.verdict == "inconclusive" and result.low is None
+    assert result.value == pytest.approx(14.0) and result.n == "1 vs 3"
+    assert "giou__wr5/seed1 failed" in result.note and "too few seeds" in result.note
+
+
+def test_nothing_run_yet_is_inconclusive_not_an_error(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    verdicts, _ = _verdicts(defn, tmp_path)
+    assert {r.verdict for r in verdicts.values()} == {"inconclusive"}
+    assert all(r.value is None for r in verdicts.values())
+
+
+METRICS = {
+    "title": "Figure",
+    "kind": "metrics",
+    "metrics": ["AP", "oLRP"],
+    "scales": {"cpu": {}},
+    "rows": [
+        {"label": "aLRP", "paper": {"oLRP": 68.4}},
+        {"label": "AP Loss", "paper": {"oLRP": 71.0}},
+        {"label": "zero target"},
+    ],
+    "claims": [
+        {"name": "olrp", "paper": "aLRP has the lower oLRP", "metric": "oLRP",
+         "a": {"row": "aLRP"}, "b": {"row": "AP Loss"}, "expect": "<"},
+        {"name": "best-olrp", "paper": "aLRP beats the best of the rest", "metric": "oLRP",
+         "a": {"row": "aLRP"}, "b": {"rows": ["AP Loss", "zero target"]}, "expect": "<"},
+        {"name": "diverges", "paper": "a zero target diverges", "test": "diverges",
+         "a": {"row": "zero target"}},
+        {"name": "alrp-diverges", "paper": "(a control)", "test": "diverges",
+         "a": {"row": "aLRP"}},
+    ],
+}
+
+
+def test_lower_is_better_metrics_and_divergence(tmp_path):
+    defn = parse_sweep(METRICS, name="fig")
+    for seed, (a, b) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.69)]):
+        _run(tmp_path / "alrp" / f"seed{seed}", AP=0.4, oLRP=a)
+        _run(tmp_path / "ap-loss" / f"seed{seed}", AP=0.4, oLRP=b)
+        _run(tmp_path / "zero-target" / f"seed{seed}", status="failed",
+             error="NonFiniteLossError: the loss became nan at iteration 40")
+    verdicts, _ = _verdicts(defn, tmp_path)
+    assert verdicts["olrp"].verdict == "holds"
+    assert verdicts["olrp"].value == pytest.approx(-9.0)
+    assert verdicts["olrp"].paper == pytest.approx(68.4 - 71.0)
+    # The best of a set for an error metric is its lowest mean; failed runs give none.
+    assert verdicts["best-olrp"].note.startswith("best: AP Loss")
+    assert verdicts["diverges"].verdict == "holds" and verdicts["diverges"].n == "3/3 diverged"
+    assert verdicts["alrp-diverges"].verdict == "fails"
+
+
+def test_claims_print_under_the_table_in_every_format(tmp_path):
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__wr5", [0.35, 0.36, 0.37])
+    _seeds(tmp_path, "giou__sb", [0.36, 0.37, 0.38])
+    atomic_write_json(tmp_path / "sweep.json",
+                      {"name": "t3", "scale": "cpu", "definition": GRID, "seeds": [0, 1, 2]})
+    md = build_table(tmp_path, "md")
+    table_end = md.index("Claims (")
+    assert "| wr5-beats-wr1 | wr 5 beats wr 1 | AP: GIoU/5 - GIoU/1 > 0 | +5.0 |" in md[table_end:]
+    assert "| sb-best |" in md and "**holds**" in md
+    csv = build_table(tmp_path, "csv").splitlines()
+    claim_lines = [line for line in csv if line.startswith("claim,")]
+    assert len(claim_lines) == 3 and ",sb-best," in claim_lines[0]
+    tex = build_table(tmp_path, "tex")
+    assert r"wr5-beats-wr1 & AP: GIoU/5 - GIoU/1 $>$ 0 & +5.0 & [+" in tex
+    assert tex.count(r"\begin{tabular}") == 2
+
+
+def test_evaluate_claims_needs_only_a_reader_of_runs(tmp_path):
+    defn = parse_sweep(METRICS, name="fig")
+    results = evaluate_claims(defn, lambda cell: [])
+    assert [r.verdict for r in results] == ["inconclusive"] * 4
