@@ -25,6 +25,7 @@ from alrp_lab.engine.builders import build_datasets, build_model, model_signatur
 from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
 from alrp_lab.engine.evaluate import evaluate_model
+from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.tracking.results import RunRecorder
@@ -151,8 +152,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     recorder.start(resume_step=iteration if start_epoch > 0 else None)
     grad_csv = (run_dir / "grad_balance.csv") if ctx.is_main and cfg.train.grad_balance else None
-    if grad_csv is not None and start_epoch == 0:
-        grad_csv.write_text("iteration,epoch,ratio\n")
+    if grad_csv is not None:
+        # A resume cuts the lines the stopped run wrote after its checkpoint.
+        start_grad_balance(grad_csv, iteration if start_epoch > 0 else None)
 
     progress = RunProgress(enabled=ctx.is_main)
     epochs = cfg.train.epochs
@@ -210,8 +212,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         model.update_self_balance(losses)
                     ratio = model.grad_balance() if grad_csv is not None else None
                     if grad_csv is not None and ratio is not None:
-                        with grad_csv.open("a") as fh:
-                            fh.write(f"{iteration},{epoch},{ratio:.6f}\n")
+                        append_grad_balance(grad_csv, iteration, epoch, ratio)
                     if iteration % cfg.train.log_every == 0 or step == n_iters - 1:
                         record = {
                             "epoch": epoch,

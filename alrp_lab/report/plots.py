@@ -39,7 +39,8 @@ class GradBalance(NamedTuple):
 
 def read_grad_balance(run_dir: PathLike) -> GradBalance:
     """Read ``run_dir/grad_balance.csv``. A malformed line (e.g. cut by a crash) or a
-    non-finite ratio is skipped. Raises :class:`FileNotFoundError` when the file is missing."""
+    non-finite ratio is skipped. Raises :class:`FileNotFoundError` when the file is missing
+    and :class:`ValueError` when its iterations do not increase (lines written twice)."""
     path = Path(run_dir) / GRAD_BALANCE_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -53,6 +54,12 @@ def read_grad_balance(run_dir: PathLike) -> GradBalance:
                 iteration, ratio = int(record["iteration"]), float(record["ratio"])
             except (KeyError, TypeError, ValueError):
                 continue
+            if iterations and iteration <= iterations[-1]:
+                raise ValueError(
+                    f"{path}: iteration {iteration} follows {iterations[-1]}, so some "
+                    "iterations were written twice (a resume before this was fixed): "
+                    "rerun the job, or delete the repeated lines"
+                )
             if math.isfinite(ratio):
                 iterations.append(iteration)
                 ratios.append(ratio)

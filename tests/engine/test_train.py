@@ -141,3 +141,16 @@ def test_a_diverging_run_fails_with_a_clear_message(tmp_path, capsys):
     assert "loss became nan" in err and "train.lr" in err
     results = read_results(tmp_path / "run")
     assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
+
+
+def test_resume_cuts_grad_balance_back_to_the_checkpoint(tmp_path):
+    common = ("train.max_iters_per_epoch=2", "train.grad_balance=true")
+    assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
+    assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
+    # Lines the stopped run wrote after its checkpoint (iterations 2 and 3 of epoch 1).
+    with (tmp_path / "resumed" / "grad_balance.csv").open("a") as fh:
+        fh.write("2,1,5.0\n3,1,5.0\n")
+    assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
+    straight = (tmp_path / "straight" / "grad_balance.csv").read_text()
+    assert (tmp_path / "resumed" / "grad_balance.csv").read_text() == straight
+    assert [int(line.split(",")[0]) for line in straight.splitlines()[1:]] == [0, 1, 2, 3]

@@ -64,3 +64,11 @@ def test_no_ratios_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         plot_grad_balance([tmp_path / "missing"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_repeated_iterations_are_refused(tmp_path):
+    from alrp_lab.report.plots import read_grad_balance
+
+    (tmp_path / "grad_balance.csv").write_text("iteration,epoch,ratio\n0,0,1.0\n1,0,1.0\n1,0,2.0\n")
+    with pytest.raises(ValueError, match="iteration 1 follows 1"):
+        read_grad_balance(tmp_path)
