@@ -253,6 +253,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         n_jobs=args.jobs,
         seeds=args.seeds,
+        rerun=args.rerun,
     )
     table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
     for column in ("run", "status", "overrides"):
@@ -337,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
     sweep.add_argument("--root", default=None, help="sweep folder (default outputs/sweeps/NAME)")
     sweep.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
+    sweep.add_argument(
+        "--rerun", action="store_true",
+        help="replace completed runs whose recorded config differs from the sweep's now",
+    )
     sweep.add_argument(
         "--seeds", type=int, default=None, metavar="K",
         help="run every job with seeds 0..K-1 (default: the definition's `seeds`, else 1)",

@@ -2,8 +2,10 @@
 
 Every job runs once per seed (``seed=N``, seeds 0..k-1 from ``--seeds`` or the definition's
 ``seeds``), each run in its own folder ``ROOT/JOB_ID/seedN``. A run whose ``results.json``
-says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job),
-so an interrupted sweep continues where it stopped (a job with a
+says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job)
+when the config it recorded computes what the job asks for now (:mod:`.staleness`);
+otherwise the sweep stops before any work, unless ``rerun`` replaces such runs. So an
+interrupted sweep continues where it stopped (a job with a
 checkpoint but no result resumes from it); a failing job is recorded as ``failed`` in its
 ``results.json`` and the others go on. Afterwards the tables (md, csv, tex) are written into
 ``ROOT`` from the results files, and Figure 4's plot when the definition asks for it.
@@ -17,15 +19,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alrp_lab.sweeps.definition import CONF_DIR, SWEEP_FILE, SweepDefinition, default_root
+from alrp_lab.sweeps.staleness import first_difference, run_digest
 from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
 from alrp_lab.utils.io import atomic_write_json
 
@@ -283,6 +287,33 @@ def _with_resume(job: Job, run_dir: Path) -> Job:
     return job
 
 
+def _group_and_tags(defn: SweepDefinition, job: Job, scale: str) -> tuple[str, tuple[str, ...]]:
+    """The W&B group (one per table job, so the UI averages its seeds) and tags of a run."""
+    return f"{defn.name}/{job.id}", (f"sweep:{defn.name}", f"scale:{scale}", f"seed:{job.seed}")
+
+
+def _resolved(job: Job, defn: SweepDefinition, scale: str) -> dict[str, Any]:
+    """The resolved config ``job`` trains with, as the engine records it."""
+    from omegaconf import OmegaConf
+
+    group, tags = _group_and_tags(defn, job, scale)
+    cfg = compose_job_config(job.overrides, group=group, tags=tags)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _stale_runs(defn: SweepDefinition, root: Path, done: Sequence[Job], scale: str) -> list[Job]:
+    """The completed runs whose recorded config computes something else than the job now
+    asks for (a changed definition, other command-line overrides)."""
+    stale = []
+    for job in done:
+        recorded = read_results(root / job.run_id).get("config")
+        if not isinstance(recorded, Mapping) or run_digest(recorded) != run_digest(
+            _resolved(job, defn, scale)
+        ):
+            stale.append(job)
+    return stale
+
+
 def _recorded_seeds(root: Path, scale: str) -> list[int]:
     """The seeds an earlier run of this sweep into ``root`` recorded in its sweep.json."""
     import json
@@ -317,6 +348,7 @@ def run_sweep(
     n_jobs: int = 1,
     write_tables: bool = True,
     seeds: int | Sequence[int] | None = None,
+    rerun: bool = False,
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -335,6 +367,8 @@ def run_sweep(
         write_tables: write the md/csv/tex tables (and the plot) into ``root`` afterwards.
         seeds: a count k (seeds 0..k-1) or a list of seeds; default the definition's
             ``seeds``. Each job runs once per seed into ``root/JOB_ID/seedN``.
+        rerun: replace completed runs whose recorded config differs from the one the sweep
+            composes now (by default such runs stop the sweep before any work).
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -345,24 +379,37 @@ def run_sweep(
     jobs = expand_jobs(defn, scale, extra_overrides, seeds)
     root = Path(root) if root is not None else default_root(defn.name, scale)
     report = SweepReport(defn.name, scale, root, jobs, dry_run=dry_run)
-    todo = []
+    todo, done = [], []
     for job in jobs:
-        if is_completed(root / job.run_id):
-            report.skipped.append(job.run_id)
-        else:
-            todo.append(job)
+        (done if is_completed(root / job.run_id) else todo).append(job)
+    stale: list[Job] = []
     if run_job is None:
         check_jobs(defn, todo)
+        stale = _stale_runs(defn, root, done, scale)
+        if stale and not rerun:
+            job = stale[0]
+            wanted = _resolved(job, defn, scale)
+            recorded = read_results(root / job.run_id).get("config") or {}
+            more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+            raise ValueError(
+                f"{len(stale)} completed run(s) in {root} were made with another config "
+                f"({job.run_id}{more}; {first_difference(recorded, wanted)}): sweep into a "
+                "new folder with --root DIR, or replace them with --rerun"
+            )
+    stale_ids = {job.run_id for job in stale}
+    for job in done:
+        if job.run_id in stale_ids:
+            todo.append(job)
+        else:
+            report.skipped.append(job.run_id)
+    order = {job.run_id: i for i, job in enumerate(jobs)}
+    todo.sort(key=lambda job: order[job.run_id])
 
     def runner_for(job: Job) -> RunJob:
         if run_job is not None:
             return run_job
-        # One W&B group per table job, so the UI averages its seeds.
-        return functools.partial(
-            run_job_default,
-            group=f"{defn.name}/{job.id}",
-            tags=(f"sweep:{defn.name}", f"scale:{scale}", f"seed:{job.seed}"),
-        )
+        group, tags = _group_and_tags(defn, job, scale)
+        return functools.partial(run_job_default, group=group, tags=tags)
 
     if dry_run:
         report.pending = [job.run_id for job in todo]
@@ -381,6 +428,9 @@ def run_sweep(
             "jobs": [vars(job) for job in jobs],
         },
     )
+    for job in stale:
+        # --rerun: the user chose to replace these; start them from nothing.
+        shutil.rmtree(root / job.run_id)
     todo = [_with_resume(job, root / job.run_id) for job in todo]
     if n_jobs == 1 or len(todo) <= 1:
         outcomes = (

@@ -208,6 +208,14 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
     assert results["config"]["logger"]["group"] == "table2/alrp-giou-sb-atss"
     assert "seed:0" in results["config"]["logger"]["tags"]
     assert "| aLRP (GIoU) + SB + ATSS | ours |" in report.tables["md"].read_text()
+    # Other overrides stop the sweep; --rerun replaces the run with one of the new config.
+    with pytest.raises(ValueError, match="another config"):
+        run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"])
+    again = run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"],
+                      rerun=True)
+    assert again.completed == ["alrp-giou-sb-atss/seed0"] and again.skipped == []
+    results = read_results(tmp_path / "alrp-giou-sb-atss" / "seed0")
+    assert results["config"]["train"]["lr"] == 0.001 and results["status"] == "completed"
 
 
 def test_a_figure_sweep_also_draws_its_plot(tmp_path):
@@ -278,3 +286,38 @@ def test_a_definition_sets_its_default_seed_count(tmp_path):
     assert len(expand_jobs(defn, seeds=1)) == 4
     with pytest.raises(ValueError, match="seeds must be a whole number"):
         parse_sweep(dict(RAW, seeds=0), name="toy")
+
+
+def _complete_as_composed(root, defn, job, **changes):
+    """A completed results.json holding the config ``job`` composes (with ``changes``)."""
+    config = runner_module._resolved(job, defn, "cpu")
+    for key, value in changes.items():
+        section, leaf = key.split(".")
+        config[section][leaf] = value
+    atomic_write_json(root / job.run_id / "results.json",
+                      {"status": "completed", "metrics": {"AP": 0.3}, "config": config})
+
+
+def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path):
+    jobs = expand_jobs(defn)
+    _complete_as_composed(tmp_path, defn, jobs[0])
+    # Where it logs and whether it resumed do not change what a run computes.
+    _complete_as_composed(tmp_path, defn, jobs[1], **{"train.resume": True, "logger.mode": "x"})
+    report = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["logger=none"])
+    assert report.skipped == [jobs[0].run_id, jobs[1].run_id]
+    # Other overrides on the command line: the old runs are not this sweep's.
+    with pytest.raises(ValueError, match=r"2 completed run\(s\) .* another config "
+                       r"\(iou__wr1/seed0 and 1 more; train.lr: recorded 0.02, now 0.5\).*"
+                       r"--root DIR, or replace them with --rerun"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.lr=0.5"])
+    again = run_sweep(defn, root=tmp_path, dry_run=True, rerun=True,
+                      extra_overrides=["train.lr=0.5"])
+    assert again.skipped == [] and again.pending[:2] == [jobs[0].run_id, jobs[1].run_id]
+    assert (tmp_path / jobs[0].run_id / "results.json").is_file(), "a dry run deletes nothing"
+
+
+def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    _complete_as_composed(tmp_path, defn, job, **{"train.epochs": 7})
+    with pytest.raises(ValueError, match="train.epochs: recorded 7, now 1"):
+        run_sweep(defn, root=tmp_path, dry_run=True)
