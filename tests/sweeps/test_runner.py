@@ -201,7 +201,7 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
         "debug=smoke", "train.epochs=1", "train.max_iters_per_epoch=2", "train.warmup_iters=2",
         "logger=none",
     ]
-    report = run_sweep(defn, root=tmp_path, extra_overrides=smoke)
+    report = run_sweep(defn, root=tmp_path, extra_overrides=smoke, seeds=1)
     assert report.completed == ["alrp-giou-sb-atss/seed0"] and not report.failed
     results = read_results(tmp_path / "alrp-giou-sb-atss" / "seed0")
     # One W&B group per table job, so the UI averages its seeds.
@@ -210,9 +210,9 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
     assert "| aLRP (GIoU) + SB + ATSS | ours |" in report.tables["md"].read_text()
     # Other overrides stop the sweep; --rerun replaces the run with one of the new config.
     with pytest.raises(ValueError, match="another config"):
-        run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"])
+        run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"], seeds=1)
     again = run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"],
-                      rerun=True)
+                      rerun=True, seeds=1)
     assert again.completed == ["alrp-giou-sb-atss/seed0"] and again.skipped == []
     results = read_results(tmp_path / "alrp-giou-sb-atss" / "seed0")
     assert results["config"]["train"]["lr"] == 0.001 and results["status"] == "completed"
