@@ -84,14 +84,26 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
         if o.is_sweep_override():
             for value in list(o.sweep_string_iterator())[1:]:
                 candidates.append([*first[:i], f"{o.get_key_element()}={value}", *first[i + 1 :]])
+    multirun = any(flag in overrides for flag in ("-m", "--multirun"))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for candidate in candidates:
             try:
-                validate_config(compose("config", overrides=candidate, return_hydra_config=True))
+                cfg = validate_config(
+                    compose("config", overrides=candidate, return_hydra_config=True)
+                )
             except ConfigError as err:
                 return str(err)
             except (HydraException, OmegaConfBaseException) as err:
                 return f"bad override: {_one_line(err)}"
+            given_dir = [o for o in candidate if o.startswith("hydra.run.dir=")]
+            if given_dir and not multirun:
+                # Before Hydra writes .hydra/ into it: a completed run stays as it was.
+                from alrp_lab.engine.train import RunFolderError, check_run_folder
+
+                try:
+                    check_run_folder(Path(given_dir[-1].split("=", 1)[1]), cfg.train.resume)
+                except RunFolderError as err:
+                    return str(err)
     return None
 
 

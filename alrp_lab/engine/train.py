@@ -28,11 +28,15 @@ from alrp_lab.engine.evaluate import evaluate_model
 from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
-from alrp_lab.tracking.results import RunRecorder
+from alrp_lab.tracking.results import RunRecorder, is_completed
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+
+class RunFolderError(ValueError):
+    """The run folder holds work that this run would replace without being asked to."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,20 +91,31 @@ def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict
     ]
 
 
+def check_run_folder(run_dir: Path, resume: bool) -> None:
+    """Refuse to start over in a folder that holds a completed run: its results would be
+    replaced at once. Raises :class:`RunFolderError` naming the choices."""
+    if resume or not is_completed(run_dir):
+        return
+    raise RunFolderError(
+        f"{run_dir} holds a completed run: continue it with train.resume=true, run into "
+        "another folder (hydra.run.dir=...), or delete this one to start over"
+    )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate the experiment ``cfg`` (validated) into ``run_dir``.
 
     Returns the final ``results.json`` content. Raises :class:`NonFiniteLossError` when the
-    loss diverges (``results.json`` then says ``failed`` and why).
+    loss diverges (``results.json`` then says ``failed`` and why) and
+    :class:`RunFolderError` before touching ``run_dir`` when it holds a completed run and
+    ``train.resume`` is false.
     """
     ctx = init_distributed()
     device = _resolve_device(cfg.train.device, ctx)
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, bool(cfg.train.resume))
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     recorder = RunRecorder(run_dir, config_dict, enabled=ctx.is_main)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     _seed_everything(cfg.seed)
     train_set, val_set = build_datasets(cfg.data, ctx=ctx)
@@ -127,6 +142,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     elif not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
         log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
+    if ctx.is_main:
+        # Only now: a refused resume (above) leaves the folder as it was.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ddp_model = model
     if ctx.world_size > 1:

@@ -78,9 +78,14 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     assert _run(tmp_path / "run") == 0
+    config = (tmp_path / "run" / "config.yaml").read_bytes()
+    results = (tmp_path / "run" / "results.json").read_bytes()
     code = _run(tmp_path / "run", "train.resume=true", "train.epochs=2", "backbone.base_width=8")
     assert code != 0
     assert "train.resume=false" in capsys.readouterr().err
+    # The refused resume leaves the run's own files as they were (Hydra's .hydra/ aside).
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == config
+    assert (tmp_path / "run" / "results.json").read_bytes() == results
 
 
 def test_real_coco_layout(tmp_path):
@@ -154,3 +159,27 @@ def test_resume_cuts_grad_balance_back_to_the_checkpoint(tmp_path):
     straight = (tmp_path / "straight" / "grad_balance.csv").read_text()
     assert (tmp_path / "resumed" / "grad_balance.csv").read_text() == straight
     assert [int(line.split(",")[0]) for line in straight.splitlines()[1:]] == [0, 1, 2, 3]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_completed_run_folder_is_never_replaced_without_being_asked(tmp_path, capsys):
+    assert _run(tmp_path / "run") == 0
+    before = _snapshot(tmp_path / "run")
+    capsys.readouterr()
+    assert _run(tmp_path / "run", "loss=ap") == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a completed run" in err and "train.resume=true" in err
+    assert len(err.splitlines()) == 1
+    assert _snapshot(tmp_path / "run") == before, "the folder is left byte for byte"
+
+
+def test_the_engine_refuses_a_completed_folder_too(tmp_path):
+    from alrp_lab.engine.train import RunFolderError, check_run_folder
+
+    (tmp_path / "results.json").write_text('{"status": "completed", "metrics": {}}')
+    with pytest.raises(RunFolderError, match="hydra.run.dir"):
+        check_run_folder(tmp_path, resume=False)
+    check_run_folder(tmp_path, resume=True)  # continuing it is the user's choice
