@@ -324,6 +324,14 @@ class _Checker:
         for item in items:
             if "=" not in item or item.startswith("-"):
                 self.fail(f"{what}: {item!r} is not a Hydra override (key=value)")
+            key = item.split("=", 1)[0].lstrip("+~")
+            # A sweep file travels between people: it may choose experiments, never make
+            # Hydra run code (callbacks, launchers, _target_ of any kind).
+            if key == "hydra" or key.startswith(("hydra.", "hydra/")) or "_target_" in key:
+                self.fail(
+                    f"{what}: {item!r} sets {key}; a sweep file may not set hydra.* or "
+                    "_target_ keys (give launcher settings on the command line)"
+                )
         return items
 
     def keys(self, value: Any, what: str) -> tuple[str, ...]:
