@@ -25,6 +25,7 @@ from alrp_lab.engine.builders import build_datasets, build_model, model_signatur
 from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
 from alrp_lab.engine.evaluate import evaluate_model
+from alrp_lab.engine.finite import gradient_norm, state_is_finite
 from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
@@ -37,6 +38,20 @@ log = logging.getLogger(__name__)
 
 class RunFolderError(ValueError):
     """The run folder holds work that this run would replace without being asked to."""
+
+
+_RESUME_ADVICE = (
+    "Training is deterministic, so resuming with the same settings repeats the same steps and "
+    "diverges again: lower train.lr or lengthen train.warmup_iters, then start over or resume "
+    "with train.resume=true"
+)
+
+
+def _kept(epoch: int) -> str:
+    """What the checkpoint holds when epoch ``epoch`` (0-based) fails."""
+    if epoch > 0:
+        return f"checkpoints/last.pt keeps epoch {epoch}, with finite weights"
+    return "no epoch had finished, so there is no checkpoint"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -208,20 +223,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     losses = ddp_model(images, _to_device(targets, device), image_sizes=sizes)
                     loss = losses["loss"]
                     if not torch.isfinite(loss.detach()):
-                        kept = (
-                            f"checkpoints/last.pt keeps epoch {epoch}"
-                            if epoch > 0
-                            else "no epoch had finished, so there is no checkpoint"
-                        )
                         raise NonFiniteLossError(
                             f"the loss became {loss.item()} at epoch {epoch + 1}, iteration "
-                            f"{iteration}; {kept}. Lower train.lr or lengthen "
-                            "train.warmup_iters"
+                            f"{iteration}; {_kept(epoch)}. {_RESUME_ADVICE}"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.train.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                        norm = torch.nn.utils.clip_grad_norm_(
+                            model.parameters(), cfg.train.grad_clip
+                        )
+                    else:
+                        norm = gradient_norm(model.parameters())
+                    if not torch.isfinite(norm):
+                        # Detected before the step: the weights stay as they were.
+                        raise NonFiniteLossError(
+                            f"the gradient became non-finite at epoch {epoch + 1}, iteration "
+                            f"{iteration} (the loss was {loss.item():.4g}); "
+                            f"{_kept(epoch)}. {_RESUME_ADVICE}"
+                        )
                     optimizer.step()
                     loss_cls = float(losses["loss_cls"].detach())
                     loss_loc = float(losses["loss_loc"].detach())
@@ -253,6 +273,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 if rpn_balance is not None:
                     rpn_balance.step_epoch(all_reduce=ctx.all_reduce_sum)
                 tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=iteration)
+                if not state_is_finite(model, optimizer):
+                    raise NonFiniteLossError(
+                        f"the weights or optimiser state became non-finite during epoch "
+                        f"{epoch + 1}; {_kept(epoch)}. {_RESUME_ADVICE}"
+                    )
                 if ctx.is_main:
                     save_checkpoint(
                         ckpt_path,
