@@ -210,6 +210,11 @@ def _check_semantics(cfg: DictConfig) -> None:
         )
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    cap = cfg.train.max_iters_per_epoch
+    if cap is not None and cap < 1:
+        raise ConfigError(
+            f"train.max_iters_per_epoch must be at least 1 or null (the whole epoch), got {cap}"
+        )
     if cfg.data.name == "coco" and OmegaConf.is_missing(cfg.data, "root"):
         raise ConfigError("data=coco needs the COCO folder: add data.root=/path/to/coco")
 

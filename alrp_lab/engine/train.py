@@ -134,6 +134,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     _seed_everything(cfg.seed)
     train_set, val_set = build_datasets(cfg.data, ctx=ctx)
+    for split, dataset in (("training", train_set), ("validation", val_set)):
+        if len(dataset) == 0:
+            raise ValueError(
+                f"the {split} split of {cfg.data.root} holds no images: check data.root and "
+                "its annotation file (or data.num_train / data.num_val for the built-in set)"
+            )
     model = build_model(cfg, num_classes=train_set.num_classes).to(device)
     signature = model_signature(cfg, train_set.num_classes)
     optimizer = torch.optim.SGD(

@@ -66,6 +66,7 @@ def test_every_paper_choice_is_one_override(overrides):
         (["backbone.norm=batchnorm"], "backbone.norm"),
         (["logger.mode=sometimes"], "logger.mode"),
         (["detector=faster_rcnn", "loss=focal"], "loss=alrp or loss=ce"),
+        (["train.max_iters_per_epoch=0"], "train.max_iters_per_epoch must be at least 1"),
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):

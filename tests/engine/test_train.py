@@ -183,3 +183,22 @@ def test_the_engine_refuses_a_completed_folder_too(tmp_path):
     with pytest.raises(RunFolderError, match="hydra.run.dir"):
         check_run_folder(tmp_path, resume=False)
     check_run_folder(tmp_path, resume=True)  # continuing it is the user's choice
+
+
+def test_an_empty_training_set_is_one_clear_error(tmp_path, capsys):
+    splits = build_shapes_dataset(
+        tmp_path / "src", seed=3, num_train=2, num_val=2, image_size=64, num_classes=3
+    )
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(splits.train_images, root / "train2017")
+    shutil.copytree(splits.val_images, root / "val2017")
+    empty = json.loads(splits.train_ann.read_text())
+    empty["images"], empty["annotations"] = [], []
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(empty))
+    shutil.copy(splits.val_ann, root / "annotations" / "instances_val2017.json")
+    code = _run(tmp_path / "run", "data=coco", f"data.root={root}", "data.num_workers=0",
+                "data.train_size=64", "data.test_size=64")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the training split" in err and "holds no images" in err
+    assert len(err.splitlines()) == 1
