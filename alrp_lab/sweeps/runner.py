@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alrp_lab.sweeps.definition import CONF_DIR, SWEEP_FILE, SweepDefinition, default_root
+from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.staleness import first_difference, run_digest
 from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
 from alrp_lab.utils.io import atomic_write_json
@@ -268,13 +269,17 @@ def _execute(run_job: RunJob, job: Job, run_dir: Path, threads: int | None) -> s
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
-        run_job(list(job.overrides), run_dir)
-    except Exception as err:  # one failing job must not stop the sweep
-        log.warning("job %s failed: %s", job.id, err)
-        return _record_failure(run_dir, job.overrides, err, started)
-    if not is_completed(run_dir):
-        error = RuntimeError("the job returned without a completed results.json")
-        return _record_failure(run_dir, job.overrides, error, started)
+        with run_lock(run_dir):
+            try:
+                run_job(list(job.overrides), run_dir)
+            except Exception as err:  # one failing job must not stop the sweep
+                log.warning("job %s failed: %s", job.run_id, err)
+                return _record_failure(run_dir, job.overrides, err, started)
+            if not is_completed(run_dir):
+                error = RuntimeError("the job returned without a completed results.json")
+                return _record_failure(run_dir, job.overrides, error, started)
+    except RunLocked as err:  # another process owns the folder: leave its files alone
+        return str(err)
     return None
 
 
@@ -445,7 +450,9 @@ def run_sweep(
         # pools can deadlock.
         context = multiprocessing.get_context("spawn")
         started = time.time()
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=n_jobs, mp_context=context, initializer=die_with_parent
+        ) as pool:
             futures = {
                 pool.submit(_execute, runner_for(job), job, root / job.run_id, threads): job
                 for job in todo
