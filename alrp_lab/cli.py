@@ -52,6 +52,15 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 def _one_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("full_key:", "object_type=", "See https"))]
+    for i, line in enumerate(lines):
+        # Hydra lists a group's options one per line: keep them all, on the one line.
+        if line.startswith("Available options in") and line.endswith(":"):
+            options = []
+            for option in lines[i + 1 :]:
+                if option.startswith("Config search path"):
+                    break
+                options.append(option)
+            return "; ".join([*lines[:i], f"{line} {', '.join(options)}"])
     return "; ".join(lines[:3]) or type(err).__name__
 
 
@@ -96,6 +105,14 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
             except (HydraException, OmegaConfBaseException) as err:
                 return f"bad override: {_one_line(err)}"
             given_dir = [o for o in candidate if o.startswith("hydra.run.dir=")]
+            if given_dir:
+                folder = Path(given_dir[-1].split("=", 1)[1]).expanduser()
+                blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
+                if blocker is not None:
+                    return (
+                        f"hydra.run.dir={folder} lies under {blocker}, which is a file, not a "
+                        "folder: choose another hydra.run.dir"
+                    )
             if given_dir and not multirun:
                 # Before Hydra writes .hydra/ into it: a completed run stays as it was.
                 from alrp_lab.engine.train import RunFolderError, check_run_folder

@@ -26,6 +26,20 @@ def test_bad_overrides_give_one_error_line_and_exit_2(tmp_path, capsys, args, ne
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def test_an_unknown_group_choice_lists_every_option(tmp_path, capsys):
+    assert main(["run", "loss=nonexistent", f"hydra.run.dir={tmp_path}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Available options in 'loss': alrp, ap, ce, focal" in err
+    assert "search path" not in err and len(err.splitlines()) == 1
+
+
+def test_a_run_folder_under_a_file_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["run", "debug=smoke", f"hydra.run.dir={tmp_path}/file/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "which is a file, not a folder" in err and len(err.splitlines()) == 1
+
+
 def test_help_lists_the_verbs(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
