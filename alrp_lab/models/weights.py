@@ -27,9 +27,12 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        # torch's own message suggests weights_only=False, i.e. running the file's pickled
+        # code: never the advice to pass on for a file from elsewhere.
         raise ValueError(
-            f"could not read backbone weights from {path} ({type(exc).__name__}: {exc}); "
-            f"`{_CONFIG_KEY}` must point to a torchvision-format .pth state dict"
+            f"could not read backbone weights from {path} ({type(exc).__name__}: not a file "
+            f"of tensors that loads safely); `{_CONFIG_KEY}` must point to a "
+            "torchvision-format .pth state dict"
         ) from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):

@@ -173,3 +173,15 @@ def test_unreadable_file_is_a_value_error(tmp_path) -> None:
 )
 def test_describe_state_dict(model, name: str) -> None:
     assert describe_resnet_state_dict(model().state_dict()) == name
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01random bytes", "pickled object"])
+def test_an_unsafe_or_random_weights_file_is_refused_without_torchs_advice(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    if content == "pickled object":
+        torch.save({"fc": nn.Linear(2, 2)}, path)  # a whole module: needs full unpickling
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="could not read backbone weights") as info:
+        load_backbone_weights(ResNet(depth=18, base_width=8), path)
+    assert "weights_only" not in str(info.value) and "torchvision-format" in str(info.value)
