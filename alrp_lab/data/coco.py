@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +205,47 @@ class CocoDetection(Dataset):
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
         keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)
         return xyxy[keep], np.asarray(labels, dtype=np.int64)[keep]
+
+    def check_images(self) -> None:
+        """Open every image's header (cheap: no pixels are decoded) and compare its size with
+        the annotation file's, so a missing, corrupt or mismatched file stops a run before
+        training rather than at evaluation. Raises :class:`ValueError` (or
+        :class:`FileNotFoundError`) naming the first bad file and how many are bad."""
+        bad: list[str] = []
+        for image_id in self.ids:
+            info = self.coco.imgs[image_id]
+            path = self.image_dir / info["file_name"]
+            try:
+                with Image.open(path) as img:
+                    size = img.size
+            except FileNotFoundError:
+                bad.append(f"{path} is missing")
+                continue
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                bad.append(f"{path} does not decode ({err})")
+                continue
+            expected = (info.get("width"), info.get("height"))
+            if None not in expected and size != expected:
+                bad.append(f"{path} is {size[0]}x{size[1]}, the annotations say "
+                           f"{expected[0]}x{expected[1]}")
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ValueError(
+                f"{len(bad)} of {len(self.ids)} images listed in {self.ann_file} cannot be used: "
+                f"{bad[0]}{more}; fix or replace those files, or remove them from the "
+                "annotation file"
+            )
+
+    def count_invalid_boxes(self) -> int:
+        """Annotations of the kept images whose box has zero, negative or non-finite width
+        or height: they are dropped from the targets (as COCO's tools do)."""
+        count = 0
+        for image_id in self.ids:
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                _, _, bw, bh = (float(v) for v in ann["bbox"])
+                if not (math.isfinite(bw) and math.isfinite(bh) and bw > 0 and bh > 0):
+                    count += 1
+        return count
 
     def _load_image(self, info: dict[str, Any]) -> Image.Image:
         path = self.image_dir / info["file_name"]

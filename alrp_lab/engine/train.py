@@ -106,6 +106,24 @@ def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict
     ]
 
 
+def _check_data(cfg: DictConfig, train_set: Any, val_set: Any, ctx: DistributedContext) -> None:
+    """Before any training: both splits have images whose headers decode, and boxes that
+    cannot be used are reported once (they are dropped)."""
+    for split, dataset in (("training", train_set), ("validation", val_set)):
+        if len(dataset) == 0:
+            raise ValueError(
+                f"the {split} split of {cfg.data.root} holds no images: check data.root and "
+                "its annotation file (or data.num_train / data.num_val for the built-in set)"
+            )
+        dataset.check_images()
+        invalid = dataset.count_invalid_boxes()
+        if invalid and ctx.is_main:
+            log.warning(
+                "%s split: %d boxes with zero, negative or non-finite width or height are "
+                "dropped, as COCO's tools do", split, invalid,
+            )
+
+
 def check_run_folder(run_dir: Path, resume: bool) -> None:
     """Refuse to start over in a folder that holds a completed run: its results would be
     replaced at once. Raises :class:`RunFolderError` naming the choices."""
@@ -134,12 +152,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     _seed_everything(cfg.seed)
     train_set, val_set = build_datasets(cfg.data, ctx=ctx)
-    for split, dataset in (("training", train_set), ("validation", val_set)):
-        if len(dataset) == 0:
-            raise ValueError(
-                f"the {split} split of {cfg.data.root} holds no images: check data.root and "
-                "its annotation file (or data.num_train / data.num_val for the built-in set)"
-            )
+    _check_data(cfg, train_set, val_set, ctx)
     model = build_model(cfg, num_classes=train_set.num_classes).to(device)
     signature = model_signature(cfg, train_set.num_classes)
     optimizer = torch.optim.SGD(

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -202,3 +203,46 @@ def test_an_empty_training_set_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "the training split" in err and "holds no images" in err
     assert len(err.splitlines()) == 1
+
+
+def _coco_copy(tmp_path: Path) -> tuple[Path, Any]:
+    splits = build_shapes_dataset(
+        tmp_path / "src", seed=3, num_train=4, num_val=2, image_size=64, num_classes=3
+    )
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(splits.train_images, root / "train2017")
+    shutil.copytree(splits.val_images, root / "val2017")
+    shutil.copy(splits.train_ann, root / "annotations" / "instances_train2017.json")
+    shutil.copy(splits.val_ann, root / "annotations" / "instances_val2017.json")
+    return root, splits
+
+
+_COCO_RUN = ("data=coco", "data.num_workers=0", "data.train_size=64", "data.test_size=64")
+
+
+def test_a_corrupt_validation_image_stops_the_run_before_training(tmp_path, capsys):
+    root, _ = _coco_copy(tmp_path)
+    victim = sorted((root / "val2017").iterdir())[0]
+    victim.write_bytes(b"not a png at all")
+    code = _run(tmp_path / "run", *_COCO_RUN, f"data.root={root}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "1 of 2 images" in err and victim.name in err
+    assert not (tmp_path / "run" / "checkpoints").exists(), "no training happened"
+
+
+def test_invalid_boxes_are_reported_once_and_dropped(tmp_path):
+    root, _ = _coco_copy(tmp_path)
+    ann_file = root / "annotations" / "instances_train2017.json"
+    data = json.loads(ann_file.read_text())
+    for ann, bad in zip(data["annotations"], ([1, 1, 0, 5], [1, 1, -3, 5], [1, 1, 5, math.nan]),
+                        strict=False):
+        ann["bbox"] = bad
+    ann_file.write_text(json.dumps(data))
+    assert _run(tmp_path / "run", *_COCO_RUN, f"data.root={root}") == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    warnings = [line for line in log.splitlines() if "boxes with zero" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        "training split: 3 boxes with zero, negative or non-finite width or height are "
+        "dropped, as COCO's tools do"
+    )
