@@ -95,6 +95,33 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _flat_keys(node: Any, prefix: str) -> set[str]:
+    if not isinstance(node, Mapping):
+        return {prefix}
+    keys: set[str] = set()
+    for key, value in node.items():
+        if key == "defaults" and not prefix:
+            continue
+        keys |= _flat_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
+def _group_keys(override: str) -> set[str]:
+    """The dotted keys that the group option ``override`` (``debug=smoke``) sets, or an
+    empty set when it is no group choice of ``conf/``."""
+    import yaml
+
+    key, _, value = override.partition("=")
+    key = key.lstrip("+~")
+    path = CONF_DIR / key / f"{value}.yaml"
+    if "." in key or "/" in key or not value or not path.is_file():
+        return set()
+    text = path.read_text(encoding="utf-8")
+    content = yaml.safe_load(text) or {}
+    package = "" if "@package _global_" in text else key
+    return _flat_keys(content, package)
+
+
 def seed_list(seeds: int | Sequence[int] | None, default: int = 1) -> list[int]:
     """Seeds 0..k-1 for a count ``k`` (``default`` when None), or the given seeds in order.
 
@@ -143,7 +170,12 @@ def expand_jobs(
             "instead of a seed= override"
         )
     scale_def = defn.scales[scale]
-    common = [*defn.base, *scale_def.overrides]
+    # A config group chosen on the command line (debug=smoke) sets keys that the scale's
+    # overrides would set again after it (Hydra applies key=value after groups): the
+    # command line wins, so those scale overrides are dropped. Rows and columns keep theirs.
+    shadowed = set().union(*(_group_keys(o) for o in extra))
+    scale_overrides = [o for o in scale_def.overrides if _override_key(o) not in shadowed]
+    common = [*defn.base, *scale_overrides]
     given = {_override_key(o) for o in [*common, *extra]}
     missing = [key for key in scale_def.requires if key not in given]
     if missing:

@@ -321,3 +321,15 @@ def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):
     _complete_as_composed(tmp_path, defn, job, **{"train.epochs": 7})
     with pytest.raises(ValueError, match="train.epochs: recorded 7, now 1"):
         run_sweep(defn, root=tmp_path, dry_run=True)
+
+
+def test_a_group_chosen_on_the_command_line_wins_over_the_scale():
+    defn = load_sweep("table2")
+    job = expand_jobs(defn, "cpu", ["debug=smoke"], seeds=1)[0]
+    assert "data.num_train=1200" not in job.overrides and "train.epochs=14" not in job.overrides
+    assert "train.grad_clip=35" in job.overrides, "keys the group does not set stay"
+    cfg = compose_job_config(job.overrides)
+    assert (cfg.train.epochs, cfg.data.num_train, cfg.loss.name) == (1, 16, "ap")
+    # A plain key=value on the command line already comes last and wins.
+    job = expand_jobs(defn, "cpu", ["train.epochs=2"], seeds=1)[0]
+    assert compose_job_config(job.overrides).train.epochs == 2
