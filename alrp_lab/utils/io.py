@@ -13,11 +13,13 @@ through ``.tolist()``; :class:`pathlib.Path` as a string.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -115,7 +117,23 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         except FileNotFoundError:
             pass
         raise
+    _remove_stale_temporaries(path)
     _fsync_dir(path.parent)
+
+
+# A temporary file this old is no write in progress: its writer was killed mid-write.
+STALE_TMP_SECONDS = 60.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files an interrupted earlier write of ``path`` left behind."""
+    now = time.time()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_TMP_SECONDS:
+                leftover.unlink()
+        except FileNotFoundError:  # another writer's, already gone
+            pass
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:

@@ -182,3 +182,23 @@ def test_append_rejects_non_mapping(tmp_path):
     with pytest.raises(TypeError, match="mapping"):
         append_jsonl(tmp_path / "m.jsonl", [1, 2])
     assert not os.path.exists(tmp_path / "m.jsonl")
+
+
+def test_a_killed_writes_leftovers_go_with_the_next_write(tmp_path):
+    import os
+    import time
+
+    from alrp_lab.utils.io import STALE_TMP_SECONDS, atomic_write_text
+
+    target = tmp_path / "results.json"
+    old = tmp_path / ".results.json.abc123.tmp"  # left by a write killed midway
+    fresh = tmp_path / ".results.json.def456.tmp"  # a write that may still be under way
+    other = tmp_path / ".metrics.jsonl.abc123.tmp"  # another file's: not this write's business
+    for leftover in (old, fresh, other):
+        leftover.write_text("partial")
+    past = time.time() - STALE_TMP_SECONDS - 5
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    atomic_write_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert not old.exists() and fresh.exists() and other.exists()
