@@ -44,6 +44,9 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+INIT_TIMEOUT_S = 15.0
+
+
 class WandbRun:
     """Rank-0 W&B run whose every call is guarded; inactive elsewhere.
 
@@ -94,6 +97,9 @@ class WandbRun:
                 dir=str(dir) if dir is not None else None,
                 name=name,
                 mode=self.mode,
+                # Online without a network, wandb waits about 100 s by default before it
+                # gives up: a short wait, then training goes on without it.
+                settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S),
             )
             if self._run is None:
                 raise RuntimeError("wandb.init returned no run")

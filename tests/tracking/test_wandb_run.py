@@ -38,6 +38,7 @@ def fake_wandb(monkeypatch):
         return module.run
 
     module.init = init
+    module.Settings = lambda **kwargs: ("Settings", kwargs)
     module.Table = lambda columns, data: ("Table", columns, data)
     module.Image = lambda path: ("Image", path)
     monkeypatch.setitem(sys.modules, "wandb", module)
@@ -63,6 +64,8 @@ def test_calls_reach_wandb_on_rank0(fake_wandb, tmp_path):
     assert run.active
     _, _, init_kwargs = fake_wandb.calls[0]
     assert init_kwargs["mode"] == "offline" and init_kwargs["tags"] == ["a", "b"]
+    # A short init timeout, so online mode without a network does not stall training.
+    assert init_kwargs["settings"] == ("Settings", {"init_timeout": 15.0})
     assert init_kwargs["dir"] == str(tmp_path / "w") and (tmp_path / "w").is_dir()
     image = tmp_path / "plot.png"
     image.write_bytes(b"png")
