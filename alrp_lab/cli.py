@@ -209,7 +209,6 @@ def _run_hydra(overrides: Sequence[str]) -> int:
     """Hand the overrides to Hydra, which owns ``-m``, ``--cfg``, ``--help`` and the rest."""
     import hydra
 
-
     if not CONF_DIR.is_dir():
         return _fail(f"config folder {CONF_DIR} is missing: reinstall with `pip install -e .`")
 
@@ -223,11 +222,54 @@ def _run_hydra(overrides: Sequence[str]) -> int:
         _task
     )
     sys.argv = ["alrp-lab run", *overrides]
+    kept = _FolderSnapshot.of(overrides)
     try:
         main_fn()
     except SystemExit as done:  # Hydra exits on its own errors; report, don't vanish
         return done.code if isinstance(done.code, int) else 1
+    finally:
+        kept.restore_if_untouched()
     return _STATUS["code"]
+
+
+class _FolderSnapshot:
+    """``.hydra/`` of an existing run folder, put back when the run never started there.
+
+    Hydra writes ``.hydra/`` before the task runs, so a refused resume (a checkpoint of
+    another model) would otherwise leave the other model's config behind. "Never started"
+    means ``results.json`` is byte for byte what it was.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.results: bytes | None = None
+        self.hydra: dict[str, bytes] = {}
+        if folder is None:
+            return
+        results = folder / "results.json"
+        self.results = results.read_bytes() if results.is_file() else None
+        hydra_dir = folder / ".hydra"
+        if hydra_dir.is_dir():
+            self.hydra = {p.name: p.read_bytes() for p in hydra_dir.iterdir() if p.is_file()}
+
+    @classmethod
+    def of(cls, overrides: Sequence[str]) -> _FolderSnapshot:
+        if any(flag in overrides for flag in ("-m", "--multirun")):
+            return cls(None)
+        given = [o for o in overrides if o.startswith("hydra.run.dir=")]
+        folder = Path(given[-1].split("=", 1)[1]).expanduser() if given else None
+        return cls(folder if folder is not None and folder.is_dir() else None)
+
+    def restore_if_untouched(self) -> None:
+        if self.folder is None or not self.hydra or self.results is None:
+            return
+        results = self.folder / "results.json"
+        if not results.is_file() or results.read_bytes() != self.results:
+            return  # the run started: its .hydra/ is the record now
+        from alrp_lab.utils.io import atomic_write_text
+
+        for name, content in self.hydra.items():
+            atomic_write_text(self.folder / ".hydra" / name, content.decode("utf-8"))
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
