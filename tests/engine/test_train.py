@@ -245,3 +245,23 @@ def test_invalid_boxes_are_reported_once_and_dropped(tmp_path):
         "training split: 3 boxes with zero, negative or non-finite width or height are "
         "dropped, as COCO's tools do"
     )
+
+
+def test_a_non_finite_gradient_stops_the_run_before_the_step(tmp_path, capsys, monkeypatch):
+    from alrp_lab.engine import train as train_module
+
+    real, calls = train_module.gradient_norm, []
+
+    def norm_that_fails_at_iteration_2(parameters):
+        calls.append(1)
+        value = real(parameters)
+        return value * float("inf") if len(calls) == 3 else value
+
+    monkeypatch.setattr(train_module, "gradient_norm", norm_that_fails_at_iteration_2)
+    code = _run(tmp_path / "run", "train.epochs=2", "train.max_iters_per_epoch=2")
+    err = capsys.readouterr().err
+    assert code == 2 and "gradient became non-finite at epoch 2, iteration 2" in err
+    assert "keeps epoch 1, with finite weights" in err and "repeats the same steps" in err
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert read_results(tmp_path / "run")["status"] == "failed"
