@@ -530,6 +530,12 @@ def _labels(check: _Checker, side: Mapping[str, Any], one: str, many: str, what:
     return []
 
 
+def _known(check: _Checker, labels: list[str], known: set[str], what: str, noun: str) -> None:
+    for label in labels:
+        if label not in known:
+            check.fail(f"{what}: no {noun} {label!r} ({noun}s: {', '.join(sorted(known))})")
+
+
 def _side(
     check: _Checker, value: Any, what: str, kind: str, rows: list[Row], columns: list[Column]
 ) -> Side:
@@ -541,18 +547,12 @@ def _side(
     row_labels = _labels(check, side, "row", "rows", what)
     if not row_labels:
         check.fail(f"{what} needs row (or rows), or value for a constant")
-    known_rows = {r.label for r in rows}
-    for label in row_labels:
-        if label not in known_rows:
-            check.fail(f"{what}: no row {label!r} (rows: {', '.join(sorted(known_rows))})")
+    _known(check, row_labels, {r.label for r in rows}, what, "row")
     column_labels = _labels(check, side, "column", "columns", what)
     if kind == "grid":
         if not column_labels:
             check.fail(f"{what}: a grid cell needs column (or columns)")
-        known = {c.label for c in columns}
-        for label in column_labels:
-            if label not in known:
-                check.fail(f"{what}: no column {label!r} (columns: {', '.join(sorted(known))})")
+        _known(check, column_labels, {c.label for c in columns}, what, "column")
     elif column_labels:
         check.fail(f"{what}: a metrics table's column is the claim's metric: drop column(s)")
     cells = tuple(

@@ -90,15 +90,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
 
 def test_real_coco_layout(tmp_path):
     """data=coco reads the standard folder layout (made here from the built-in set)."""
-    splits = build_shapes_dataset(
-        tmp_path / "src", seed=3, num_train=8, num_val=4, image_size=64, num_classes=3
-    )
-    root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    shutil.copytree(splits.train_images, root / "train2017")
-    shutil.copytree(splits.val_images, root / "val2017")
-    shutil.copy(splits.train_ann, root / "annotations" / "instances_train2017.json")
-    shutil.copy(splits.val_ann, root / "annotations" / "instances_val2017.json")
+    root, splits = _coco_copy(tmp_path, num_train=8, num_val=4)
     code = _run(
         tmp_path / "run",
         "data=coco",
@@ -186,27 +178,22 @@ def test_the_engine_refuses_a_completed_folder_too(tmp_path):
 
 
 def test_an_empty_training_set_is_one_clear_error(tmp_path, capsys):
-    splits = build_shapes_dataset(
-        tmp_path / "src", seed=3, num_train=2, num_val=2, image_size=64, num_classes=3
-    )
-    root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    shutil.copytree(splits.train_images, root / "train2017")
-    shutil.copytree(splits.val_images, root / "val2017")
-    empty = json.loads(splits.train_ann.read_text())
+    root, _ = _coco_copy(tmp_path)
+    ann_file = root / "annotations" / "instances_train2017.json"
+    empty = json.loads(ann_file.read_text())
     empty["images"], empty["annotations"] = [], []
-    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(empty))
-    shutil.copy(splits.val_ann, root / "annotations" / "instances_val2017.json")
-    code = _run(tmp_path / "run", "data=coco", f"data.root={root}", "data.num_workers=0",
-                "data.train_size=64", "data.test_size=64")
+    ann_file.write_text(json.dumps(empty))
+    code = _run(tmp_path / "run", *_COCO_RUN, f"data.root={root}")
     err = capsys.readouterr().err.strip()
     assert code == 2 and "the training split" in err and "holds no images" in err
     assert len(err.splitlines()) == 1
 
 
-def _coco_copy(tmp_path: Path) -> tuple[Path, Any]:
+def _coco_copy(tmp_path: Path, num_train: int = 4, num_val: int = 2) -> tuple[Path, Any]:
+    """The standard COCO folder layout, made from a small built-in set."""
     splits = build_shapes_dataset(
-        tmp_path / "src", seed=3, num_train=4, num_val=2, image_size=64, num_classes=3
+        tmp_path / "src", seed=3, num_train=num_train, num_val=num_val, image_size=64,
+        num_classes=3,
     )
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)

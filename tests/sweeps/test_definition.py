@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -145,3 +146,39 @@ def test_available_sweeps_and_default_root(tmp_path):
     assert available_sweeps(tmp_path) == ["a", "b"]
     assert str(default_root("table3")) == "outputs/sweeps/table3"
     assert str(default_root("table3", "paper")) == "outputs/sweeps/table3-paper"
+
+
+def _claim(**fields):
+    claim = {"name": "c", "paper": "words", "a": {"row": "IoU", "column": "1"},
+             "b": {"row": "IoU", "column": "SB"}}
+    claim.update(fields)
+    return dict(GRID, claims=[claim])
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (_claim(a={"row": "nope", "column": "1"}), "no row 'nope'"),
+        (_claim(a={"row": "IoU", "column": "7"}), "no column '7'"),
+        (_claim(a={"row": "IoU"}), "needs column"),
+        (_claim(expect=">="), "expect must be"),
+        (_claim(test="median"), "test must be one of"),
+        (_claim(b=None), "needs side b"),
+        (_claim(test="spread", b=None), "at least two cells"),
+        (_claim(a={"value": 1.0}), "side a must name cells"),
+        (_claim(name="Bad Name"), "must match"),
+        (dict(GRID, seeds=0), "seeds must be a whole number"),
+    ],
+)
+def test_bad_claims_name_the_problem(raw, needle):
+    if raw.get("claims") and raw["claims"][0].get("b", 1) is None:
+        raw["claims"][0].pop("b")
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        parse_sweep(raw, name="broken")
+
+
+def test_a_claim_parses_into_sides():
+    defn = parse_sweep(_claim(b={"row": "IoU", "columns": ["1", "SB"]}, margin=-0.5), name="t")
+    claim = defn.claims[0]
+    assert claim.a.cells[0].row == "IoU" and len(claim.b.cells) == 2 and claim.margin == -0.5
+    assert (claim.test, claim.expect, claim.metric) == ("difference", ">", "AP")
