@@ -75,6 +75,8 @@ class LossConfig:
     delta: float = 1.0
     self_balance: bool = True
     sb_init: float = 50.0
+    # Iterations between SB re-estimates; null: once per epoch (Section 4.2).
+    sb_period: int | None = None
     wr: float | None = None
     alpha: float = 0.25
     gamma: float = 2.0
@@ -202,6 +204,10 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError("loss.zero_target=true is an aLRP ablation for detector=retinanet")
     if cfg.loss.sb_init <= 0:
         raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
+    if cfg.loss.sb_period is not None and cfg.loss.sb_period < 1:
+        raise ConfigError(
+            f"loss.sb_period must be at least 1 or null (once per epoch), got {cfg.loss.sb_period}"
+        )
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip must be positive or null, got {cfg.train.grad_clip}")
     if cfg.train.nproc_per_node < 1:

@@ -106,6 +106,16 @@ def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict
     ]
 
 
+def _step_balances(balances: list[Any], ctx: DistributedContext) -> None:
+    """Re-estimate every SB (the detector's, and the RPN's for two-stage detectors)."""
+    for each in balances:
+        each.step_epoch(all_reduce=ctx.all_reduce_sum)
+
+
+def _sums(balance: Any) -> list[float]:
+    return [balance.sum_cls, balance.sum_loc, float(balance.count)]
+
+
 def _check_data(cfg: DictConfig, train_set: Any, val_set: Any, ctx: DistributedContext) -> None:
     """Before any training: both splits have images whose headers decode, and boxes that
     cannot be used are reported once (they are dropped)."""
@@ -163,6 +173,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     start_epoch, iteration = 0, 0
+    resumed_sums = None
     if cfg.train.resume and ckpt_path.exists():
         # RNG streams are reseeded per (seed, rank, epoch) below, so none are restored.
         state = load_checkpoint(
@@ -173,6 +184,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             restore_rng=False,
         )
         start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        resumed_sums = (state.get("extra") or {}).get("sb_sums")
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     elif not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
         log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
@@ -190,6 +202,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     balance = model.self_balance
     # Two-stage detectors keep a second SB for the RPN, fed by the model from its stage terms.
     rpn_balance = getattr(model, "rpn_self_balance", None)
+    balances = [balance] if rpn_balance is None else [balance, rpn_balance]
+    sb_period = cfg.loss.sb_period
+    if resumed_sums and ctx.is_main:
+        # Only rank 0's sums are saved: under torchrun with an sb_period that does not end
+        # on an epoch, the other ranks restart their open period from zero.
+        for each, sums in zip(balances, resumed_sums, strict=False):
+            each.sum_cls, each.sum_loc, each.count = float(sums[0]), float(sums[1]), int(sums[2])
 
     tracker = WandbRun(
         mode=cfg.logger.mode,
@@ -288,9 +307,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         tracker.log({f"train/{k}": v for k, v in record.items()}, step=iteration)
                     progress.advance_iteration(float(loss.detach()))
                     iteration += 1
-                weight = balance.step_epoch(all_reduce=ctx.all_reduce_sum)
-                if rpn_balance is not None:
-                    rpn_balance.step_epoch(all_reduce=ctx.all_reduce_sum)
+                    if sb_period is not None and iteration % sb_period == 0:
+                        _step_balances(balances, ctx)
+                if sb_period is None:
+                    _step_balances(balances, ctx)
+                weight = balance.value
                 tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=iteration)
                 if not state_is_finite(model, optimizer):
                     raise NonFiniteLossError(
@@ -304,7 +325,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         optimizer=optimizer,
                         epoch=epoch + 1,
                         iteration=iteration,
-                        extra={"sb_weight": weight},
+                        # Sums of an SB period still open (sb_period not a whole epoch).
+                        extra={"sb_weight": weight, "sb_sums": [_sums(b) for b in balances]},
                         model_signature=signature,
                     )
                 ctx.barrier()

@@ -252,3 +252,26 @@ def test_a_non_finite_gradient_stops_the_run_before_the_step(tmp_path, capsys, m
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 1
     assert read_results(tmp_path / "run")["status"] == "failed"
+
+
+def test_sb_period_re_estimates_sb_every_n_iterations(tmp_path):
+    common = ("train.max_iters_per_epoch=3", "train.epochs=2", "loss.sb_period=2")
+    assert _run(tmp_path / "run", *common) == 0
+    weights = [r["loc_weight"] for r in read_metrics(tmp_path / "run") if "loc_weight" in r]
+    assert len(weights) == 6 and weights[0] == weights[1] == 50.0
+    # New values after iterations 2 and 4, none at the epoch's end (after iteration 3).
+    assert weights[2] != weights[1] and weights[3] == weights[2] and weights[4] != weights[3]
+    assert weights[5] == weights[4]
+
+
+def test_resume_is_exact_when_an_sb_period_straddles_the_checkpoint(tmp_path):
+    common = ("train.max_iters_per_epoch=3", "loss.sb_period=2")
+    assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
+    assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
+    assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    a = read_results(tmp_path / "straight")["metrics"]
+    b = read_results(tmp_path / "resumed")["metrics"]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
