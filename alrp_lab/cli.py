@@ -64,6 +64,31 @@ def _one_line(err: BaseException) -> str:
     return "; ".join(lines[:3]) or type(err).__name__
 
 
+# Hydra's flags that take a value as the next word (`--cfg job`, `-cn NAME`); `--info`'s
+# value is optional and always one of these words.
+_VALUE_FLAGS = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+    "--config-dir", "-cd", "--experimental-rerun",
+}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _overrides_only(words: Sequence[str]) -> list[str]:
+    """The overrides among ``alrp-lab run``'s words: Hydra's flags and their values left out."""
+    out, skip = [], False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word.startswith("-"):
+            skip = word in _VALUE_FLAGS or (
+                word in ("--info", "-i") and i + 1 < len(words) and words[i + 1] in _INFO_TOPICS
+            )
+            continue
+        out.append(word)
+    return out
+
+
 def _check_overrides(overrides: Sequence[str]) -> str | None:
     """Compose and validate the run(s) ``overrides`` ask for, before Hydra starts any job.
 
@@ -77,7 +102,7 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
 
     from alrp_lab.config import ConfigError, validate_config
 
-    args = [o for o in overrides if not o.startswith("-")]
+    args = _overrides_only(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as err:

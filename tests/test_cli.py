@@ -162,3 +162,10 @@ def test_multirun_over_seeds(tmp_path):
         if (d / "results.json").is_file()
     )
     assert seeds == [0, 1]
+
+
+@pytest.mark.parametrize("flags", [["--cfg", "job"], ["-c", "job"], ["--cfg=job"]])
+def test_hydras_own_flags_work_as_hydra_documents_them(flags, capsys):
+    assert main(["run", *flags, "loss=ap"]) == 0
+    out = capsys.readouterr().out
+    assert "loss:\n  name: ap" in out
