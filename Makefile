@@ -23,6 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check alrp_lab tests bench
+	$(BIN)/ruff format --check alrp_lab tests bench
 
 clean:
 	rm -rf $(VENV) outputs multirun

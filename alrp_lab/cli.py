@@ -67,8 +67,17 @@ def _one_line(err: BaseException) -> str:
 # Hydra's flags that take a value as the next word (`--cfg job`, `-cn NAME`); `--info`'s
 # value is optional and always one of these words.
 _VALUE_FLAGS = {
-    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-    "--config-dir", "-cd", "--experimental-rerun",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
 }
 _INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
@@ -243,9 +252,7 @@ def _run_hydra(overrides: Sequence[str]) -> int:
             return _fail(problem)
 
     _STATUS["code"] = 0
-    main_fn = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(
-        _task
-    )
+    main_fn = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)
     sys.argv = ["alrp-lab run", *overrides]
     kept = _FolderSnapshot.of(overrides)
     try:
@@ -435,11 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--root", default=None, help="sweep folder (default outputs/sweeps/NAME)")
     sweep.add_argument("--jobs", type=int, default=1, help="jobs run in parallel processes")
     sweep.add_argument(
-        "--rerun", action="store_true",
+        "--rerun",
+        action="store_true",
         help="replace completed runs whose recorded config differs from the sweep's now",
     )
     sweep.add_argument(
-        "--seeds", type=int, default=None, metavar="K",
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="K",
         help="run every job with seeds 0..K-1 (default: the definition's `seeds`, else 1)",
     )
     table = verbs.add_parser("table", help="rebuild a table from results files alone")

@@ -138,14 +138,17 @@ def test_claims_prints_every_sweeps_claims_and_exits_0(tmp_path, capsys):
     for job in ("ce", "focal", "alrp"):
         for seed in range(2):
             run = root / job / f"seed{seed}"
-            atomic_write_json(run / "results.json",
-                              {"status": "completed", "metrics": {"AP": 0.1}, "config": {}})
+            atomic_write_json(
+                run / "results.json", {"status": "completed", "metrics": {"AP": 0.1}, "config": {}}
+            )
             ratios = ["1.0", "1.0"] if job == "alrp" else ["0.3", "8.0"]
             run.joinpath("grad_balance.csv").write_text(
                 "iteration,epoch,ratio\n" + "".join(f"{i},0,{r}\n" for i, r in enumerate(ratios))
             )
-    atomic_write_json(root / "sweep.json", {"name": "figure4", "scale": "cpu",
-                                            "definition": dict(defn.raw), "seeds": [0, 1]})
+    atomic_write_json(
+        root / "sweep.json",
+        {"name": "figure4", "scale": "cpu", "definition": dict(defn.raw), "seeds": [0, 1]},
+    )
     assert main(["claims", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| figure4 | cpu | alrp-grad-ratio-is-one |" in out

@@ -226,8 +226,10 @@ class CocoDetection(Dataset):
                 continue
             expected = (info.get("width"), info.get("height"))
             if None not in expected and size != expected:
-                bad.append(f"{path} is {size[0]}x{size[1]}, the annotations say "
-                           f"{expected[0]}x{expected[1]}")
+                bad.append(
+                    f"{path} is {size[0]}x{size[1]}, the annotations say "
+                    f"{expected[0]}x{expected[1]}"
+                )
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise ValueError(

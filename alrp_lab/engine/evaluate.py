@@ -59,9 +59,7 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Detections of ``model`` on every image of ``dataset`` as COCO result dicts."""
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []

@@ -130,7 +130,9 @@ def _check_data(cfg: DictConfig, train_set: Any, val_set: Any, ctx: DistributedC
         if invalid and ctx.is_main:
             log.warning(
                 "%s split: %d boxes with zero, negative or non-finite width or height are "
-                "dropped, as COCO's tools do", split, invalid,
+                "dropped, as COCO's tools do",
+                split,
+                invalid,
             )
 
 

@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args[0])
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
-        print(f"error: {config_file} does not exist: start runs with `alrp-lab run`",
-              file=sys.stderr)
+        print(
+            f"error: {config_file} does not exist: start runs with `alrp-lab run`", file=sys.stderr
+        )
         return 2
     cfg = validate_config(OmegaConf.load(config_file))
     try:

@@ -92,9 +92,7 @@ def _label(run_dir: Path) -> str:
     return LOSS_NAMES.get(str(loss), str(loss))
 
 
-def plot_grad_balance(
-    dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png: PathLike
-) -> Path:
+def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png: PathLike) -> Path:
     """Draw Figure 4 (left) into ``out_png`` and return its path.
 
     Args:
@@ -125,8 +123,9 @@ def plot_grad_balance(
         low, high = min(r for _, r in points), max(r for _, r in points)
         legend = f"{label}: min 1/{1 / low:.3f}, max {high:.3f}"
         axes.plot([i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend)
-    axes.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="1.000 (Theorem 2)",
-                 zorder=1)  # under the runs: aLRP Loss lies on it
+    axes.axhline(
+        1.0, color="black", linestyle="--", linewidth=0.8, label="1.000 (Theorem 2)", zorder=1
+    )  # under the runs: aLRP Loss lies on it
     axes.set_yscale("log")
     axes.set_xlabel("iteration")
     axes.set_ylabel(r"$\sum_{N} |\partial L/\partial s|$ / $\sum_{P} |\partial L/\partial s|$")

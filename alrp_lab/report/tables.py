@@ -176,8 +176,15 @@ def _fill(
                 elif run.status != "completed" and name not in table.missing:
                     table.missing.append(name)
             table.cells[row.label, label] = Cell(
-                row.label, label, metric, summary.mean, row.paper.get(label), _status(runs),
-                job, std=summary.std, n=summary.n,
+                row.label,
+                label,
+                metric,
+                summary.mean,
+                row.paper.get(label),
+                _status(runs),
+                job,
+                std=summary.std,
+                n=summary.n,
                 seeds=tuple(r.seed for r, v in done if v is not None and r.seed is not None),
             )
     if defn.claims:
@@ -211,8 +218,7 @@ def _generic(root: Path, runs: list[Path]) -> TableData:
         "metrics": list(GENERIC_METRICS),
         "scales": {"cpu": {}},
         "rows": [
-            {"label": label, "id": slugify(label) or f"run{i}"}
-            for i, label in enumerate(labels)
+            {"label": label, "id": slugify(label) or f"run{i}"} for i, label in enumerate(labels)
         ],
     }
     defn = parse_sweep(raw, name=root.name)
@@ -260,8 +266,13 @@ def _lines(table: TableData) -> list[tuple[str, str, list[str]]]:
         cells = [table.cells[row, c] for c in table.columns]
         out.append((row, "ours", [_ours_text(c, usual_n) for c in cells]))
         if table.has_paper(row):
-            out.append(("", "paper", [_fmt(c.paper, c.metric) if c.paper is not None else "-"
-                                      for c in cells]))
+            out.append(
+                (
+                    "",
+                    "paper",
+                    [_fmt(c.paper, c.metric) if c.paper is not None else "-" for c in cells],
+                )
+            )
             out.append(("", "diff", [_shown_diff(c) for c in cells]))
     return out
 
@@ -304,20 +315,34 @@ def claim_texts(result: ClaimResult) -> list[str]:
     else:
         ours = _fmt(result.value, claim.metric, signed=True) if result.value is not None else "-"
         interval = (
-            "-" if result.low is None
+            "-"
+            if result.low is None
             else f"[{_fmt(result.low, claim.metric, signed=True)}, "
-                 f"{_fmt(result.high, claim.metric, signed=True)}]"
+            f"{_fmt(result.high, claim.metric, signed=True)}]"
         )
         paper = _fmt(result.paper, claim.metric, signed=True) if result.paper is not None else "-"
-    return [claim.name, claim.words, describe(claim), ours, interval, result.n, paper,
-            result.verdict, result.note or "-"]
+    return [
+        claim.name,
+        claim.words,
+        describe(claim),
+        ours,
+        interval,
+        result.n,
+        paper,
+        result.verdict,
+        result.note or "-",
+    ]
 
 
 def _claims_markdown(table: TableData) -> list[str]:
     if not table.claims:
         return []
-    out = ["", "Claims (Welch t 95% interval over seeds; a spread by bootstrap; "
-               "`alrp-lab claims` lists them all):", ""]
+    out = [
+        "",
+        "Claims (Welch t 95% interval over seeds; a spread by bootstrap; "
+        "`alrp-lab claims` lists them all):",
+        "",
+    ]
     out.append("| " + " | ".join(CLAIM_HEADER) + " |")
     out.append("|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2) + "|")
     for result in table.claims:
@@ -345,8 +370,25 @@ def _markdown(table: TableData) -> str:
 
 
 CSV_HEADER = (
-    "record", "row", "column", "metric", "unit", "mean", "std", "n", "paper", "diff", "status",
-    "job", "seeds", "claim", "test", "low", "high", "verdict", "note",
+    "record",
+    "row",
+    "column",
+    "metric",
+    "unit",
+    "mean",
+    "std",
+    "n",
+    "paper",
+    "diff",
+    "status",
+    "job",
+    "seeds",
+    "claim",
+    "test",
+    "low",
+    "high",
+    "verdict",
+    "note",
 )
 
 
@@ -364,28 +406,53 @@ def _csv(table: TableData) -> str:
         for column in table.columns:
             c = table.cells[row, column]
             record = {
-                "record": "cell", "row": c.row, "column": c.column, "metric": c.metric,
-                "unit": c.unit, "mean": number(c.ours), "std": number(c.std), "n": c.n,
-                "paper": number(c.paper), "diff": number(c.diff), "status": c.status,
-                "job": c.job, "seeds": " ".join(map(str, c.seeds)),
+                "record": "cell",
+                "row": c.row,
+                "column": c.column,
+                "metric": c.metric,
+                "unit": c.unit,
+                "mean": number(c.ours),
+                "std": number(c.std),
+                "n": c.n,
+                "paper": number(c.paper),
+                "diff": number(c.diff),
+                "status": c.status,
+                "job": c.job,
+                "seeds": " ".join(map(str, c.seeds)),
             }
             writer.writerow([record.get(key, "") for key in CSV_HEADER])
     for result in table.claims:
         claim = result.claim
         record = {
-            "record": "claim", "metric": claim.metric, "mean": number(result.value),
-            "n": result.n, "paper": number(result.paper), "claim": claim.name,
-            "test": describe(claim), "low": number(result.low), "high": number(result.high),
-            "verdict": result.verdict, "note": result.note,
+            "record": "claim",
+            "metric": claim.metric,
+            "mean": number(result.value),
+            "n": result.n,
+            "paper": number(result.paper),
+            "claim": claim.name,
+            "test": describe(claim),
+            "low": number(result.low),
+            "high": number(result.high),
+            "verdict": result.verdict,
+            "note": result.note,
         }
         writer.writerow([record.get(key, "") for key in CSV_HEADER])
     return buffer.getvalue()
 
 
 _TEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": "$<$", ">": "$>$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": "$<$",
+    ">": "$>$",
 }
 
 
@@ -430,16 +497,21 @@ def _latex(table: TableData) -> str:
         ]
         for result in table.claims:
             name, _, test, ours, interval, n, paper, verdict, _ = claim_texts(result)
-            cells = [_tex_escape(name), _tex_escape(test), _tex_number(_tex_escape(ours)),
-                     _tex_escape(interval), _tex_escape(n), _tex_number(_tex_escape(paper)),
-                     _tex_escape(verdict)]
+            cells = [
+                _tex_escape(name),
+                _tex_escape(test),
+                _tex_number(_tex_escape(ours)),
+                _tex_escape(interval),
+                _tex_escape(n),
+                _tex_number(_tex_escape(paper)),
+                _tex_escape(verdict),
+            ]
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
     out.append(r"\end{table}")
     notes = _notes(table)
     out += [f"% {note}" for note in notes]
-    out += [f"% claim {r.claim.name}: {r.claim.words} ({r.note})" for r in table.claims
-            if r.note]
+    out += [f"% claim {r.claim.name}: {r.claim.words} ({r.note})" for r in table.claims if r.note]
     return "\n".join(out) + "\n"
 
 

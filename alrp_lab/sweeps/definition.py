@@ -84,8 +84,20 @@ KINDS = ("metrics", "grid")
 FIGURES = ("grad_balance",)
 
 _TOP_KEYS = {
-    "title", "description", "kind", "metric", "metrics", "corner", "figure", "needs", "base",
-    "scales", "rows", "columns", "seeds", "claims",
+    "title",
+    "description",
+    "kind",
+    "metric",
+    "metrics",
+    "corner",
+    "figure",
+    "needs",
+    "base",
+    "scales",
+    "rows",
+    "columns",
+    "seeds",
+    "claims",
 }
 _CLAIM_KEYS = {"name", "paper", "test", "metric", "a", "b", "expect", "margin", "paper_diff"}
 _SIDE_KEYS = {"row", "rows", "column", "columns", "value"}
@@ -93,7 +105,13 @@ CLAIM_TESTS = ("difference", "spread", "diverges")
 EXPECTS = (">", "<")
 _SCALE_KEYS = {"overrides", "requires"}
 _ROW_KEYS = {
-    "label", "id", "overrides", "scale_overrides", "paper", "same_job_as", "metric_prefix",
+    "label",
+    "id",
+    "overrides",
+    "scale_overrides",
+    "paper",
+    "same_job_as",
+    "metric_prefix",
 }
 _COLUMN_KEYS = {"label", "id", "overrides"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -359,7 +377,8 @@ def _paper_numbers(check: _Checker, value: Any, what: str, allowed: tuple[str, .
         if key not in allowed:
             check.fail(f"{what}.paper has {key!r}, which is not a column ({', '.join(allowed)})")
         if number is not None and (
-            isinstance(number, bool) or not isinstance(number, (int, float))
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
             or not math.isfinite(number)
         ):
             check.fail(f"{what}.paper[{key!r}] must be a number or null, got {number!r}")
@@ -372,14 +391,10 @@ def _scale_overrides(check: _Checker, value: Any, what: str) -> dict[str, tuple[
         return {}
     if not isinstance(value, Mapping):
         check.fail(f"{what}.scale_overrides must map a scale name to a list of overrides")
-    return {
-        str(k): check.overrides(v, f"{what}.scale_overrides.{k}") for k, v in value.items()
-    }
+    return {str(k): check.overrides(v, f"{what}.scale_overrides.{k}") for k, v in value.items()}
 
 
-def parse_sweep(
-    raw: Any, *, name: str, source: Path | None = None
-) -> SweepDefinition:
+def parse_sweep(raw: Any, *, name: str, source: Path | None = None) -> SweepDefinition:
     """Check a definition's mapping (as read from YAML) and build a :class:`SweepDefinition`.
 
     Raises :class:`ValueError` naming ``source`` (or ``name``) and the offending key.
@@ -555,9 +570,7 @@ def _side(
         _known(check, column_labels, {c.label for c in columns}, what, "column")
     elif column_labels:
         check.fail(f"{what}: a metrics table's column is the claim's metric: drop column(s)")
-    cells = tuple(
-        CellRef(r, c) for r in row_labels for c in (column_labels or [None])
-    )
+    cells = tuple(CellRef(r, c) for r in row_labels for c in (column_labels or [None]))
     return Side(cells=cells)
 
 
@@ -609,7 +622,8 @@ def _claims(
                 expect=expect,
                 margin=_number(check, raw.get("margin", 0.0), f"{what}.margin"),
                 paper_diff=(
-                    None if raw.get("paper_diff") is None
+                    None
+                    if raw.get("paper_diff") is None
                     else _number(check, raw["paper_diff"], f"{what}.paper_diff")
                 ),
             )

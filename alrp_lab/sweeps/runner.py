@@ -200,8 +200,9 @@ def expand_jobs(
     return jobs
 
 
-def compose_job_config(overrides: Sequence[str], *, group: str | None = None,
-                       tags: Sequence[str] = ()) -> Any:
+def compose_job_config(
+    overrides: Sequence[str], *, group: str | None = None, tags: Sequence[str] = ()
+) -> Any:
     """Compose ``conf/`` with ``overrides`` (Hydra's compose API, no Hydra app) and validate.
 
     ``group`` and ``tags`` set ``logger.group`` and extend ``logger.tags`` (W&B). Returns the
@@ -230,7 +231,10 @@ def compose_job_config(overrides: Sequence[str], *, group: str | None = None,
 
 
 def run_job_default(
-    overrides: Sequence[str], run_dir: Path, *, group: str | None = None,
+    overrides: Sequence[str],
+    run_dir: Path,
+    *,
+    group: str | None = None,
     tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compose, validate and train one job in this process; returns its results dict."""
@@ -470,9 +474,7 @@ def run_sweep(
         shutil.rmtree(root / job.run_id)
     todo = [_with_resume(job, root / job.run_id) for job in todo]
     if n_jobs == 1 or len(todo) <= 1:
-        outcomes = (
-            (job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo
-        )
+        outcomes = ((job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo)
         _collect(report, outcomes)
     else:
         threads = max(1, _cpu_count() // n_jobs)
@@ -491,8 +493,10 @@ def run_sweep(
             }
             _collect(
                 report,
-                ((futures[f], _result(f, root / futures[f].run_id, futures[f], started))
-                 for f in as_completed(futures)),
+                (
+                    (futures[f], _result(f, root / futures[f].run_id, futures[f], started))
+                    for f in as_completed(futures)
+                ),
             )
         order = {job.run_id: i for i, job in enumerate(jobs)}
         report.completed.sort(key=order.__getitem__)
@@ -525,8 +529,7 @@ def _mirror_to_wandb(defn: SweepDefinition, report: SweepReport, logger_cfg: Any
         dir=report.root,
         name=f"{defn.name}-{report.scale}-table",
     ) as run:
-        columns = ["row", "column", "metric", "mean", "std", "n", "paper", "diff", "status",
-                   "job"]
+        columns = ["row", "column", "metric", "mean", "std", "n", "paper", "diff", "status", "job"]
         rows = [
             [c.row, c.column, c.metric, c.ours, c.std, c.n, c.paper, c.diff, c.status, c.job]
             for c in table.cells.values()

@@ -192,7 +192,11 @@ def test_an_empty_training_set_is_one_clear_error(tmp_path, capsys):
 def _coco_copy(tmp_path: Path, num_train: int = 4, num_val: int = 2) -> tuple[Path, Any]:
     """The standard COCO folder layout, made from a small built-in set."""
     splits = build_shapes_dataset(
-        tmp_path / "src", seed=3, num_train=num_train, num_val=num_val, image_size=64,
+        tmp_path / "src",
+        seed=3,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=64,
         num_classes=3,
     )
     root = tmp_path / "coco"
@@ -221,8 +225,9 @@ def test_invalid_boxes_are_reported_once_and_dropped(tmp_path):
     root, _ = _coco_copy(tmp_path)
     ann_file = root / "annotations" / "instances_train2017.json"
     data = json.loads(ann_file.read_text())
-    for ann, bad in zip(data["annotations"], ([1, 1, 0, 5], [1, 1, -3, 5], [1, 1, 5, math.nan]),
-                        strict=False):
+    for ann, bad in zip(
+        data["annotations"], ([1, 1, 0, 5], [1, 1, -3, 5], [1, 1, 5, math.nan]), strict=False
+    ):
         ann["bbox"] = bad
     ann_file.write_text(json.dumps(data))
     assert _run(tmp_path / "run", *_COCO_RUN, f"data.root={root}") == 0

@@ -23,27 +23,50 @@ GRID = {
         {"label": "SB", "id": "sb"},
     ],
     "claims": [
-        {"name": "sb-best", "paper": "SB matches the best wr", "metric": "AP",
-         "a": {"row": "GIoU", "column": "SB"},
-         "b": {"row": "GIoU", "columns": ["1", "5"]}, "expect": ">", "margin": -0.5},
-        {"name": "wr5-beats-wr1", "paper": "wr 5 beats wr 1", "metric": "AP",
-         "a": {"row": "GIoU", "column": "5"}, "b": {"row": "GIoU", "column": "1"}},
-        {"name": "flat", "paper": "AP hardly moves with wr", "test": "spread", "metric": "AP",
-         "a": {"row": "GIoU", "columns": ["1", "5"]}, "expect": "<", "margin": 1.0},
+        {
+            "name": "sb-best",
+            "paper": "SB matches the best wr",
+            "metric": "AP",
+            "a": {"row": "GIoU", "column": "SB"},
+            "b": {"row": "GIoU", "columns": ["1", "5"]},
+            "expect": ">",
+            "margin": -0.5,
+        },
+        {
+            "name": "wr5-beats-wr1",
+            "paper": "wr 5 beats wr 1",
+            "metric": "AP",
+            "a": {"row": "GIoU", "column": "5"},
+            "b": {"row": "GIoU", "column": "1"},
+        },
+        {
+            "name": "flat",
+            "paper": "AP hardly moves with wr",
+            "test": "spread",
+            "metric": "AP",
+            "a": {"row": "GIoU", "columns": ["1", "5"]},
+            "expect": "<",
+            "margin": 1.0,
+        },
     ],
 }
 
 
 def _run(folder, status="completed", error=None, **metrics):
-    atomic_write_json(folder / "results.json",
-                      {"status": status, "metrics": metrics, "error": error, "config": {}})
+    atomic_write_json(
+        folder / "results.json",
+        {"status": status, "metrics": metrics, "error": error, "config": {}},
+    )
 
 
 def _seeds(root, job, aps):
     for seed, ap in enumerate(aps):
         if ap == "failed":
-            _run(root / job / f"seed{seed}", status="failed",
-                 error="NonFiniteLossError: the loss became nan at iteration 3")
+            _run(
+                root / job / f"seed{seed}",
+                status="failed",
+                error="NonFiniteLossError: the loss became nan at iteration 3",
+            )
         elif ap is not None:
             _run(root / job / f"seed{seed}", AP=ap)
 
@@ -140,14 +163,29 @@ METRICS = {
         {"label": "zero target"},
     ],
     "claims": [
-        {"name": "olrp", "paper": "aLRP has the lower oLRP", "metric": "oLRP",
-         "a": {"row": "aLRP"}, "b": {"row": "AP Loss"}, "expect": "<"},
-        {"name": "best-olrp", "paper": "aLRP beats the best of the rest", "metric": "oLRP",
-         "a": {"row": "aLRP"}, "b": {"rows": ["AP Loss", "zero target"]}, "expect": "<"},
-        {"name": "diverges", "paper": "a zero target diverges", "test": "diverges",
-         "a": {"row": "zero target"}},
-        {"name": "alrp-diverges", "paper": "(a control)", "test": "diverges",
-         "a": {"row": "aLRP"}},
+        {
+            "name": "olrp",
+            "paper": "aLRP has the lower oLRP",
+            "metric": "oLRP",
+            "a": {"row": "aLRP"},
+            "b": {"row": "AP Loss"},
+            "expect": "<",
+        },
+        {
+            "name": "best-olrp",
+            "paper": "aLRP beats the best of the rest",
+            "metric": "oLRP",
+            "a": {"row": "aLRP"},
+            "b": {"rows": ["AP Loss", "zero target"]},
+            "expect": "<",
+        },
+        {
+            "name": "diverges",
+            "paper": "a zero target diverges",
+            "test": "diverges",
+            "a": {"row": "zero target"},
+        },
+        {"name": "alrp-diverges", "paper": "(a control)", "test": "diverges", "a": {"row": "aLRP"}},
     ],
 }
 
@@ -157,8 +195,11 @@ def test_lower_is_better_metrics_and_divergence(tmp_path):
     for seed, (a, b) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.69)]):
         _run(tmp_path / "alrp" / f"seed{seed}", AP=0.4, oLRP=a)
         _run(tmp_path / "ap-loss" / f"seed{seed}", AP=0.4, oLRP=b)
-        _run(tmp_path / "zero-target" / f"seed{seed}", status="failed",
-             error="NonFiniteLossError: the loss became nan at iteration 40")
+        _run(
+            tmp_path / "zero-target" / f"seed{seed}",
+            status="failed",
+            error="NonFiniteLossError: the loss became nan at iteration 40",
+        )
     verdicts, _ = _verdicts(defn, tmp_path)
     assert verdicts["olrp"].verdict == "holds"
     assert verdicts["olrp"].value == pytest.approx(-9.0)
@@ -173,8 +214,10 @@ def test_claims_print_under_the_table_in_every_format(tmp_path):
     _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
     _seeds(tmp_path, "giou__wr5", [0.35, 0.36, 0.37])
     _seeds(tmp_path, "giou__sb", [0.36, 0.37, 0.38])
-    atomic_write_json(tmp_path / "sweep.json",
-                      {"name": "t3", "scale": "cpu", "definition": GRID, "seeds": [0, 1, 2]})
+    atomic_write_json(
+        tmp_path / "sweep.json",
+        {"name": "t3", "scale": "cpu", "definition": GRID, "seeds": [0, 1, 2]},
+    )
     md = build_table(tmp_path, "md")
     table_end = md.index("Claims (")
     assert "| wr5-beats-wr1 | wr 5 beats wr 1 | AP: GIoU/5 - GIoU/1 > 0 | +5.0 |" in md[table_end:]

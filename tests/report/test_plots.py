@@ -10,8 +10,10 @@ from alrp_lab.utils.io import atomic_write_json
 
 def _run(folder, loss, rows):
     folder.mkdir(parents=True)
-    atomic_write_json(folder / "results.json",
-                      {"status": "completed", "metrics": {}, "config": {"loss": {"name": loss}}})
+    atomic_write_json(
+        folder / "results.json",
+        {"status": "completed", "metrics": {}, "config": {"loss": {"name": loss}}},
+    )
     lines = ["iteration,epoch,ratio"] + [f"{i},0,{r}" for i, r in enumerate(rows)]
     (folder / "grad_balance.csv").write_text("\n".join(lines) + "\n")
     return folder

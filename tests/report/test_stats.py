@@ -16,8 +16,15 @@ from alrp_lab.report.stats import (
 @pytest.mark.parametrize(
     ("p", "df", "expected"),
     # Printed t tables (two-sided 95%, one-sided 90% and 99.5%).
-    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 4, 2.776), (0.975, 30, 2.042),
-     (0.95, 10, 1.812), (0.995, 5, 4.032), (0.975, 1e7, 1.960)],
+    [
+        (0.975, 1, 12.706),
+        (0.975, 2, 4.303),
+        (0.975, 4, 2.776),
+        (0.975, 30, 2.042),
+        (0.95, 10, 1.812),
+        (0.995, 5, 4.032),
+        (0.975, 1e7, 1.960),
+    ],
 )
 def test_t_quantiles_match_printed_tables(p, df, expected):
     assert student_t_quantile(p, df) == pytest.approx(expected, abs=1e-3)
@@ -27,8 +34,9 @@ def test_t_quantiles_match_printed_tables(p, df, expected):
 def test_summary_is_mean_and_sample_std():
     s = summarize([1.0, 2.0, 4.0])
     assert (s.n, s.mean) == (3, pytest.approx(7 / 3))
-    assert s.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
-                                             + (4 - 7 / 3) ** 2) / 2))
+    assert s.std == pytest.approx(
+        math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    )
     assert summarize([5.0]).std is None and summarize([]).mean is None
     with pytest.raises(ValueError, match="non-finite"):
         summarize([1.0, float("nan")])

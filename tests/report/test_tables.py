@@ -32,15 +32,21 @@ BOUNDS = {
     "scales": {"cpu": {}},
     "rows": [
         {"label": "aLRP_Loss", "id": "alrp", "paper": {"rho": 0.48, "AP": 38.7}},
-        {"label": "Upper", "same_job_as": "aLRP_Loss", "metric_prefix": "upper_",
-         "paper": {"rho": 1.0}},
+        {
+            "label": "Upper",
+            "same_job_as": "aLRP_Loss",
+            "metric_prefix": "upper_",
+            "paper": {"rho": 1.0},
+        },
     ],
 }
 
 
 def _run(folder, status="completed", error=None, **metrics):
-    atomic_write_json(folder / "results.json",
-                      {"status": status, "metrics": metrics, "error": error, "config": {}})
+    atomic_write_json(
+        folder / "results.json",
+        {"status": status, "metrics": metrics, "error": error, "config": {}},
+    )
 
 
 @pytest.fixture
@@ -126,8 +132,7 @@ def test_negative_differences_get_a_typographic_minus_in_latex(grid_dir):
 
 def test_bound_rows_read_prefixed_metrics_of_the_shared_run(tmp_path):
     root = tmp_path / "t5"
-    _run(root / "alrp", rho=0.45, AP=0.30, oLRP=0.70, upper_rho=1.0, upper_AP=0.41,
-         upper_oLRP=0.6)
+    _run(root / "alrp", rho=0.45, AP=0.30, oLRP=0.70, upper_rho=1.0, upper_AP=0.41, upper_oLRP=0.6)
     table = collect_table(parse_sweep(BOUNDS, name="table5"), root)
     upper = {c: table.cells["Upper", c] for c in ("rho", "AP", "oLRP")}
     assert upper["AP"].ours == pytest.approx(41.0) and upper["AP"].job == "alrp"
@@ -137,8 +142,13 @@ def test_bound_rows_read_prefixed_metrics_of_the_shared_run(tmp_path):
 
 
 def test_grad_ratio_metrics_come_from_grad_balance_csv(tmp_path):
-    raw = {"title": "F4", "kind": "metrics", "metrics": ["grad_ratio_min", "grad_ratio_max"],
-           "scales": {"cpu": {}}, "rows": [{"label": "CE", "paper": {"grad_ratio_max": 1083.708}}]}
+    raw = {
+        "title": "F4",
+        "kind": "metrics",
+        "metrics": ["grad_ratio_min", "grad_ratio_max"],
+        "scales": {"cpu": {}},
+        "rows": [{"label": "CE", "paper": {"grad_ratio_max": 1083.708}}],
+    }
     _run(tmp_path / "ce")
     (tmp_path / "ce" / "grad_balance.csv").write_text(
         "iteration,epoch,ratio\n0,0,2.5\n1,0,0.25\n2,0,40.0\n3,0,4"  # last line cut by a crash
@@ -169,8 +179,11 @@ def test_a_folder_of_plain_runs_gets_one_row_per_run(tmp_path):
 def test_a_sweep_name_means_its_default_folder(tmp_path, monkeypatch, grid_dir):
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    with pytest.raises(ValueError, match=r"outputs/sweeps/table3 does not exist: run the sweep "
-                       r"first \(alrp-lab sweep table3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"outputs/sweeps/table3 does not exist: run the sweep "
+        r"first \(alrp-lab sweep table3\)",
+    ):
         build_table("table3")
     (tmp_path / "work" / "outputs" / "sweeps").mkdir(parents=True)
     grid_dir.rename(tmp_path / "work" / "outputs" / "sweeps" / "table3")

@@ -24,8 +24,11 @@ GRID = {
     "scales": {"cpu": {"overrides": ["train.epochs=1"]}, "paper": {"requires": ["data.root"]}},
     "rows": [
         {"label": "IoU", "overrides": ["box_error=iou"], "paper": {1: 36.9, "SB": 38.7}},
-        {"label": "GIoU (x)", "overrides": ["box_error=giou"],
-         "scale_overrides": {"paper": ["train.lr=0.1"]}},
+        {
+            "label": "GIoU (x)",
+            "overrides": ["box_error=giou"],
+            "scale_overrides": {"paper": ["train.lr=0.1"]},
+        },
     ],
     "columns": [
         {"label": "1", "id": "wr1", "overrides": ["loss.wr=1"]},
@@ -93,14 +96,22 @@ def _broken(base: dict, edit) -> dict:
         (_broken(GRID, lambda r: r["columns"][0].update(id="W R")), "not filesystem-safe"),
         (_broken(GRID, lambda r: r["rows"][0].update(overrides=["box_error"])), "key=value"),
         (_broken(GRID, lambda r: r["scales"].pop("cpu")), "at least `cpu`"),
-        (_broken(GRID, lambda r: r.update(base=["+hydra.callbacks.x._target_=builtins.open"])),
-         "may not set hydra"),
-        (_broken(GRID, lambda r: r["rows"][0].update(overrides=["loss._target_=os.system"])),
-         "may not set hydra.* or _target_"),
-        (_broken(GRID, lambda r: r["scales"]["cpu"].update(overrides=["hydra/launcher=x"])),
-         "may not set hydra"),
-        (_broken(GRID, lambda r: r["rows"][1].update(scale_overrides={"gpu": ["a=1"]})),
-         "unknown scale 'gpu'"),
+        (
+            _broken(GRID, lambda r: r.update(base=["+hydra.callbacks.x._target_=builtins.open"])),
+            "may not set hydra",
+        ),
+        (
+            _broken(GRID, lambda r: r["rows"][0].update(overrides=["loss._target_=os.system"])),
+            "may not set hydra.* or _target_",
+        ),
+        (
+            _broken(GRID, lambda r: r["scales"]["cpu"].update(overrides=["hydra/launcher=x"])),
+            "may not set hydra",
+        ),
+        (
+            _broken(GRID, lambda r: r["rows"][1].update(scale_overrides={"gpu": ["a=1"]})),
+            "unknown scale 'gpu'",
+        ),
         (_broken(GRID, lambda r: r["rows"][1].update(same_job_as="IoU")), "only for kind: metr"),
         (_broken(METRICS, lambda r: r["rows"][1].update(same_job_as="Nope")), "earlier row"),
         (_broken(METRICS, lambda r: r["rows"][1].update(overrides=["a=1"])), "runs no job"),
@@ -112,8 +123,10 @@ def _broken(base: dict, edit) -> dict:
     ],
 )
 def test_bad_definitions_name_the_problem(raw, needle):
-    with pytest.raises(ValueError, match="sweep broken: .*" + needle.replace("`", ".")
-                       .replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError,
+        match="sweep broken: .*" + needle.replace("`", ".").replace("(", r"\(").replace(")", r"\)"),
+    ):
         parse_sweep(raw, name="broken")
 
 
@@ -149,8 +162,12 @@ def test_available_sweeps_and_default_root(tmp_path):
 
 
 def _claim(**fields):
-    claim = {"name": "c", "paper": "words", "a": {"row": "IoU", "column": "1"},
-             "b": {"row": "IoU", "column": "SB"}}
+    claim = {
+        "name": "c",
+        "paper": "words",
+        "a": {"row": "IoU", "column": "1"},
+        "b": {"row": "IoU", "column": "SB"},
+    }
     claim.update(fields)
     return dict(GRID, claims=[claim])
 

@@ -29,10 +29,23 @@ KILLS = 20
 
 
 def _sweep(root: Path, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "alrp_lab.cli", "sweep", "figure4", "--root", str(root),
-               "--seeds", "2", "--jobs", "2", *TINY]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "alrp_lab.cli",
+        "sweep",
+        "figure4",
+        "--root",
+        str(root),
+        "--seeds",
+        "2",
+        "--jobs",
+        "2",
+        *TINY,
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def _children(pid: int) -> list[int]:

@@ -27,8 +27,12 @@ RAW = {
         "paper": {"overrides": ["data=coco"], "requires": ["data.root", "backbone.weights"]},
     },
     "rows": [
-        {"label": "IoU", "overrides": ["box_error=iou"], "paper": {"1": 30.0},
-         "scale_overrides": {"paper": ["train.lr=0.002"]}},
+        {
+            "label": "IoU",
+            "overrides": ["box_error=iou"],
+            "paper": {"1": 30.0},
+            "scale_overrides": {"paper": ["train.lr=0.002"]},
+        },
         {"label": "GIoU", "overrides": ["box_error=giou"]},
     ],
     "columns": [
@@ -71,8 +75,10 @@ def light_job(overrides, run_dir):
     """fake_job without RunRecorder (whose provenance imports torch: seconds per worker)."""
     wr = float(next(o for o in overrides if o.startswith("loss.wr=")).split("=")[1])
     status = "failed" if wr == 5 else "completed"
-    atomic_write_json(Path(run_dir) / "results.json",
-                      {"status": status, "metrics": {"AP": wr / 10}, "error": "Boom: wr=5"})
+    atomic_write_json(
+        Path(run_dir) / "results.json",
+        {"status": status, "metrics": {"AP": wr / 10}, "error": "Boom: wr=5"},
+    )
     if wr == 5:
         raise RuntimeError("wr=5")
 
@@ -81,8 +87,13 @@ def test_expand_jobs_orders_overrides_and_names_jobs(defn):
     jobs = expand_jobs(defn, "cpu", ["train.lr=0.1"])
     assert [j.id for j in jobs] == ["iou__wr1", "iou__wr5", "giou__wr1", "giou__wr5"]
     assert jobs[0].overrides == [
-        "loss=alrp", "train.epochs=1", "box_error=iou", "loss.self_balance=false",
-        "loss.wr=1", "train.lr=0.1", "seed=0",
+        "loss=alrp",
+        "train.epochs=1",
+        "box_error=iou",
+        "loss.self_balance=false",
+        "loss.wr=1",
+        "train.lr=0.1",
+        "seed=0",
     ]
     assert [j.run_id for j in jobs][:1] == ["iou__wr1/seed0"]
     assert (jobs[0].row, jobs[0].column) == ("IoU", "1")
@@ -198,7 +209,10 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
     # The ATSS row alone (the fastest), and so none of the claims that name other rows.
     defn = dataclasses.replace(defn, rows=defn.rows[-1:], claims=())
     smoke = [
-        "debug=smoke", "train.epochs=1", "train.max_iters_per_epoch=2", "train.warmup_iters=2",
+        "debug=smoke",
+        "train.epochs=1",
+        "train.max_iters_per_epoch=2",
+        "train.warmup_iters=2",
         "logger=none",
     ]
     report = run_sweep(defn, root=tmp_path, extra_overrides=smoke, seeds=1)
@@ -211,16 +225,22 @@ def test_one_real_table2_job_runs_through_the_engine(tmp_path):
     # Other overrides stop the sweep; --rerun replaces the run with one of the new config.
     with pytest.raises(ValueError, match="another config"):
         run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"], seeds=1)
-    again = run_sweep(defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"],
-                      rerun=True, seeds=1)
+    again = run_sweep(
+        defn, root=tmp_path, extra_overrides=[*smoke, "train.lr=0.001"], rerun=True, seeds=1
+    )
     assert again.completed == ["alrp-giou-sb-atss/seed0"] and again.skipped == []
     results = read_results(tmp_path / "alrp-giou-sb-atss" / "seed0")
     assert results["config"]["train"]["lr"] == 0.001 and results["status"] == "completed"
 
 
 def test_a_figure_sweep_also_draws_its_plot(tmp_path):
-    raw = dict(RAW, kind="metrics", metrics=["grad_ratio_max"], figure="grad_balance",
-               rows=[{"label": "CE", "overrides": ["loss.wr=1"]}])
+    raw = dict(
+        RAW,
+        kind="metrics",
+        metrics=["grad_ratio_max"],
+        figure="grad_balance",
+        rows=[{"label": "CE", "overrides": ["loss.wr=1"]}],
+    )
     raw.pop("columns")
     raw.pop("metric")
 
@@ -237,6 +257,7 @@ def test_a_retried_failure_reports_its_own_error_not_the_last_attempts(defn, tmp
     def fail_with(message):
         def job(overrides, run_dir):
             raise RuntimeError(message)
+
         return job
 
     run_sweep(defn, root=tmp_path, run_job=fail_with("first"), write_tables=False)
@@ -252,8 +273,10 @@ def test_every_job_runs_once_per_seed_and_more_seeds_run_only_the_new_ones(defn,
     def job(overrides, run_dir):
         calls.append(Path(run_dir).relative_to(root).as_posix())
         assert overrides[-1] == f"seed={Path(run_dir).name.removeprefix('seed')}"
-        atomic_write_json(Path(run_dir) / "results.json",
-                          {"status": "completed", "metrics": {"AP": 0.1}, "error": None})
+        atomic_write_json(
+            Path(run_dir) / "results.json",
+            {"status": "completed", "metrics": {"AP": 0.1}, "error": None},
+        )
 
     first = run_sweep(defn, root=root, run_job=job, seeds=3, write_tables=False)
     assert len(first.completed) == 12 and "giou__wr5/seed2" in first.completed
@@ -271,7 +294,9 @@ def test_every_job_runs_once_per_seed_and_more_seeds_run_only_the_new_ones(defn,
 def test_dry_run_lists_every_seed_and_seed_overrides_are_refused(defn, tmp_path):
     report = run_sweep(defn, root=tmp_path, run_job=fake_job, dry_run=True, seeds=3)
     assert len(report.pending) == 12 and report.pending[:3] == [
-        "iou__wr1/seed0", "iou__wr1/seed1", "iou__wr1/seed2"
+        "iou__wr1/seed0",
+        "iou__wr1/seed1",
+        "iou__wr1/seed2",
     ]
     with pytest.raises(ValueError, match="use --seeds"):
         expand_jobs(defn, "cpu", ["seed=4"])
@@ -294,8 +319,10 @@ def _complete_as_composed(root, defn, job, **changes):
     for key, value in changes.items():
         section, leaf = key.split(".")
         config[section][leaf] = value
-    atomic_write_json(root / job.run_id / "results.json",
-                      {"status": "completed", "metrics": {"AP": 0.3}, "config": config})
+    atomic_write_json(
+        root / job.run_id / "results.json",
+        {"status": "completed", "metrics": {"AP": 0.3}, "config": config},
+    )
 
 
 def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path):
@@ -306,12 +333,16 @@ def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path)
     report = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["logger=none"])
     assert report.skipped == [jobs[0].run_id, jobs[1].run_id]
     # Other overrides on the command line: the old runs are not this sweep's.
-    with pytest.raises(ValueError, match=r"2 completed run\(s\) .* another config "
-                       r"\(iou__wr1/seed0 and 1 more; train.lr: recorded 0.02, now 0.5\).*"
-                       r"--root DIR, or replace them with --rerun"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 completed run\(s\) .* another config "
+        r"\(iou__wr1/seed0 and 1 more; train.lr: recorded 0.02, now 0.5\).*"
+        r"--root DIR, or replace them with --rerun",
+    ):
         run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.lr=0.5"])
-    again = run_sweep(defn, root=tmp_path, dry_run=True, rerun=True,
-                      extra_overrides=["train.lr=0.5"])
+    again = run_sweep(
+        defn, root=tmp_path, dry_run=True, rerun=True, extra_overrides=["train.lr=0.5"]
+    )
     assert again.skipped == [] and again.pending[:2] == [jobs[0].run_id, jobs[1].run_id]
     assert (tmp_path / jobs[0].run_id / "results.json").is_file(), "a dry run deletes nothing"
 
