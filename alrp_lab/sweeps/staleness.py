@@ -4,7 +4,9 @@ A sweep skips a completed run only when the config it would compose now computes
 thing as the config the run recorded in its ``results.json``. Keys that change where a run
 logs or how it started, not what it computes, are left out of the comparison: ``logger``
 (W&B mode, group, tags), ``train.resume`` (a resumed run is the same run), and the cache
-folder of the built-in data, whose name is derived from parameters the config holds.
+folder of the built-in data, whose name is derived from parameters the config holds. A null
+value counts as unset, so an option added later with a null default (off: the old
+behaviour, e.g. ``loss.sb_period``) leaves the runs recorded before it valid.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ IGNORED_KEYS = ("logger", "train.resume")
 __all__ = ["IGNORED_KEYS", "first_difference", "run_digest"]
 
 
+def _without_nulls(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+    return node
+
+
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(config))
+    out = _without_nulls(copy.deepcopy(dict(config)))
     for key in IGNORED_KEYS:
         *parents, leaf = key.split(".")
         node: Any = out

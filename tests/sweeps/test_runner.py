@@ -364,3 +364,16 @@ def test_a_group_chosen_on_the_command_line_wins_over_the_scale():
     # A plain key=value on the command line already comes last and wins.
     job = expand_jobs(defn, "cpu", ["train.epochs=2"], seeds=1)[0]
     assert compose_job_config(job.overrides).train.epochs == 2
+
+
+def test_an_option_added_later_with_a_null_default_keeps_old_runs_valid(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    config = runner_module._resolved(job, defn, "cpu")
+    assert config["loss"].pop("sb_period") is None  # as recorded before the option existed
+    atomic_write_json(
+        tmp_path / job.run_id / "results.json",
+        {"status": "completed", "metrics": {"AP": 0.3}, "config": config},
+    )
+    assert run_sweep(defn, root=tmp_path, dry_run=True).skipped == [job.run_id]
+    with pytest.raises(ValueError, match="loss.sb_period: recorded '<unset>', now 100"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["loss.sb_period=100"])
