@@ -401,8 +401,18 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     """One table of every claim of every sweep folder found; exits 0 whatever the verdicts."""
     from alrp_lab.report.claims_table import render_claims
 
-    print(render_claims(args.dirs or ["outputs/sweeps"], args.format), end="")
+    dirs = args.dirs or [d for d in _DEFAULT_CLAIM_DIRS if Path(d).is_dir()]
+    if not dirs:
+        return _fail(
+            f"no sweep folders here ({' or '.join(_DEFAULT_CLAIM_DIRS)}): run a sweep first "
+            "(alrp-lab sweep NAME) or name the folders"
+        )
+    print(render_claims(dirs, args.format), end="")
     return 0
+
+
+# Where `alrp-lab claims` looks by default: this machine's sweeps and the committed results.
+_DEFAULT_CLAIM_DIRS = ("outputs/sweeps", "results")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -461,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         "claims", help="verdicts on the paper's claims from sweep folders' results files"
     )
     claims.add_argument(
-        "dirs", nargs="*", help="sweep folders or folders above them (default outputs/sweeps)"
+        "dirs",
+        nargs="*",
+        help="sweep folders or folders above them (default: outputs/sweeps and results)",
     )
     claims.add_argument("--format", default="md", choices=["md", "csv"])
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")

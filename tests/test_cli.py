@@ -172,3 +172,9 @@ def test_hydras_own_flags_work_as_hydra_documents_them(flags, capsys):
     assert main(["run", *flags, "loss=ap"]) == 0
     out = capsys.readouterr().out
     assert "loss:\n  name: ap" in out
+
+
+def test_claims_without_folders_names_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["claims"]) == 2
+    assert "run a sweep first" in capsys.readouterr().err
