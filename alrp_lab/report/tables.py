@@ -39,6 +39,8 @@ from alrp_lab.sweeps.definition import (
     default_root,
     load_sweep,
     parse_sweep,
+    read_manifest,
+    recorded_seeds,
     slugify,
 )
 from alrp_lab.tracking.results import RESULTS_FILE, find_runs
@@ -541,33 +543,13 @@ def write_tables(
     return paths
 
 
-def _read_manifest(root: Path) -> dict | None:
-    """``root/sweep.json`` as a mapping, None when absent or unreadable."""
-    import json
-
-    try:
-        saved = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def recorded_seeds(root: PathLike) -> list[int] | None:
-    """The seeds ``root/sweep.json`` says the sweep's jobs should have (None if unknown)."""
-    saved = _read_manifest(Path(root))
-    seeds = None if saved is None else saved.get("seeds")
-    if not isinstance(seeds, list):
-        return None
-    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool)]
-
-
 def load_sweep_table(root: PathLike) -> TableData:
     """The table (and claims) of the sweep folder ``root`` from its ``sweep.json``.
 
     Raises :class:`ValueError` naming the file when it is missing or damaged."""
     root = Path(root)
     manifest = root / SWEEP_FILE
-    saved = _read_manifest(root)
+    saved = read_manifest(root)
     try:
         if saved is None:
             raise ValueError("not readable JSON")

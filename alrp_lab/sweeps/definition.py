@@ -134,6 +134,8 @@ __all__ = [
     "default_root",
     "load_sweep",
     "parse_sweep",
+    "read_manifest",
+    "recorded_seeds",
     "slugify",
 ]
 
@@ -274,6 +276,29 @@ def default_root(name: str, scale: str = "cpu") -> Path:
     """Where a sweep runs unless told otherwise: ``outputs/sweeps/NAME`` for the cpu scale,
     ``outputs/sweeps/NAME-SCALE`` for the others (relative to the working directory)."""
     return OUTPUT_ROOT / (name if scale == "cpu" else f"{name}-{scale}")
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """``root/sweep.json`` as a mapping, None when absent or unreadable."""
+    import json
+
+    try:
+        saved = json.loads((Path(root) / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def recorded_seeds(root: Path, scale: str | None = None) -> list[int] | None:
+    """The seeds ``root/sweep.json`` says the sweep's jobs should have; None when it says
+    none (or, given ``scale``, was written for another scale)."""
+    saved = read_manifest(root)
+    if saved is None or (scale is not None and saved.get("scale") != scale):
+        return None
+    seeds = saved.get("seeds")
+    if not isinstance(seeds, list):
+        return None
+    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
 
 def available_sweeps(folder: Path = SWEEPS_DIR) -> list[str]:

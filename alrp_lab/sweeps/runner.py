@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.sweeps.definition import CONF_DIR, SWEEP_FILE, SweepDefinition, default_root
+from alrp_lab.sweeps.definition import (
+    CONF_DIR,
+    SWEEP_FILE,
+    SweepDefinition,
+    default_root,
+    recorded_seeds,
+)
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.staleness import first_difference, run_digest
 from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
@@ -355,22 +361,6 @@ def _stale_runs(defn: SweepDefinition, root: Path, done: Sequence[Job], scale: s
     return stale
 
 
-def _recorded_seeds(root: Path, scale: str) -> list[int]:
-    """The seeds an earlier run of this sweep into ``root`` recorded in its sweep.json."""
-    import json
-
-    try:
-        saved = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(saved, dict) or saved.get("scale") != scale:
-        return []
-    seeds = saved.get("seeds")
-    if not isinstance(seeds, list):
-        return []
-    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
-
-
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -465,7 +455,7 @@ def run_sweep(
             "extra_overrides": list(extra_overrides),
             "definition": dict(defn.raw),
             # Every seed ever run into this folder, so the tables count a missing one.
-            "seeds": sorted({*_recorded_seeds(root, scale), *(job.seed for job in jobs)}),
+            "seeds": sorted({*(recorded_seeds(root, scale) or ()), *(job.seed for job in jobs)}),
             "jobs": [vars(job) for job in jobs],
         },
     )

@@ -61,18 +61,23 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
+def _assert_same_run(straight_dir: Path, resumed_dir: Path) -> None:
+    """Bitwise-equal final weights and equal metrics."""
+    straight, resumed = _weights(straight_dir), _weights(resumed_dir)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    a = read_results(straight_dir)["metrics"]
+    b = read_results(resumed_dir)["metrics"]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     common = ("train.max_iters_per_epoch=2", "data.augment=ssd")
     assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
-    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
-    a = read_results(tmp_path / "straight")["metrics"]
-    b = read_results(tmp_path / "resumed")["metrics"]
-    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     steps = [r["step"] for r in read_metrics(tmp_path / "resumed")]
     assert steps == sorted(set(steps)) and steps[-1] == 3
 
@@ -274,9 +279,4 @@ def test_resume_is_exact_when_an_sb_period_straddles_the_checkpoint(tmp_path):
     assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
-    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
-    a = read_results(tmp_path / "straight")["metrics"]
-    b = read_results(tmp_path / "resumed")["metrics"]
-    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
