@@ -325,6 +325,37 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from alrp_lab.pretrain import builtin_weights, spec_from_config, weights_path
+    from alrp_lab.pretrain.cache import read_manifest
+
+    choices = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
+    if args.backbone not in choices:
+        raise ValueError(
+            f"unknown backbone {args.backbone!r}: choose one of {', '.join(choices)} "
+            "(conf/backbone)"
+        )
+    node = OmegaConf.load(CONF_DIR / "backbone" / f"{args.backbone}.yaml")
+    for key in ("base_width",):
+        if getattr(args, key) is not None:
+            node[key] = getattr(args, key)
+    # The same defaults as backbone.weights=builtin: conf/pretrain/fractal.yaml.
+    task = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "pretrain" / "fractal.yaml"))
+    for key in ("iterations", "num_classes", "seed"):
+        if getattr(args, key) is not None:
+            task[key] = getattr(args, key)
+    spec = spec_from_config(node, task)
+    root = Path(args.root).expanduser() if args.root else None
+    existed = weights_path(spec, root).is_file()
+    path = builtin_weights(spec, root=root)
+    manifest = read_manifest(path)
+    state = "cached" if existed else f"built in {manifest['seconds']:.0f} s"
+    _out.print(f"{path} ({state}; held-out accuracy {manifest['val_accuracy']:.3f})")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from alrp_lab.eval import evaluate_detections
 
@@ -442,6 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-val", type=int, default=200)
     data.add_argument("--image-size", type=int, default=128)
     data.add_argument("--num-classes", type=int, default=6)
+    pre = verbs.add_parser(
+        "pretrain",
+        help="pretrain a backbone on fractals into the cache (what backbone.weights=builtin uses)",
+    )
+    pre.add_argument("--backbone", default="resnet18", help="a conf/backbone choice")
+    pre.add_argument("--base-width", type=int, default=None, help="stem width (default: YAML's)")
+    pre.add_argument(
+        "--iterations", type=int, default=None, help="SGD steps (default: conf/pretrain)"
+    )
+    pre.add_argument("--num-classes", type=int, default=None, help="fractal categories")
+    pre.add_argument("--seed", type=int, default=None, help="categories, images and init")
+    pre.add_argument(
+        "--root", default=None, help="cache folder (default ~/.cache/alrp-lab/backbones)"
+    )
     sweep = verbs.add_parser(
         "sweep", help="run a paper table's sweep from sweeps/ (completed jobs are skipped)"
     )
@@ -505,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     handlers = {
         "data": _cmd_data,
+        "pretrain": _cmd_pretrain,
         "eval": _cmd_eval,
         "sweep": _cmd_sweep,
         "table": _cmd_table,

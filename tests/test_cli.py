@@ -178,3 +178,19 @@ def test_claims_without_folders_names_the_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["claims"]) == 2
     assert "run a sweep first" in capsys.readouterr().err
+
+
+def test_pretrain_builds_into_the_cache_then_reuses_it(tmp_path, capsys):
+    args = ["pretrain", "--base-width", "8", "--iterations", "2", "--num-classes", "2"]
+    args += ["--root", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "built in" in first and str(tmp_path) in first
+    assert main(args) == 0
+    assert "cached" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("resnet18-w8-fractal2-*.pth"))) == 1
+
+
+def test_pretrain_unknown_backbone(capsys):
+    assert main(["pretrain", "--backbone", "resnet7"]) == 2
+    assert "resnet18" in capsys.readouterr().err

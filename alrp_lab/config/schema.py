@@ -82,6 +82,12 @@ class LossConfig:
     gamma: float = 2.0
     # Appendix G.3 / Figure A.7: a positive's target 0 instead of Eq. 12's (training diverges).
     zero_target: bool = False
+    # AP Loss only: the interpolated precision of the authors' code instead of SPEC's plain form.
+    interpolated: bool = False
+    # The authors' learning rate for this loss and the batch it was set for: the lr rule
+    # (train.lr=null) scales it to this run's batch, times train.lr_scale.
+    ref_lr: float | None = None
+    ref_batch: int | None = None
 
 
 @dataclass
@@ -89,6 +95,9 @@ class BoxErrorConfig:
     name: str = "giou"
     tau: float = 0.5
     beta: float = 1.0
+    # smooth_l1 / l1: sum the 4 coordinates' errors, or average them ("mean", the authors'
+    # AP Loss heads).
+    coord_reduction: str = "sum"
 
 
 @dataclass
@@ -121,7 +130,9 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 12
     batch_size: int = 8
-    lr: float = 0.008
+    # null: the lr rule, loss.ref_lr x (batch_size x nproc_per_node) / loss.ref_batch x lr_scale.
+    lr: float | None = None
+    lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -143,6 +154,21 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """The built-in backbone's pretraining (``backbone.weights=builtin``); see
+    :class:`alrp_lab.pretrain.PretrainSpec` (which adds the architecture from ``backbone``)."""
+
+    num_classes: int = 64
+    instances: int = 160
+    image_size: int = 64
+    iterations: int = 1600
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
 class LoggerConfig:
     name: str = "wandb"
     mode: str = "offline"
@@ -161,6 +187,7 @@ class RunConfig:
     assigner: AssignerConfig = field(default_factory=AssignerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: Any = None
     seed: int = 0
@@ -170,6 +197,7 @@ class RunConfig:
 _CHOICES = {
     "loss.name": ("alrp", "ap", "focal", "ce"),
     "box_error.name": ("iou", "giou", "smooth_l1", "l1"),
+    "box_error.coord_reduction": ("sum", "mean"),
     "assigner.name": ("atss", "max_iou"),
     "detector.name": ("retinanet", "foveabox", "faster_rcnn"),
     "data.name": ("shapes", "coco"),
@@ -208,6 +236,11 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError(
             f"loss.sb_period must be at least 1 or null (once per epoch), got {cfg.loss.sb_period}"
         )
+    if cfg.loss.interpolated and cfg.loss.name != "ap":
+        raise ConfigError(
+            f"loss.interpolated=true is an AP Loss option; loss={cfg.loss.name} has no precision "
+            "to interpolate: drop it or use loss=ap"
+        )
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip must be positive or null, got {cfg.train.grad_clip}")
     if cfg.train.nproc_per_node < 1:
@@ -242,4 +275,40 @@ def validate_config(cfg: DictConfig | dict) -> DictConfig:
         where = f" (key: {key})" if key else ""
         raise ConfigError(f"invalid config{where}: {reason}") from None
     _check_semantics(merged)
+    _apply_lr_rule(merged)
     return merged
+
+
+def _apply_lr_rule(cfg: DictConfig) -> None:
+    """Fill ``train.lr`` when it is null: the authors' lr for this loss, scaled linearly from
+    their batch to this run's global batch, times ``train.lr_scale`` (one factor for a
+    schedule shorter than theirs). The resolved config records the number used."""
+    if cfg.train.lr_scale <= 0:
+        raise ConfigError(f"train.lr_scale must be positive, got {cfg.train.lr_scale}")
+    if cfg.train.lr is not None:
+        if cfg.train.lr <= 0:
+            raise ConfigError(
+                f"train.lr must be positive or null (the lr rule), got {cfg.train.lr}"
+            )
+        return
+    if cfg.loss.ref_lr is None or cfg.loss.ref_batch is None:
+        raise ConfigError(
+            f"train.lr=null asks for the lr rule, but loss={cfg.loss.name} has no reference: "
+            "set loss.ref_lr and loss.ref_batch (the authors' lr and batch), or give train.lr"
+        )
+    if cfg.loss.ref_lr <= 0 or cfg.loss.ref_batch < 1:
+        raise ConfigError(
+            f"loss.ref_lr must be positive and loss.ref_batch at least 1, got "
+            f"{cfg.loss.ref_lr} and {cfg.loss.ref_batch}"
+        )
+    cfg.train.lr = lr_rule(
+        cfg.loss.ref_lr,
+        cfg.loss.ref_batch,
+        cfg.train.batch_size * cfg.train.nproc_per_node,
+        cfg.train.lr_scale,
+    )
+
+
+def lr_rule(ref_lr: float, ref_batch: int, batch: int, scale: float = 1.0) -> float:
+    """The linear scaling rule: ``ref_lr * batch / ref_batch * scale``."""
+    return float(ref_lr) * batch / ref_batch * float(scale)

@@ -18,6 +18,15 @@ from alrp_lab.data.transforms import build_transforms
 from alrp_lab.models.faster_rcnn import build_faster_rcnn
 from alrp_lab.models.foveabox import build_foveabox
 from alrp_lab.models.retinanet import build_retinanet
+from alrp_lab.pretrain import BUILTIN, builtin_weights, spec_from_config
+
+
+def backbone_weights_path(cfg: DictConfig) -> str | None:
+    """``backbone.weights`` as a file: ``builtin`` is the fractal-pretrained backbone of this
+    architecture and ``pretrain`` node from the machine's cache, built first when missing."""
+    if cfg.backbone.weights == BUILTIN:
+        return str(builtin_weights(spec_from_config(cfg.backbone, cfg.pretrain)))
+    return cfg.backbone.weights
 
 
 def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, CocoDetection]:
@@ -113,7 +122,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         base_width=bb.base_width,
         norm=bb.norm,
         frozen_stages=bb.frozen_stages,
-        backbone_weights=bb.weights,
+        backbone_weights=backbone_weights_path(cfg),
         fpn_channels=det.fpn_channels,
         head_convs=det.head_convs,
         head_channels=det.head_channels,
@@ -121,7 +130,9 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         box_error=cfg.box_error.name,
         tau=cfg.box_error.tau,
         smooth_l1_beta=cfg.box_error.beta,
+        coord_reduction=cfg.box_error.coord_reduction,
         delta=loss.delta,
+        interpolated=loss.interpolated,
         focal_alpha=loss.alpha,
         focal_gamma=loss.gamma,
         self_balance=loss.self_balance,
@@ -143,7 +154,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
             **common,
         )
     if det.name == "faster_rcnn":
-        for key in ("focal_alpha", "focal_gamma"):
+        for key in ("focal_alpha", "focal_gamma", "interpolated"):
             common.pop(key)
         return build_faster_rcnn(
             num_classes,

@@ -94,43 +94,67 @@ class GIoUError(BoxError):
         return f"tau={self.tau}"
 
 
+COORD_REDUCTIONS = ("sum", "mean")
+
+
+def _check_reduction(coord_reduction: str) -> str:
+    if coord_reduction not in COORD_REDUCTIONS:
+        raise ValueError(
+            f"coord_reduction must be one of {', '.join(COORD_REDUCTIONS)}, got {coord_reduction!r}"
+        )
+    return coord_reduction
+
+
+def _reduce_coords(per_coord: Tensor, coord_reduction: str) -> Tensor:
+    """(P, 4) -> (P,): the sum over the 4 coordinates, or their mean."""
+    return per_coord.mean(dim=-1) if coord_reduction == "mean" else per_coord.sum(dim=-1)
+
+
 class SmoothL1Error(BoxError):
-    """Smooth L1 of box-coder deltas, summed over the 4 coordinates.
+    """Smooth L1 of box-coder deltas over the 4 coordinates.
 
     Per coordinate: 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta; beta = 0 is L1.
+    ``coord_reduction``: ``"sum"`` (mmdetection's heads that divide by the number of
+    positives) or ``"mean"`` (the authors' AP Loss heads, which call mmdetection's
+    ``SmoothL1Loss`` with its default mean over every element: a quarter of the sum).
     """
 
     space: ClassVar[str] = "deltas"
 
-    def __init__(self, beta: float = 1.0) -> None:
+    def __init__(self, beta: float = 1.0, coord_reduction: str = "sum") -> None:
         super().__init__()
         if not beta >= 0.0:
             raise ValueError(f"smooth L1 beta must be >= 0, got {beta} (0 gives plain L1)")
         self.beta = float(beta)
+        self.coord_reduction = _check_reduction(coord_reduction)
 
     def forward(self, pred_deltas: Tensor, target_deltas: Tensor) -> Tensor:
         """pred_deltas (P, 4), target_deltas (P, 4) -> (P,)."""
         _check_pairs(pred_deltas, target_deltas, "deltas")
         per_coord = F.smooth_l1_loss(pred_deltas, target_deltas, reduction="none", beta=self.beta)
-        return per_coord.sum(dim=-1)
+        return _reduce_coords(per_coord, self.coord_reduction)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}"
+        return f"beta={self.beta}, coord_reduction={self.coord_reduction!r}"
 
 
 class L1Error(BoxError):
-    """L1 distance of box-coder deltas, summed over the 4 coordinates."""
+    """L1 distance of box-coder deltas over the 4 coordinates (``coord_reduction`` as for
+    :class:`SmoothL1Error`)."""
 
     space: ClassVar[str] = "deltas"
 
-    def __init__(self) -> None:
-        # Explicit, so build_box_error sees that it takes no arguments (nn.Module's takes any).
+    def __init__(self, coord_reduction: str = "sum") -> None:
         super().__init__()
+        self.coord_reduction = _check_reduction(coord_reduction)
 
     def forward(self, pred_deltas: Tensor, target_deltas: Tensor) -> Tensor:
         """pred_deltas (P, 4), target_deltas (P, 4) -> (P,)."""
         _check_pairs(pred_deltas, target_deltas, "deltas")
-        return (pred_deltas - target_deltas).abs().sum(dim=-1)
+        return _reduce_coords((pred_deltas - target_deltas).abs(), self.coord_reduction)
+
+    def extra_repr(self) -> str:
+        return f"coord_reduction={self.coord_reduction!r}"
 
 
 BOX_ERRORS: dict[str, type[BoxError]] = {

@@ -109,6 +109,7 @@ class DenseDetectionLoss(nn.Module):
         box_coder: decodes deltas to boxes (IoU/GIoU) or encodes targets (smooth L1/L1).
         focal_alpha, focal_gamma: Focal Loss parameters.
         delta: smoothing of the step function of the ranking losses.
+        interpolated: AP Loss only, the interpolated precision of the authors' code.
         loc_weight: constant localisation weight when ``balance`` is None.
         track_grad_balance: record sum |dL/ds| over negatives and positives at every
             backward (Figure 4); read with ``grad_balance()``.
@@ -129,6 +130,7 @@ class DenseDetectionLoss(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         delta: float = 1.0,
+        interpolated: bool = False,
         loc_weight: float = 1.0,
         track_grad_balance: bool = False,
         zero_target: bool = False,
@@ -148,6 +150,7 @@ class DenseDetectionLoss(nn.Module):
         self.balance = balance
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
         self.delta = check_delta(delta)
+        self.interpolated = bool(interpolated)
         self.loc_weight = float(loc_weight)
         self.track_grad_balance = track_grad_balance
         self.zero_target = zero_target
@@ -254,7 +257,9 @@ class DenseDetectionLoss(nn.Module):
                     flat_logits, flat_labels, errors, delta=self.delta, zero_target=self.zero_target
                 )
             elif self.cls_loss == "ap":
-                cls = ap_loss(flat_logits, flat_labels, delta=self.delta)
+                cls = ap_loss(
+                    flat_logits, flat_labels, delta=self.delta, interpolated=self.interpolated
+                )
                 loc = errors.mean()
             else:
                 cls = self._score_loss(flat_logits, flat_labels)

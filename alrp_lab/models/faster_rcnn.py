@@ -215,6 +215,7 @@ def build_faster_rcnn(
     box_error: str = "giou",
     tau: float = 0.5,
     smooth_l1_beta: float = 1.0,
+    coord_reduction: str = "sum",
     delta: float = 1.0,
     sb_init: float = 50.0,
     self_balance: bool = True,
@@ -301,7 +302,12 @@ def build_faster_rcnn(
     if alrp:
         rpn_loss = RPNLoss(
             "alrp",
-            build_detector_box_error(box_error, tau=rpn_tau, smooth_l1_beta=smooth_l1_beta),
+            build_detector_box_error(
+                box_error,
+                tau=rpn_tau,
+                smooth_l1_beta=smooth_l1_beta,
+                coord_reduction=coord_reduction,
+            ),
             balance(),
             BoxCoder(stds=rpn_box_coder_stds),
             delta=delta,
@@ -330,7 +336,9 @@ def build_faster_rcnn(
 
     roi_loss = RoILoss(
         cls_loss,
-        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
+        build_detector_box_error(
+            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
+        ),
         balance(),
         BoxCoder(stds=box_coder_stds),
         delta=delta,

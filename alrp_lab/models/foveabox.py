@@ -259,6 +259,8 @@ def build_foveabox(
     box_error: str = "giou",
     tau: float = 0.5,
     smooth_l1_beta: float = 0.11,
+    coord_reduction: str = "sum",
+    interpolated: bool = False,
     delta: float = 1.0,
     focal_alpha: float = 0.4,
     focal_gamma: float = 1.5,
@@ -309,12 +311,15 @@ def build_foveabox(
 
     loss = DenseDetectionLoss(
         cls_loss,
-        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
+        build_detector_box_error(
+            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
+        ),
         build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
         FoveaBoxCoder(),
         focal_alpha=focal_alpha,
         focal_gamma=focal_gamma,
         delta=delta,
+        interpolated=interpolated,
         track_grad_balance=track_grad_balance,
     )
     head = RetinaHead(

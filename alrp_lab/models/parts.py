@@ -45,13 +45,15 @@ def build_backbone_fpn(
     return backbone, fpn
 
 
-def build_detector_box_error(name: str, *, tau: float, smooth_l1_beta: float) -> BoxError:
-    """The box error ``name`` with the one parameter it takes (tau or beta)."""
+def build_detector_box_error(
+    name: str, *, tau: float, smooth_l1_beta: float, coord_reduction: str = "sum"
+) -> BoxError:
+    """The box error ``name`` with the parameters it takes (tau; beta and coord_reduction)."""
     if name in ("iou", "giou"):
         return build_box_error(name, tau=tau)
     if name == "smooth_l1":
-        return build_box_error(name, beta=smooth_l1_beta)
-    return build_box_error(name)
+        return build_box_error(name, beta=smooth_l1_beta, coord_reduction=coord_reduction)
+    return build_box_error(name, coord_reduction=coord_reduction)
 
 
 def build_loc_weight(*, self_balance: bool, sb_init: float, wr: float | None) -> SelfBalance:

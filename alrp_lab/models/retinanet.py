@@ -299,6 +299,8 @@ def build_retinanet(
     box_error: str = "giou",
     tau: float = 0.5,
     smooth_l1_beta: float = 1.0,
+    coord_reduction: str = "sum",
+    interpolated: bool = False,
     delta: float = 1.0,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
@@ -355,12 +357,15 @@ def build_retinanet(
 
     loss = DenseDetectionLoss(
         cls_loss,
-        build_detector_box_error(box_error, tau=tau, smooth_l1_beta=smooth_l1_beta),
+        build_detector_box_error(
+            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
+        ),
         build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
         BoxCoder(stds=box_coder_stds),
         focal_alpha=focal_alpha,
         focal_gamma=focal_gamma,
         delta=delta,
+        interpolated=interpolated,
         zero_target=zero_target,
         track_grad_balance=track_grad_balance,
     )

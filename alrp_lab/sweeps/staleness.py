@@ -3,10 +3,14 @@
 A sweep skips a completed run only when the config it would compose now computes the same
 thing as the config the run recorded in its ``results.json``. Keys that change where a run
 logs or how it started, not what it computes, are left out of the comparison: ``logger``
-(W&B mode, group, tags), ``train.resume`` (a resumed run is the same run), and the cache
+(W&B mode, group, tags), ``train.resume`` (a resumed run is the same run), the lr rule's
+inputs (``loss.ref_lr``, ``loss.ref_batch``, ``train.lr_scale``: the resolved ``train.lr``
+they produce is compared), and the cache
 folder of the built-in data, whose name is derived from parameters the config holds. A null
-value counts as unset, so an option added later with a null default (off: the old
-behaviour, e.g. ``loss.sb_period``) leaves the runs recorded before it valid.
+value, and a value equal to the schema's default (:class:`~alrp_lab.config.schema.RunConfig`),
+count as unset: an option added later whose default is the old behaviour (``loss.sb_period``
+null, ``box_error.coord_reduction`` "sum") leaves the runs recorded before it valid, while a
+YAML file that sets it to something else (smooth L1's "mean") makes them stale.
 """
 
 from __future__ import annotations
@@ -15,22 +19,42 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from alrp_lab.config.schema import RunConfig
 from alrp_lab.tracking.results import config_digest
 
-# Top-level sections and dotted keys that do not change what a run computes.
-IGNORED_KEYS = ("logger", "train.resume")
+# Top-level sections and dotted keys that do not change what a run computes. The lr rule's
+# inputs are left out because the recorded config holds the lr they gave (train.lr).
+IGNORED_KEYS = ("logger", "train.resume", "loss.ref_lr", "loss.ref_batch", "train.lr_scale")
 
 __all__ = ["IGNORED_KEYS", "first_difference", "run_digest"]
 
 
-def _without_nulls(node: Any) -> Any:
+_UNSET = object()
+
+
+def _schema_defaults() -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(RunConfig))
+
+
+def _without_defaults(node: Any, defaults: Any) -> Any:
+    """``node`` without nulls and without leaves equal to the schema default at their key."""
     if isinstance(node, dict):
-        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+        out = {}
+        for key, value in node.items():
+            default = defaults.get(key, _UNSET) if isinstance(defaults, dict) else _UNSET
+            if value is None or (not isinstance(value, dict) and value == default):
+                continue
+            kept = _without_defaults(value, default)
+            if kept != {}:  # a section left empty says as much as an absent one
+                out[key] = kept
+        return out
     return node
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    out = _without_nulls(copy.deepcopy(dict(config)))
+    out = copy.deepcopy(dict(config))
     for key in IGNORED_KEYS:
         *parents, leaf = key.split(".")
         node: Any = out
@@ -41,7 +65,8 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     data = out.get("data")
     if isinstance(data, dict) and data.get("name") == "shapes":
         data.pop("root", None)  # ~/.cache/alrp-lab/shapes-s0-n1200-...: the machine's cache
-    return out
+    # Last: data.name above must still be there when it equals the schema's default.
+    return _without_defaults(out, _schema_defaults())
 
 
 def run_digest(config: Mapping[str, Any]) -> str:

@@ -78,3 +78,48 @@ def test_grad_clip_must_be_positive():
     assert validate_config(_compose("train.grad_clip=35")).train.grad_clip == 35
     with pytest.raises(ConfigError, match="train.grad_clip"):
         validate_config(_compose("train.grad_clip=0"))
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        # aLRP: 0.008 at 32 images -> 0.002 at 8, times the scale.
+        (["train.lr=null"], 0.002),
+        (["train.lr=null", "train.lr_scale=2.5"], 0.005),
+        # AP Loss: 0.002 at 32; Focal Loss: 0.01 at 16 (mmdetection's RetinaNet).
+        (["train.lr=null", "loss=ap", "box_error=smooth_l1", "train.lr_scale=2.5"], 0.00125),
+        (["train.lr=null", "loss=focal", "box_error=l1", "train.batch_size=16"], 0.01),
+        # The global batch counts every process.
+        (["train.lr=null", "train.nproc_per_node=4"], 0.008),
+        # A number wins over the rule.
+        (["train.lr=0.03", "train.lr_scale=2.5"], 0.03),
+    ],
+)
+def test_lr_rule(overrides, expected):
+    cfg = validate_config(_compose(*overrides))
+    assert cfg.train.lr == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_rule_needs_a_reference():
+    with pytest.raises(ConfigError, match="loss.ref_lr"):
+        validate_config(_compose("train.lr=null", "loss.ref_lr=null"))
+    with pytest.raises(ConfigError, match="lr_scale"):
+        validate_config(_compose("train.lr_scale=0"))
+
+
+def test_interpolated_is_an_ap_loss_option():
+    assert validate_config(_compose("loss=ap", "box_error=smooth_l1")).loss.interpolated
+    with pytest.raises(ConfigError, match="loss.interpolated"):
+        validate_config(_compose("+loss.interpolated=true"))
+
+
+def test_smooth_l1_averages_the_coordinates_as_the_authors_ap_loss_heads():
+    assert (
+        validate_config(_compose("loss=ap", "box_error=smooth_l1")).box_error.coord_reduction
+        == "mean"
+    )
+    assert (
+        validate_config(_compose("loss=focal", "box_error=l1")).box_error.coord_reduction == "sum"
+    )
+    with pytest.raises(ConfigError, match="coord_reduction"):
+        validate_config(_compose("loss=ap", "box_error=smooth_l1", "box_error.coord_reduction=max"))

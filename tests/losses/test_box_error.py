@@ -150,3 +150,17 @@ def test_bad_input_raises_a_clear_error():
         GIoUError(tau=1.0)
     with pytest.raises(ValueError, match="beta"):
         SmoothL1Error(beta=-1.0)
+
+
+def test_coord_reduction_mean_is_a_quarter_of_the_sum():
+    from alrp_lab.losses import build_box_error
+
+    gen = torch.Generator().manual_seed(4401)
+    pred = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    target = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    for name, kwargs in (("smooth_l1", {"beta": 0.11}), ("l1", {})):
+        total = build_box_error(name, coord_reduction="sum", **kwargs)(pred, target)
+        mean = build_box_error(name, coord_reduction="mean", **kwargs)(pred, target)
+        torch.testing.assert_close(mean, total / 4, rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="coord_reduction"):
+        build_box_error("l1", coord_reduction="max")

@@ -22,11 +22,20 @@ JOB_COUNTS = {
     "figure4": 3,
     "figureA7": 2,
 }
+# Studies of this tool's own (cpu scale only, no paper numbers per row): job counts.
+STUDIES = {"regime": 33}
 PAPER_USER = ["data.root=/data/coco", "backbone.weights=/weights/resnet50.pth"]
 
 
 def test_there_is_one_definition_per_paper_table_and_figure():
-    assert set(available_sweeps()) == set(JOB_COUNTS)
+    assert set(available_sweeps()) == set(JOB_COUNTS) | set(STUDIES)
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_study_loads_and_expands(name):
+    jobs = expand_jobs(load_sweep(name), "cpu", seeds=1)
+    assert len(jobs) == STUDIES[name]
+    assert len({j.id for j in jobs}) == len(jobs)
 
 
 @pytest.mark.parametrize("name", sorted(JOB_COUNTS))
@@ -65,12 +74,13 @@ def _not_ready(overrides: list[str], needs: tuple[str, ...]) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("name", sorted(JOB_COUNTS))
+@pytest.mark.parametrize("name", sorted(JOB_COUNTS) + sorted(STUDIES))
 def test_every_job_composes_and_validates(name):
     defn = load_sweep(name)
     # Every cpu job, and the first job at the paper scale (its rows are the cpu rows).
     jobs = [j.overrides for j in expand_jobs(defn, "cpu")]
-    jobs.append(expand_jobs(defn, "paper", PAPER_USER)[0].overrides)
+    if name not in STUDIES:
+        jobs.append(expand_jobs(defn, "paper", PAPER_USER)[0].overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         reason = _not_ready(jobs[0], defn.needs)
         if reason is not None:
@@ -79,13 +89,15 @@ def test_every_job_composes_and_validates(name):
             cfg = validate_config(compose("config", overrides=overrides))
             final = dict(item.split("=", 1) for item in overrides)  # the last one wins
             for key, value in final.items():
-                if "." in key:
+                if key == "train.lr" and value == "null":
+                    assert cfg.train.lr > 0, "the lr rule fills train.lr"
+                elif "." in key:
                     got = OmegaConf.select(cfg, key)
                     got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
                     assert got == yaml.safe_load(value), (name, key, value)
 
 
-@pytest.mark.parametrize("name", sorted(JOB_COUNTS))
+@pytest.mark.parametrize("name", sorted(JOB_COUNTS) + sorted(STUDIES))
 def test_every_definition_states_claims_that_hold_on_the_papers_own_numbers(name):
     from alrp_lab.report.claims import evaluate_claims
 

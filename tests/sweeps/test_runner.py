@@ -377,3 +377,22 @@ def test_an_option_added_later_with_a_null_default_keeps_old_runs_valid(defn, tm
     assert run_sweep(defn, root=tmp_path, dry_run=True).skipped == [job.run_id]
     with pytest.raises(ValueError, match="loss.sb_period: recorded '<unset>', now 100"):
         run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["loss.sb_period=100"])
+
+
+def test_an_option_added_later_with_its_schema_default_keeps_old_runs_valid(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    config = runner_module._resolved(job, defn, "cpu")
+    # Recorded before these options existed; the schema's defaults are the old behaviour.
+    assert config["box_error"].pop("coord_reduction") == "sum"
+    atomic_write_json(
+        tmp_path / job.run_id / "results.json",
+        {"status": "completed", "metrics": {"AP": 0.3}, "config": config},
+    )
+    assert run_sweep(defn, root=tmp_path, dry_run=True).skipped == [job.run_id]
+    # Set to another value (here on the command line, as a YAML file could): stale.
+    with pytest.raises(ValueError, match="train.warmup_ratio: recorded '<unset>', now 0.5"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.warmup_ratio=0.5"])
+    # The lr rule's inputs are not compared: the lr they give is.
+    assert run_sweep(
+        defn, root=tmp_path, dry_run=True, extra_overrides=["train.lr_scale=2"]
+    ).skipped == [job.run_id]

@@ -1,0 +1,64 @@
+"""Pretraining: a tiny run end to end, the cache key, the cached file and its reuse."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from alrp_lab.models.backbone import ResNet
+from alrp_lab.models.weights import load_backbone_weights
+from alrp_lab.pretrain import PretrainSpec, builtin_weights, pretrain_backbone, weights_path
+from alrp_lab.pretrain import cache as cache_module
+from alrp_lab.pretrain.cache import read_manifest
+
+TINY = PretrainSpec(
+    base_width=8, num_classes=3, instances=4, image_size=32, iterations=3, batch_size=4
+)
+
+
+def test_tiny_pretraining_is_deterministic_and_loads() -> None:
+    a = pretrain_backbone(TINY)
+    b = pretrain_backbone(TINY)
+    assert set(a.state_dict) == set(ResNet(18, base_width=8).state_dict())
+    for key, value in a.state_dict.items():
+        torch.testing.assert_close(value, b.state_dict[key], rtol=0, atol=0)
+    assert 0.0 <= a.val_accuracy <= 1.0
+    # The weights moved away from a fresh initialisation with the same seed.
+    torch.manual_seed(TINY.seed)
+    fresh = ResNet(18, base_width=8).state_dict()
+    assert not torch.equal(fresh["layer1.0.conv1.weight"], a.state_dict["layer1.0.conv1.weight"])
+
+
+def test_key_changes_with_every_field() -> None:
+    keys = {TINY.key()}
+    for field in dataclasses.fields(PretrainSpec):
+        value = getattr(TINY, field.name)
+        changed = value + 1 if not isinstance(value, float) else value / 2
+        if field.name == "depth":
+            changed = 34
+        keys.add(dataclasses.replace(TINY, **{field.name: changed}).key())
+    assert len(keys) == len(dataclasses.fields(PretrainSpec)) + 1
+
+
+def test_cache_builds_once_then_reuses(tmp_path, monkeypatch) -> None:
+    path = builtin_weights(TINY, root=tmp_path, show_progress=False)
+    assert path == weights_path(TINY, tmp_path) and path.is_file()
+    assert read_manifest(path)["key"] == TINY.key()
+    assert not list(tmp_path.glob("*.tmp"))
+
+    def no_second_build(*args, **kwargs):
+        raise AssertionError("the cached weights were rebuilt")
+
+    monkeypatch.setattr(cache_module, "pretrain_backbone", no_second_build)
+    assert builtin_weights(TINY, root=tmp_path, show_progress=False) == path
+    model = ResNet(18, base_width=8, norm="frozen_bn", frozen_stages=1)
+    assert load_backbone_weights(model, path) == []
+
+
+def test_bad_spec() -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        PretrainSpec(image_size=16)
+    with pytest.raises(ValueError, match="iterations"):
+        PretrainSpec(iterations=0)
