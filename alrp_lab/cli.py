@@ -21,7 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from alrp_lab.resources import conf_dir
+
+CONF_DIR = conf_dir()
 _err = Console(stderr=True)
 _out = Console()
 
@@ -98,6 +100,17 @@ def _overrides_only(words: Sequence[str]) -> list[str]:
     return out
 
 
+def _config_dirs(words: Sequence[str]) -> list[str]:
+    """The folders given with Hydra's ``--config-dir``/``-cd`` (a user's own configs)."""
+    dirs = []
+    for i, word in enumerate(words):
+        if word in ("--config-dir", "-cd") and i + 1 < len(words):
+            dirs.append(words[i + 1])
+        elif word.startswith("--config-dir="):
+            dirs.append(word.split("=", 1)[1])
+    return [str(Path(d).expanduser().resolve()) for d in dirs]
+
+
 def _check_overrides(overrides: Sequence[str]) -> str | None:
     """Compose and validate the run(s) ``overrides`` ask for, before Hydra starts any job.
 
@@ -128,6 +141,11 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
             for value in list(o.sweep_string_iterator())[1:]:
                 candidates.append([*first[:i], f"{o.get_key_element()}={value}", *first[i + 1 :]])
     multirun = any(flag in overrides for flag in ("-m", "--multirun"))
+    extra_dirs = _config_dirs(overrides)
+    if extra_dirs and not any(o.startswith("hydra.searchpath=") for o in first):
+        # What --config-dir does for the run itself: the folder joins the search path.
+        paths = ",".join(f"file://{d}" for d in extra_dirs)
+        candidates = [[*c, f"hydra.searchpath=[{paths}]"] for c in candidates]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for candidate in candidates:
             try:
@@ -244,9 +262,13 @@ def _run_hydra(overrides: Sequence[str]) -> int:
     import hydra
 
     if not CONF_DIR.is_dir():
-        return _fail(f"config folder {CONF_DIR} is missing: reinstall with `pip install -e .`")
+        return _fail(
+            f"config folder {CONF_DIR} is missing: reinstall alrp-lab (`pip install .` ships it)"
+        )
 
-    if not any(flag in overrides for flag in ("--help", "-h", "--hydra-help", "--info")):
+    # Flags that print rather than run (help, info, --cfg/-c) compose whatever they are given.
+    prints = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c")
+    if not any(item in prints or item.startswith(("--cfg=", "--info=")) for item in overrides):
         problem = _check_overrides(overrides)
         if problem is not None:
             return _fail(problem)

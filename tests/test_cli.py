@@ -194,3 +194,19 @@ def test_pretrain_builds_into_the_cache_then_reuses_it(tmp_path, capsys):
 def test_pretrain_unknown_backbone(capsys):
     assert main(["pretrain", "--backbone", "resnet7"]) == 2
     assert "resnet18" in capsys.readouterr().err
+
+
+def test_a_users_own_experiment_through_config_dir(tmp_path, capsys):
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /loss: ap\n"
+        "  - override /box_error: smooth_l1\ntrain:\n  lr: 0.01\n"
+    )
+    run_dir = tmp_path / "run"
+    args = ["run", "--config-dir", str(tmp_path / "mine"), "experiment=mine", "debug=smoke"]
+    assert main([*args, f"hydra.run.dir={run_dir}"]) == 0
+    config = (run_dir / "config.yaml").read_text()
+    assert "name: ap" in config and "lr: 0.01" in config
+    # A misspelt experiment name is one line that lists the choices, the user's among them.
+    assert main([*args[:3], "experiment=mien", "debug=smoke"]) == 2
+    assert "mine" in capsys.readouterr().err

@@ -14,6 +14,10 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# backbone.weights of a config that must not run from random weights (conf/experiment/):
+# OmegaConf's "???" would be ignored when merged over the backbone group's null.
+REQUIRED = "required"
+
 
 class ConfigError(ValueError):
     """A configuration a user wrote that cannot run; the message names the fix."""
@@ -253,6 +257,12 @@ def _check_semantics(cfg: DictConfig) -> None:
     if cap is not None and cap < 1:
         raise ConfigError(
             f"train.max_iters_per_epoch must be at least 1 or null (the whole epoch), got {cap}"
+        )
+    if cfg.backbone.weights == REQUIRED:
+        raise ConfigError(
+            "this experiment starts from pretrained weights: add "
+            "backbone.weights=/path/to/file.pth (a local torchvision-format state dict), or "
+            "backbone.weights=builtin"
         )
     if cfg.data.name == "coco" and OmegaConf.is_missing(cfg.data, "root"):
         raise ConfigError("data=coco needs the COCO folder: add data.root=/path/to/coco")

@@ -73,9 +73,10 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SWEEPS_DIR = REPO_ROOT / "sweeps"
-CONF_DIR = REPO_ROOT / "conf"
+from alrp_lab.resources import conf_dir, sweeps_dir
+
+SWEEPS_DIR = sweeps_dir()
+CONF_DIR = conf_dir()
 
 SWEEP_FILE = "sweep.json"
 OUTPUT_ROOT = Path("outputs") / "sweeps"
