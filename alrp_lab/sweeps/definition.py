@@ -11,7 +11,6 @@ example)::
     metrics: [AP, AP50, oLRP]   # metrics only: one column per metric
     corner: wr                  # optional header of the row-label column
     figure: grad_balance        # optional: also draw Figure 4's plot from the runs
-    needs: [loss.zero_target]   # optional: config keys the jobs use that conf/ lacks so far
     base: [loss=alrp, assigner=max_iou]     # overrides of every job
     scales:                     # at least `cpu`; `extra_overrides` come after these
       cpu:
@@ -92,7 +91,6 @@ _TOP_KEYS = {
     "metrics",
     "corner",
     "figure",
-    "needs",
     "base",
     "scales",
     "rows",
@@ -242,7 +240,6 @@ class SweepDefinition:
     description: str = ""
     corner: str = ""
     figure: str | None = None
-    needs: tuple[str, ...] = ()
     seeds: int = 1
     claims: tuple[Claim, ...] = ()
     source: Path | None = None
@@ -536,7 +533,6 @@ def parse_sweep(raw: Any, *, name: str, source: Path | None = None) -> SweepDefi
         description=check.text(top.get("description"), "description", required=False).strip(),
         corner=check.text(top.get("corner"), "corner", required=False),
         figure=figure,
-        needs=check.keys(top.get("needs"), "needs"),
         seeds=seeds,
         claims=claims,
         source=source,

@@ -250,26 +250,9 @@ def run_job_default(
     return train(cfg, Path(run_dir))
 
 
-def _missing_needs(defn: SweepDefinition) -> list[str]:
-    """The keys in ``defn.needs`` that the default config does not define yet."""
-    if not defn.needs:
-        return []
-    from omegaconf import OmegaConf
-
-    cfg = compose_job_config([])
-    sentinel = object()
-    return [k for k in defn.needs if OmegaConf.select(cfg, k, default=sentinel) is sentinel]
-
-
 def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> None:
     """Compose and validate every job before any runs, so a typo fails in seconds, not
     hours into a sweep. Raises :class:`ValueError` listing the first problems."""
-    missing = _missing_needs(defn)
-    if missing:
-        raise ValueError(
-            f"sweep {defn.name} needs config key(s) {', '.join(missing)}, which conf/ does not "
-            "define yet: add them to conf/ and the schema first (see the definition's `needs`)"
-        )
     problems = []
     for job in jobs:
         try:

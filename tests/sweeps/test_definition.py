@@ -117,7 +117,6 @@ def _broken(base: dict, edit) -> dict:
         (_broken(METRICS, lambda r: r["rows"][1].update(overrides=["a=1"])), "runs no job"),
         (_broken(METRICS, lambda r: r.update(metrics=[])), "non-empty list `metrics`"),
         (_broken(METRICS, lambda r: r.update(metric="AP")), "kind: grid"),
-        (_broken(METRICS, lambda r: r.update(needs=["not a key"])), "dotted config key"),
         (_broken(METRICS, lambda r: r.update(figure="bars")), "figure must be"),
         ([1, 2], "must be a mapping"),
     ],
