@@ -15,12 +15,14 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from alrp_lab.errors import AlrpLabError, ConfigError, RunError
 from alrp_lab.resources import conf_dir
 
 CONF_DIR = conf_dir()
@@ -28,7 +30,9 @@ _err = Console(stderr=True)
 _out = Console()
 
 # Exceptions that mean "the user asked for something that cannot run", not a bug.
-_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
+# Errors a user caused and can fix: one line. Anything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (AlrpLabError,)
+_BUG = "this is a bug in alrp-lab, not in your input: please report it with the traceback above"
 
 
 def _fail(message: str) -> int:
@@ -217,7 +221,7 @@ def _launch_torchrun(cfg, run_dir: Path) -> dict:
     results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
     if completed.returncode != 0:
         reason = results.get("error") or f"torchrun exited with status {completed.returncode}"
-        raise RuntimeError(f"distributed run failed: {reason}")
+        raise RunError(f"distributed run failed: {reason}")
     return results
 
 
@@ -228,10 +232,11 @@ _STATUS = {"code": 0}
 def _task(cfg) -> float | None:
     """Hydra's task: validate, train, print the metrics. Module level, so that launchers
     running jobs in other processes (hydra/launcher=joblib) can pickle it."""
+    import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from alrp_lab.config import ConfigError, validate_config
-    from alrp_lab.engine.train import NonFiniteLossError, train
+    from alrp_lab.config import validate_config
+    from alrp_lab.engine.train import train
 
     try:
         run_cfg = validate_config(cfg)
@@ -246,11 +251,19 @@ def _task(cfg) -> float | None:
             results = _launch_torchrun(run_cfg, run_dir)
         else:
             results = train(run_cfg, run_dir)
-    except (NonFiniteLossError, RuntimeError, *_USER_ERRORS) as err:
+    except _USER_ERRORS as err:
         if _show_traceback():
             raise
         _STATUS["code"] = _fail(f"{err} (run folder: {run_dir})")
         return None
+    except torch.cuda.OutOfMemoryError:
+        _STATUS["code"] = _fail(
+            f"out of GPU memory: lower train.batch_size or data.train_size (run folder: {run_dir})"
+        )
+        return None
+    except Exception:
+        _err.print(f"[bold red]internal error:[/bold red] {_BUG}", highlight=False)
+        raise
     metrics = results.get("metrics", {})
     _out.print(_metrics_table(run_cfg.name, metrics))
     _out.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
@@ -355,7 +368,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     choices = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
     if args.backbone not in choices:
-        raise ValueError(
+        raise ConfigError(
             f"unknown backbone {args.backbone!r}: choose one of {', '.join(choices)} "
             "(conf/backbone)"
         )
@@ -585,6 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _show_traceback():
             raise
         return _fail(str(err))
+    except Exception:
+        traceback.print_exc()
+        _err.print(f"[bold red]internal error:[/bold red] {_BUG}", highlight=False)
+        return 1
 
 
 if __name__ == "__main__":

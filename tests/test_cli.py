@@ -210,3 +210,16 @@ def test_a_users_own_experiment_through_config_dir(tmp_path, capsys):
     # A misspelt experiment name is one line that lists the choices, the user's among them.
     assert main([*args[:3], "experiment=mien", "debug=smoke"]) == 2
     assert "mine" in capsys.readouterr().err
+
+
+def test_an_internal_error_keeps_its_traceback_and_says_it_is_a_bug(monkeypatch, capsys):
+    import alrp_lab.cli as cli
+
+    def broken(args):
+        raise TypeError("an internal mistake")
+
+    monkeypatch.setattr(cli, "_cmd_claims", broken)
+    assert main(["claims"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError: an internal mistake" in err
+    assert "bug in alrp-lab" in err

@@ -14,13 +14,11 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alrp_lab.errors import ConfigError
+
 # backbone.weights of a config that must not run from random weights (conf/experiment/):
 # OmegaConf's "???" would be ignored when merged over the backbone group's null.
 REQUIRED = "required"
-
-
-class ConfigError(ValueError):
-    """A configuration a user wrote that cannot run; the message names the fix."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from alrp_lab.data.transforms import Normalize, ToTensor
+from alrp_lab.errors import DataError, DataNotFoundError
 
 __all__ = ["CocoDetection", "coco_paths", "load_coco_annotations"]
 
@@ -49,13 +50,13 @@ def coco_paths(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
         f"{root}/annotations/instances_{split}.json; set data.root to the COCO folder"
     )
     if not root.is_dir():
-        raise FileNotFoundError(f"COCO root {root} does not exist: {layout}")
+        raise DataNotFoundError(f"COCO root {root} does not exist: {layout}")
     image_dir = root / split
     ann_file = root / "annotations" / f"instances_{split}.json"
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"COCO image folder {image_dir} is missing: {layout}")
+        raise DataNotFoundError(f"COCO image folder {image_dir} is missing: {layout}")
     if not ann_file.is_file():
-        raise FileNotFoundError(f"COCO annotation file {ann_file} is missing: {layout}")
+        raise DataNotFoundError(f"COCO annotation file {ann_file} is missing: {layout}")
     return image_dir, ann_file
 
 
@@ -67,19 +68,19 @@ def load_coco_annotations(ann_file: str | os.PathLike[str]) -> COCO:
     """
     ann_file = Path(ann_file).expanduser()
     if not ann_file.is_file():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"annotation file {ann_file} not found; check the path (COCO keeps them in "
             "<root>/annotations/instances_<split>.json)"
         )
     try:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(
+        raise DataError(
             f"annotation file {ann_file} is not readable JSON ({err}); re-download or regenerate it"
         ) from None
     if not isinstance(data, dict) or any(k not in data for k in _REQUIRED_KEYS):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(
+        raise DataError(
             f"annotation file {ann_file} is not COCO detection format: it needs the keys "
             f"{list(_REQUIRED_KEYS)}, found {found}; use an instances_*.json file"
         )
@@ -98,30 +99,30 @@ def _check_references(data: dict[str, Any], ann_file: Path) -> None:
         category_ids = {c["id"] for c in data["categories"]}
         image_ids = {img["id"] for img in data["images"]}
     except (KeyError, TypeError):
-        raise ValueError(
+        raise DataError(
             f"annotation file {ann_file}: every category and image needs an 'id'"
         ) from None
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or any(
             k not in ann for k in ("id", "image_id", "category_id", "bbox")
         ):
-            raise ValueError(
+            raise DataError(
                 f"annotation file {ann_file}: an annotation lacks id/image_id/category_id/bbox: "
                 f"{ann!r:.200}"
             )
         if ann["category_id"] not in category_ids:
-            raise ValueError(
+            raise DataError(
                 f"annotation file {ann_file}: annotation {ann['id']} has category_id "
                 f"{ann['category_id']}, which is not among the categories "
                 f"{sorted(category_ids)}; the annotation and category lists do not match"
             )
         if ann["image_id"] not in image_ids:
-            raise ValueError(
+            raise DataError(
                 f"annotation file {ann_file}: annotation {ann['id']} refers to image_id "
                 f"{ann['image_id']}, which is not in 'images'"
             )
         if len(ann["bbox"]) != 4:
-            raise ValueError(
+            raise DataError(
                 f"annotation file {ann_file}: annotation {ann['id']} has bbox {ann['bbox']}; "
                 "COCO boxes are [x, y, width, height]"
             )
@@ -164,7 +165,7 @@ class CocoDetection(Dataset):
     ) -> None:
         self.image_dir = Path(image_dir).expanduser()
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"image folder {self.image_dir} not found; check data.root (COCO keeps "
                 "images in <root>/train2017 and <root>/val2017)"
             )
@@ -232,7 +233,7 @@ class CocoDetection(Dataset):
                 )
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise ValueError(
+            raise DataError(
                 f"{len(bad)} of {len(self.ids)} images listed in {self.ann_file} cannot be used: "
                 f"{bad[0]}{more}; fix or replace those files, or remove them from the "
                 "annotation file"
@@ -252,7 +253,7 @@ class CocoDetection(Dataset):
     def _load_image(self, info: dict[str, Any]) -> Image.Image:
         path = self.image_dir / info["file_name"]
         if not path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"image {path} (image_id {info['id']}) listed in {self.ann_file} is missing; "
                 "check that the image folder matches the annotation file"
             )
@@ -260,12 +261,12 @@ class CocoDetection(Dataset):
             with Image.open(path) as img:
                 img = img.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ValueError(
+            raise DataError(
                 f"image {path} does not decode ({err}); the file is corrupt: re-download it"
             ) from None
         expected = (info.get("width"), info.get("height"))
         if None not in expected and img.size != expected:
-            raise ValueError(
+            raise DataError(
                 f"image {path} is {img.size[0]}x{img.size[1]} (w x h) but {self.ann_file} "
                 f"says {expected[0]}x{expected[1]}; the image and annotation file do not match"
             )

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alrp_lab.errors import DataError, RunError
+
 __all__ = ["SHAPE_CLASSES", "ShapesSplits", "build_shapes_dataset", "FORMAT_VERSION"]
 
 # Bump when the drawing changes: a cache with another version is rebuilt.
@@ -113,7 +115,7 @@ def _shape_mask(name: str, u: np.ndarray, v: np.ndarray, orient: int) -> np.ndar
         theta = np.arctan2(v, u) + np.pi / 2 + orient * 0.3
         boundary = 0.45 + 0.55 * np.abs(np.cos(2.5 * theta)) ** 2
         return np.hypot(u, v) <= boundary
-    raise ValueError(f"unknown shape {name!r}")
+    raise DataError(f"unknown shape {name!r}")
 
 
 def _place(
@@ -388,7 +390,7 @@ def _publish(tmp: Path, root: Path, is_current: Callable[[Path], bool]) -> None:
                 pass  # someone else moved it aside already
             shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
-    raise RuntimeError(f"could not publish the shapes data set to {root}; remove it and retry")
+    raise RunError(f"could not publish the shapes data set to {root}; remove it and retry")
 
 
 def build_shapes_dataset(
@@ -443,7 +445,7 @@ def build_shapes_dataset(
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"build_shapes_dataset: {message}")
+            raise DataError(f"build_shapes_dataset: {message}")
     params: dict[str, Any] = {
         "seed": int(seed),
         "num_train": int(num_train),
@@ -461,7 +463,7 @@ def build_shapes_dataset(
     if _is_valid_cache(root, params):
         return _splits(root)
     if not _is_ours(root):
-        raise ValueError(
+        raise DataError(
             f"{root} exists and is not a shapes cache (no manifest.json of ours); "
             "point data.root at an empty or new folder"
         )

@@ -15,6 +15,7 @@ from torch import nn
 from alrp_lab.data.coco import CocoDetection, coco_paths
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
+from alrp_lab.errors import DataError
 from alrp_lab.models.faster_rcnn import build_faster_rcnn
 from alrp_lab.models.foveabox import build_foveabox
 from alrp_lab.models.retinanet import build_retinanet
@@ -73,7 +74,7 @@ def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, Co
         transforms=build_transforms(train=False, size=data.test_size, augment="none"),
     )
     if train_set.label_to_category_id != val_set.label_to_category_id:
-        raise ValueError(
+        raise DataError(
             f"{train_ann} and {val_ann} list different categories: both splits must share "
             "one category list"
         )

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from alrp_lab.errors import CheckpointError, CheckpointNotFoundError
 from alrp_lab.utils.io import atomic_torch_save, to_jsonable
 
 CHECKPOINT_FORMAT = "alrp-lab-checkpoint"
@@ -156,7 +157,7 @@ def _first_line(err: BaseException) -> str:
 def _check_signature(path: Path, saved: Any, expected: Mapping[str, Any]) -> None:
     expected = to_jsonable(expected, "expected_signature")
     if not isinstance(saved, dict):
-        raise ValueError(f"checkpoint {path} has no model signature: {_FIX}")
+        raise CheckpointError(f"checkpoint {path} has no model signature: {_FIX}")
     missing = object()
 
     def show(value: Any) -> str:
@@ -169,7 +170,7 @@ def _check_signature(path: Path, saved: Any, expected: Mapping[str, Any]) -> Non
         if saved.get(key, missing) != expected.get(key, missing)
     ]
     if differences:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} was saved by another model ({'; '.join(differences)}): {_FIX}"
         )
 
@@ -199,18 +200,18 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: set train.resume=false to start fresh")
+        raise CheckpointNotFoundError(f"no checkpoint at {path}: set train.resume=false to start fresh")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports a damaged file through many exception types
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(err).__name__}: {_first_line(err)}); it is "
             f"truncated, corrupt or not an alrp-lab checkpoint: delete it, or {_FIX}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an alrp-lab checkpoint: {_FIX}")
+        raise CheckpointError(f"{path} is not an alrp-lab checkpoint: {_FIX}")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} has format version {payload.get('version')!r}, this alrp-lab "
             f"reads version {CHECKPOINT_VERSION}: {_FIX}"
         )
@@ -219,7 +220,7 @@ def load_checkpoint(
     try:
         unwrap_model(model).load_state_dict(payload["model"])
     except RuntimeError as err:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} has the expected signature but its weights do not fit this "
             f"model ({_first_line(err)}); the model code changed since it was saved: {_FIX}"
         ) from None
@@ -227,13 +228,13 @@ def load_checkpoint(
         try:
             optimizer.load_state_dict(payload["optimizer"])
         except (ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path}: the optimizer state does not fit this optimizer "
                 f"({_first_line(err)}): {_FIX}"
             ) from None
     if scheduler is not None:
         if payload.get("scheduler") is None:
-            raise ValueError(f"checkpoint {path} was saved without a scheduler state: {_FIX}")
+            raise CheckpointError(f"checkpoint {path} was saved without a scheduler state: {_FIX}")
         scheduler.load_state_dict(payload["scheduler"])
     if restore_rng:
         restore_rng_state(payload["rng"])

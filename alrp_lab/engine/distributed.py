@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from alrp_lab.errors import ConfigError
+
 T = TypeVar("T")
 
 _TORCHRUN = "launch with torchrun (e.g. torchrun --nproc_per_node=2 ...) or unset WORLD_SIZE"
@@ -75,12 +77,12 @@ def _env_int(name: str, default: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         if default is None:
-            raise ValueError(f"{name} is not set although WORLD_SIZE is: {_TORCHRUN}")
+            raise ConfigError(f"{name} is not set although WORLD_SIZE is: {_TORCHRUN}")
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer: {_TORCHRUN}") from None
+        raise ConfigError(f"{name}={raw!r} is not an integer: {_TORCHRUN}") from None
 
 
 def _pick_device(device: str, local_rank: int) -> torch.device:
@@ -90,14 +92,14 @@ def _pick_device(device: str, local_rank: int) -> torch.device:
         return torch.device("cpu")
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("train.device=cuda but no CUDA GPU is visible: use train.device=cpu")
+            raise ConfigError("train.device=cuda but no CUDA GPU is visible: use train.device=cpu")
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPUs are "
                 "visible: start at most that many processes per node"
             )
         return torch.device("cuda", local_rank)
-    raise ValueError(f"device {device!r} is not one of auto, cpu, cuda")
+    raise ConfigError(f"device {device!r} is not one of auto, cpu, cuda")
 
 
 def is_distributed() -> bool:
@@ -128,7 +130,7 @@ def init_distributed(backend: str | None = None, *, device: str = "auto") -> Dis
         )
     world_size = _env_int("WORLD_SIZE", default=1)
     if world_size < 1:
-        raise ValueError(f"WORLD_SIZE={world_size} must be at least 1: {_TORCHRUN}")
+        raise ConfigError(f"WORLD_SIZE={world_size} must be at least 1: {_TORCHRUN}")
     if world_size == 1:
         local_rank = _env_int("LOCAL_RANK", default=0)
         return DistributedContext(0, 1, local_rank, _pick_device(device, local_rank), None)
@@ -136,17 +138,17 @@ def init_distributed(backend: str | None = None, *, device: str = "auto") -> Dis
     rank = _env_int("RANK")
     local_rank = _env_int("LOCAL_RANK")
     if not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is outside 0..{world_size - 1}: {_TORCHRUN}")
+        raise ConfigError(f"RANK={rank} is outside 0..{world_size - 1}: {_TORCHRUN}")
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
-            raise ValueError(f"{name} is not set: {_TORCHRUN}")
+            raise ConfigError(f"{name} is not set: {_TORCHRUN}")
     target = _pick_device(device, local_rank)
     if backend is None:
         backend = "nccl" if target.type == "cuda" else "gloo"
     if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend {backend!r} is not one of gloo, nccl")
+        raise ConfigError(f"backend {backend!r} is not one of gloo, nccl")
     if backend == "nccl" and target.type != "cuda":
-        raise ValueError("the nccl backend needs CUDA: use backend gloo or train.device=cuda")
+        raise ConfigError("the nccl backend needs CUDA: use backend gloo or train.device=cuda")
     if target.type == "cuda":
         # Before the group exists, so nccl's communicator binds to this process's own GPU.
         torch.cuda.set_device(target)

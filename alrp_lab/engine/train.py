@@ -29,15 +29,12 @@ from alrp_lab.engine.finite import gradient_norm, state_is_finite
 from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
+from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
 from alrp_lab.tracking.results import RunRecorder, is_completed
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-
-class RunFolderError(ValueError):
-    """The run folder holds work that this run would replace without being asked to."""
 
 
 _RESUME_ADVICE = (
@@ -54,10 +51,6 @@ def _kept(epoch: int) -> str:
     return "no epoch had finished, so there is no checkpoint"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -69,7 +62,7 @@ def _resolve_device(name: str, ctx: DistributedContext) -> torch.device:
         return ctx.device
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no GPU is visible: use train.device=cpu")
+        raise ConfigError("train.device=cuda but no GPU is visible: use train.device=cpu")
     return device
 
 
@@ -121,7 +114,7 @@ def _check_data(cfg: DictConfig, train_set: Any, val_set: Any, ctx: DistributedC
     cannot be used are reported once (they are dropped)."""
     for split, dataset in (("training", train_set), ("validation", val_set)):
         if len(dataset) == 0:
-            raise ValueError(
+            raise DataError(
                 f"the {split} split of {cfg.data.root} holds no images: check data.root and "
                 "its annotation file (or data.num_train / data.num_val for the built-in set)"
             )

@@ -23,6 +23,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from alrp_lab.errors import DataError, DataNotFoundError
 from alrp_lab.eval.matching import DetectionTable, GroundTruthTable, mean_precision
 
 BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
@@ -60,12 +61,12 @@ def _quiet_call(fn, *args, **kwargs):
 
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}; check the path")
+        raise DataNotFoundError(f"{what} file not found: {path}; check the path")
     try:
         with path.open() as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} file {path} is not valid JSON ({err}); regenerate it") from err
+        raise DataError(f"{what} file {path} is not valid JSON ({err}); regenerate it") from err
 
 
 def load_ground_truth(gt: str | Path | COCO) -> COCO:
@@ -82,12 +83,12 @@ def load_ground_truth(gt: str | Path | COCO) -> COCO:
     elif isinstance(gt, (str, Path)):
         dataset = _read_json(Path(gt), "ground-truth annotation")
         if not isinstance(dataset, dict):
-            raise ValueError(f"{gt}: an annotation file holds a JSON object, not a list")
+            raise DataError(f"{gt}: an annotation file holds a JSON object, not a list")
         coco = COCO()
         coco.dataset = dataset
         _quiet_call(coco.createIndex)
     else:
-        raise ValueError(
+        raise DataError(
             f"gt must be an annotation JSON path or a pycocotools COCO, got {type(gt).__name__}"
         )
     _check_ground_truth(coco.dataset)
@@ -97,22 +98,22 @@ def load_ground_truth(gt: str | Path | COCO) -> COCO:
 def _check_ground_truth(dataset: Mapping) -> None:
     for key in ("images", "annotations", "categories"):
         if key not in dataset:
-            raise ValueError(f"ground truth has no '{key}' list; it is not a COCO annotation file")
+            raise DataError(f"ground truth has no '{key}' list; it is not a COCO annotation file")
     ids = []
     for ann in dataset["annotations"]:
         missing = [k for k in ("id", "image_id", "category_id", "bbox", "area") if k not in ann]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"ground-truth annotation {ann.get('id', '?')} lacks {missing}; COCOeval needs "
                 "every annotation to have id, image_id, category_id, bbox (x, y, w, h) and area"
             )
         if len(ann["bbox"]) != 4:
-            raise ValueError(f"ground-truth annotation {ann['id']} bbox must be [x, y, w, h]")
+            raise DataError(f"ground-truth annotation {ann['id']} bbox must be [x, y, w, h]")
         ids.append(ann["id"])
     # pycocotools stores the matched ground-truth id in a float array where 0 means
     # "unmatched", so an id of 0 silently turns a TP into an FP.
     if any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
-        raise ValueError(
+        raise DataError(
             "ground-truth annotation ids must be unique positive integers (pycocotools treats "
             "id 0 as unmatched); renumber them 1..N"
         )
@@ -145,7 +146,7 @@ def load_detections(dt: str | Path | Sequence[Mapping], coco_gt: COCO) -> list[d
     if isinstance(dt, (str, Path)):
         dt = _read_json(Path(dt), "detection results")
     if not isinstance(dt, Sequence) or isinstance(dt, (str, bytes)):
-        raise ValueError(
+        raise DataError(
             "dt must be a results JSON path or a list of {image_id, category_id, bbox, score} "
             f"dicts, got {type(dt).__name__}"
         )
@@ -159,18 +160,18 @@ def load_detections(dt: str | Path | Sequence[Mapping], coco_gt: COCO) -> list[d
                 "score": float(d["score"]),
             }
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
+            raise DataError(
                 f"detection {i} is not a COCO result dict {{image_id, category_id, bbox: "
                 f"[x, y, w, h], score}}: {d!r:.200}"
             ) from err
         box = det["bbox"]
         if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0:
-            raise ValueError(
+            raise DataError(
                 f"detection {i} bbox must be 4 finite numbers [x, y, w, h] with w, h >= 0; got "
                 f"{box} (convert (x1, y1, x2, y2) boxes with box_xyxy_to_xywh)"
             )
         if not math.isfinite(det["score"]):
-            raise ValueError(f"detection {i} has a non-finite score {det['score']}")
+            raise DataError(f"detection {i} has a non-finite score {det['score']}")
         dets.append(det)
     _check_ids(dets, coco_gt)
     return dets
@@ -180,7 +181,7 @@ def _check_ids(dets: list[dict], coco_gt: COCO) -> None:
     image_ids = {d["image_id"] for d in dets}
     unknown = sorted(image_ids - set(coco_gt.getImgIds()), key=str)
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"detections refer to image ids not in the ground truth: {unknown[:5]}"
             f"{' ...' if len(unknown) > 5 else ''}; evaluate against the annotation file the "
             "images came from"
@@ -188,7 +189,7 @@ def _check_ids(dets: list[dict], coco_gt: COCO) -> None:
     cat_ids = {d["category_id"] for d in dets}
     unknown = sorted(cat_ids - set(coco_gt.getCatIds()), key=str)
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"detections refer to category ids not in the ground truth: {unknown[:5]}; map "
             "contiguous labels 0..C-1 back to COCO category ids (label_to_category_id)"
         )
@@ -212,11 +213,11 @@ def faster_coco_eval_available() -> bool:
 def resolve_backend(backend: str) -> str:
     """The backend to run: "auto" picks faster-coco-eval when it is installed."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise DataError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "faster_coco_eval" if faster_coco_eval_available() else "pycocotools"
     if backend == "faster_coco_eval" and not faster_coco_eval_available():
-        raise ValueError(
+        raise DataError(
             "backend='faster_coco_eval' needs `pip install faster-coco-eval`; or use "
             "backend='pycocotools'"
         )

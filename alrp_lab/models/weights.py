@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from alrp_lab.errors import WeightsError, WeightsNotFoundError
+
 __all__ = ["load_backbone_weights", "describe_resnet_state_dict"]
 
 _CONFIG_KEY = "backbone.weights"
@@ -29,7 +31,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     except Exception as exc:
         # torch's own message suggests weights_only=False, i.e. running the file's pickled
         # code: never the advice to pass on for a file from elsewhere.
-        raise ValueError(
+        raise WeightsError(
             f"could not read backbone weights from {path} ({type(exc).__name__}: not a file "
             f"of tensors that loads safely); `{_CONFIG_KEY}` must point to a "
             "torchvision-format .pth state dict"
@@ -40,7 +42,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(
+        raise WeightsError(
             f"{path} does not hold a state dict (a mapping of names to tensors); "
             f"`{_CONFIG_KEY}` must point to a torchvision-format .pth file"
         )
@@ -105,7 +107,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise WeightsNotFoundError(
             f"backbone weights file not found: {path}; set `{_CONFIG_KEY}` to a local "
             f"torchvision-format .pth file, or to null to train the backbone from scratch "
             f"(nothing is downloaded)"
@@ -133,7 +135,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
             if keys:
                 more = f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else ""
                 problems.append(f"{label}: {', '.join(keys[:_MAX_LISTED])}{more}")
-        raise ValueError(
+        raise WeightsError(
             f"backbone weights {path} do not fit the model ({ours}); the file looks like "
             f"{describe_resnet_state_dict(state)}. {'; '.join(problems)}. Point "
             f"`{_CONFIG_KEY}` at a checkpoint of the same architecture or change the backbone "

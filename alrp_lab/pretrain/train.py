@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alrp_lab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from alrp_lab.errors import ConfigError, RunError
 from alrp_lab.models.backbone import ResNet
 from alrp_lab.pretrain.fractals import render_batch, sample_categories
 
@@ -60,15 +61,15 @@ class PretrainSpec:
     def __post_init__(self) -> None:
         for name in ("num_classes", "instances", "image_size", "iterations", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"pretraining {name} must be at least 1, got {getattr(self, name)}"
                 )
         if self.image_size < 32:
-            raise ValueError(
+            raise ConfigError(
                 f"pretraining image_size must be at least 32 (C5 is 1/32), got {self.image_size}"
             )
         if not self.lr > 0:
-            raise ValueError(f"pretraining lr must be positive, got {self.lr}")
+            raise ConfigError(f"pretraining lr must be positive, got {self.lr}")
 
     def key(self) -> str:
         """A short digest of the spec and :data:`FORMAT_VERSION`."""
@@ -196,7 +197,7 @@ def pretrain_backbone(
         x = _augment(_normalise(train_images[idx]), generator)
         loss = F.cross_entropy(model(x), train_labels[idx], label_smoothing=_LABEL_SMOOTHING)
         if not torch.isfinite(loss):
-            raise RuntimeError(
+            raise RunError(
                 f"fractal pretraining diverged at step {step} (loss {loss.item()}): lower --lr"
             )
         optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ import io
 import os
 from collections.abc import Sequence
 
+from alrp_lab.errors import ResultsError
 from alrp_lab.report.tables import CLAIM_HEADER, claim_texts, load_sweep_table, sweep_folders
 
 PathLike = str | os.PathLike[str]
@@ -24,7 +25,7 @@ def render_claims(paths: Sequence[PathLike], fmt: str = "md") -> str:
 
     Raises :class:`FileNotFoundError` for a path that is not a folder."""
     if fmt not in ("md", "csv"):
-        raise ValueError(f"unknown claims format {fmt!r}: use md or csv")
+        raise ResultsError(f"unknown claims format {fmt!r}: use md or csv")
     header = ("sweep", "scale", *CLAIM_HEADER)
     lines = []
     for root in sweep_folders(paths):

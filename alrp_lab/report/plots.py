@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.tracking.results import read_results
 
 GRAD_BALANCE_FILE = "grad_balance.csv"
@@ -43,7 +44,7 @@ def read_grad_balance(run_dir: PathLike) -> GradBalance:
     and :class:`ValueError` when its iterations do not increase (lines written twice)."""
     path = Path(run_dir) / GRAD_BALANCE_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ResultsNotFoundError(
             f"no {GRAD_BALANCE_FILE} in {run_dir}: train with train.grad_balance=true"
         )
     iterations: list[int] = []
@@ -55,7 +56,7 @@ def read_grad_balance(run_dir: PathLike) -> GradBalance:
             except (KeyError, TypeError, ValueError):
                 continue
             if iterations and iteration <= iterations[-1]:
-                raise ValueError(
+                raise ResultsError(
                     f"{path}: iteration {iteration} follows {iterations[-1]}, so some "
                     "iterations were written twice (a resume before this was fixed): "
                     "rerun the job, or delete the repeated lines"
@@ -75,7 +76,7 @@ def _run_dirs(dirs_or_sweep_dir: PathLike | Iterable[PathLike]) -> list[Path]:
     runs: list[Path] = []
     for folder in candidates:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder: pass run or sweep folders")
+            raise ResultsNotFoundError(f"{folder} is not a folder: pass run or sweep folders")
         if (folder / GRAD_BALANCE_FILE).is_file():
             runs.append(folder)
         else:
@@ -109,7 +110,7 @@ def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png:
     runs = [(run, read_grad_balance(run)) for run in _run_dirs(dirs_or_sweep_dir)]
     runs = [(run, data) for run, data in runs if any(r > 0 for r in data.ratios)]
     if not runs:
-        raise ValueError(
+        raise ResultsError(
             f"no {GRAD_BALANCE_FILE} with positive ratios under {dirs_or_sweep_dir}: run the "
             "figure4 sweep first (alrp-lab sweep figure4) or pass its run folders"
         )

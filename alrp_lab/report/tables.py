@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
 from alrp_lab.report.runs import SeedRun, is_percent, job_runs, metric_value
 from alrp_lab.report.stats import summarize
@@ -520,7 +521,7 @@ def _latex(table: TableData) -> str:
 def render_table(table: TableData, fmt: str = "md") -> str:
     """``table`` as Markdown, CSV or LaTeX text."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise ResultsError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
     return {"md": _markdown, "csv": _csv, "tex": _latex}[fmt](table)
 
 
@@ -552,10 +553,10 @@ def load_sweep_table(root: PathLike) -> TableData:
     saved = read_manifest(root)
     try:
         if saved is None:
-            raise ValueError("not readable JSON")
+            raise ResultsError("not readable JSON")
         defn = parse_sweep(saved["definition"], name=str(saved["name"]), source=manifest)
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(
+        raise ResultsError(
             f"{manifest} is damaged ({err}): delete it and rebuild with "
             "alrp-lab table NAME, or rerun the sweep"
         ) from None
@@ -569,7 +570,7 @@ def sweep_folders(paths: Sequence[PathLike]) -> list[Path]:
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.is_dir():
-            raise FileNotFoundError(f"{path} is not a folder: pass sweep folders or outputs/")
+            raise ResultsNotFoundError(f"{path} is not a folder: pass sweep folders or outputs/")
         found.update(p.parent for p in path.rglob(SWEEP_FILE) if p.is_file())
     return sorted(found)
 
@@ -583,16 +584,16 @@ def _load_table(name_or_dir: PathLike, scale: str) -> TableData:
     elif text in available_sweeps():
         name, root = text, default_root(text, scale)
         if not root.is_dir():
-            raise ValueError(
+            raise ResultsError(
                 f"{root} does not exist: run the sweep first (alrp-lab sweep {text}"
                 f"{'' if scale == 'cpu' else f' --scale {scale}'})"
             )
     else:
         names = ", ".join(available_sweeps()) or "none"
-        raise ValueError(f"{text} is neither a folder nor a sweep name (one of {names})")
+        raise ResultsError(f"{text} is neither a folder nor a sweep name (one of {names})")
     runs = find_runs(root)
     if not runs:
-        raise ValueError(
+        raise ResultsError(
             f"{root} holds no {RESULTS_FILE}: run the sweep first (alrp-lab sweep NAME) "
             "or pass the folder that holds its run folders"
         )
@@ -617,5 +618,5 @@ def build_table(name_or_dir: PathLike, fmt: str = "md", *, scale: str = "cpu") -
     nothing to build from.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise ResultsError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
     return render_table(_load_table(name_or_dir, scale), fmt)

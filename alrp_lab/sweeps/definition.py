@@ -72,6 +72,7 @@ from typing import Any
 
 import yaml
 
+from alrp_lab.errors import SweepError, SweepNotFoundError
 from alrp_lab.resources import conf_dir, sweeps_dir
 
 SWEEPS_DIR = sweeps_dir()
@@ -315,16 +316,16 @@ def load_sweep(name_or_path: str | Path) -> SweepDefinition:
     if looks_like_path:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"sweep definition {path} does not exist: check the path")
+            raise SweepNotFoundError(f"sweep definition {path} does not exist: check the path")
     else:
         path = SWEEPS_DIR / f"{text}.yaml"
         if not path.is_file():
             names = ", ".join(available_sweeps()) or "none"
-            raise ValueError(f"unknown sweep {text!r}: choose one of {names}")
+            raise SweepError(f"unknown sweep {text!r}: choose one of {names}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
+        raise SweepError(f"{path} is not valid YAML: {err}") from None
     return parse_sweep(raw, name=path.stem, source=path)
 
 
@@ -335,7 +336,7 @@ class _Checker:
         self.where = where
 
     def fail(self, message: str) -> None:
-        raise ValueError(f"{self.where}: {message}")
+        raise SweepError(f"{self.where}: {message}")
 
     def mapping(self, value: Any, what: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):

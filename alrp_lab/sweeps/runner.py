@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alrp_lab.errors import SweepError
 from alrp_lab.sweeps.definition import (
     CONF_DIR,
     SWEEP_FILE,
@@ -135,14 +136,14 @@ def seed_list(seeds: int | Sequence[int] | None, default: int = 1) -> list[int]:
     if seeds is None:
         seeds = default
     if isinstance(seeds, bool):
-        raise ValueError(f"seeds must be a count or a list of seeds, got {seeds!r}")
+        raise SweepError(f"seeds must be a count or a list of seeds, got {seeds!r}")
     if isinstance(seeds, int):
         if seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {seeds}")
+            raise SweepError(f"--seeds must be at least 1, got {seeds}")
         return list(range(seeds))
     out = [int(s) for s in seeds]
     if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+        raise SweepError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
     return out
 
 
@@ -163,15 +164,15 @@ def expand_jobs(
     """
     seeds = seed_list(seeds, defn.seeds)
     if scale not in defn.scales:
-        raise ValueError(
+        raise SweepError(
             f"sweep {defn.name} has no scale {scale!r}: choose one of {', '.join(defn.scales)}"
         )
     extra = [str(o) for o in extra_overrides]
     bad = [o for o in extra if "=" not in o or o.startswith("-")]
     if bad:
-        raise ValueError(f"{bad[0]!r} is not an override: write key=value (e.g. train.epochs=2)")
+        raise SweepError(f"{bad[0]!r} is not an override: write key=value (e.g. train.epochs=2)")
     if any(_override_key(o) == "seed" for o in extra):
-        raise ValueError(
+        raise SweepError(
             "a sweep sets seed= itself, one run folder per seed: use --seeds K (seeds 0..K-1) "
             "instead of a seed= override"
         )
@@ -186,7 +187,7 @@ def expand_jobs(
     missing = [key for key in scale_def.requires if key not in given]
     if missing:
         hint = " ".join(f"{key}=..." for key in missing)
-        raise ValueError(
+        raise SweepError(
             f"sweep {defn.name} at scale {scale} needs {', '.join(missing)}: add {hint}"
         )
     jobs: list[Job] = []
@@ -227,7 +228,7 @@ def compose_job_config(
             cfg = compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"bad override: {first}") from None
+        raise SweepError(f"bad override: {first}") from None
     with open_dict(cfg):
         if group is not None:
             cfg.logger.group = group
@@ -261,7 +262,7 @@ def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> None:
             problems.append(f"{job.id}: {err}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ValueError(f"sweep {defn.name} cannot run: {'; '.join(problems[:3])}{more}")
+        raise SweepError(f"sweep {defn.name} cannot run: {'; '.join(problems[:3])}{more}")
 
 
 def _record_failure(
@@ -389,7 +390,7 @@ def run_sweep(
     when a job cannot compose.
     """
     if n_jobs < 1:
-        raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
+        raise SweepError(f"n_jobs must be at least 1, got {n_jobs}")
     jobs = expand_jobs(defn, scale, extra_overrides, seeds)
     root = Path(root) if root is not None else default_root(defn.name, scale)
     report = SweepReport(defn.name, scale, root, jobs, dry_run=dry_run)
@@ -405,7 +406,7 @@ def run_sweep(
             wanted = _resolved(job, defn, scale)
             recorded = read_results(root / job.run_id).get("config") or {}
             more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
-            raise ValueError(
+            raise SweepError(
                 f"{len(stale)} completed run(s) in {root} were made with another config "
                 f"({job.run_id}{more}; {first_difference(recorded, wanted)}): sweep into a "
                 "new folder with --root DIR, or replace them with --rerun"

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.utils.io import (
     append_jsonl,
     atomic_write_json,
@@ -160,19 +161,19 @@ def read_results(run_dir: PathLike) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise ResultsNotFoundError(
             f"no {RESULTS_FILE} in {path.parent}: the run never started there, or the path is "
             "not a run folder"
         ) from None
     try:
         results = json.loads(text)
     except ValueError as err:
-        raise ValueError(
+        raise ResultsError(
             f"{path} is not valid JSON ({err}); it was edited or damaged: delete the run "
             "folder and run it again"
         ) from None
     if not isinstance(results, dict) or results.get("status") not in STATUSES:
-        raise ValueError(
+        raise ResultsError(
             f"{path} is not an alrp-lab results file (no status among {', '.join(STATUSES)}): "
             "delete the run folder and run it again"
         )
@@ -196,7 +197,7 @@ def find_runs(root: PathLike) -> list[Path]:
     """Every folder at or below ``root`` that holds a ``results.json``, sorted by path."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder: pass the sweep or outputs folder")
+        raise ResultsNotFoundError(f"{root} is not a folder: pass the sweep or outputs folder")
     return sorted(path.parent for path in root.rglob(RESULTS_FILE) if path.is_file())
 
 
@@ -333,9 +334,9 @@ class RunRecorder:
             return
         self._require("log to", "running")
         if "step" in values:
-            raise ValueError("the metric name 'step' is reserved: pass the step as `step`")
+            raise ResultsError("the metric name 'step' is reserved: pass the step as `step`")
         if epoch is not None and "epoch" in values:
-            raise ValueError("epoch given twice: as the keyword and in the values")
+            raise ResultsError("epoch given twice: as the keyword and in the values")
         record = {"step": int(step), "epoch": epoch, **values}
         append_jsonl(self.metrics_path, record)
         self._note(int(step), record["epoch"])

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from alrp_lab.errors import ResultsNotFoundError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -230,7 +232,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist: check the run folder's path") from None
+        raise ResultsNotFoundError(f"{path} does not exist: check the run folder's path") from None
     *complete, tail = data.split(b"\n")
     records: list[dict[str, Any]] = []
     for number, raw in enumerate(complete, start=1):
