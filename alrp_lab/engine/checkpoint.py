@@ -200,7 +200,9 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointNotFoundError(f"no checkpoint at {path}: set train.resume=false to start fresh")
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {path}: set train.resume=false to start fresh"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports a damaged file through many exception types
