@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alrp_lab.losses import alrp_loss
-from alrp_lab.losses.reference import RankingBatch, alrp_loss_reference, make_ranking_batch
+from alrp_lab.testing.reference import RankingBatch, alrp_loss_reference, make_ranking_batch
 
 DEFAULT_SIZES = "1e5:100,1e6:500,2e6:2000,1e7:3000"
 QUICK_SIZES = "1e4:20,5e4:50"

@@ -2,6 +2,11 @@
 
 ``load_sweep("table3")`` reads ``sweeps/table3.yaml``; ``expand_jobs`` turns it into run
 folders' overrides; ``run_sweep`` runs them (skipping completed ones) and writes the tables.
+
+The definitions (:mod:`alrp_lab.sweeps.definition`) are a leaf that the report reads too;
+the runner, which trains and then writes tables through the report, is imported only when
+one of its names is asked for, so that importing a definition never pulls in the runner
+(and the report never imports itself through it).
 """
 
 from alrp_lab.sweeps.definition import (
@@ -14,30 +19,33 @@ from alrp_lab.sweeps.definition import (
     load_sweep,
     parse_sweep,
 )
-from alrp_lab.sweeps.runner import (
-    Job,
-    SweepReport,
-    check_jobs,
-    compose_job_config,
-    expand_jobs,
-    run_job_default,
-    run_sweep,
+
+_RUNNER_NAMES = (
+    "Job",
+    "SweepReport",
+    "check_jobs",
+    "compose_job_config",
+    "expand_jobs",
+    "run_job_default",
+    "run_sweep",
 )
 
 __all__ = [
     "Column",
-    "Job",
     "Row",
     "Scale",
     "SweepDefinition",
-    "SweepReport",
     "available_sweeps",
-    "check_jobs",
-    "compose_job_config",
     "default_root",
-    "expand_jobs",
     "load_sweep",
     "parse_sweep",
-    "run_job_default",
-    "run_sweep",
+    *_RUNNER_NAMES,
 ]
+
+
+def __getattr__(name: str):
+    if name in _RUNNER_NAMES:
+        from alrp_lab.sweeps import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'alrp_lab.sweeps' has no attribute {name!r}")

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from alrp_lab.errors import SweepError
+from alrp_lab.report.plots import plot_grad_balance
+from alrp_lab.report.tables import collect_table
+from alrp_lab.report.tables import write_tables as write_tables_of
 from alrp_lab.sweeps.definition import (
     CONF_DIR,
     SWEEP_FILE,
@@ -245,6 +248,7 @@ def run_job_default(
     tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compose, validate and train one job in this process; returns its results dict."""
+    # Here, not at the top: torch and the engine load only in the processes that train.
     from alrp_lab.engine.train import train
 
     cfg = compose_job_config(overrides, group=group, tags=tags)
@@ -476,9 +480,7 @@ def run_sweep(
         report.completed.sort(key=order.__getitem__)
 
     if write_tables:
-        from alrp_lab.report.tables import write_tables as write
-
-        report.tables = write(defn, root, scale=scale)  # seeds: sweep.json's
+        report.tables = write_tables_of(defn, root, scale=scale)  # seeds: sweep.json's
         if defn.figure == "grad_balance":
             report.plot = _try_plot(root)
         if run_job is None and jobs:
@@ -489,7 +491,6 @@ def run_sweep(
 def _mirror_to_wandb(defn: SweepDefinition, report: SweepReport, logger_cfg: Any) -> None:
     """Log the table (and plot) to W&B as one run of the sweep's group, with the jobs'
     logger settings; the files in the sweep folder stay the record."""
-    from alrp_lab.report.tables import collect_table
     from alrp_lab.tracking.wandb_run import WandbRun
 
     table = collect_table(defn, report.root, scale=report.scale)
@@ -530,8 +531,6 @@ def _collect(report: SweepReport, outcomes) -> None:
 
 
 def _try_plot(root: Path) -> Path | None:
-    from alrp_lab.report.plots import plot_grad_balance
-
     try:
         return plot_grad_balance(root, root / "grad_balance.png")
     except ValueError as err:  # no run got far enough to log a ratio

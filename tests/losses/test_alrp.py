@@ -8,7 +8,7 @@ import torch
 from alrp_lab.losses import ALRPLoss, alrp_loss
 from alrp_lab.losses.alrp import alrp_definition
 from alrp_lab.losses.ranking import pairwise_error_driven, split_ranking_inputs
-from alrp_lab.losses.reference import alrp_loss_reference, make_ranking_batch
+from alrp_lab.testing.reference import alrp_loss_reference, make_ranking_batch
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 

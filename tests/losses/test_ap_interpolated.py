@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alrp_lab.losses import APLoss, ap_loss
-from alrp_lab.losses.reference import make_ranking_batch
+from alrp_lab.testing.reference import make_ranking_batch
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 

@@ -10,7 +10,7 @@ import torch
 from alrp_lab.losses import NDCGLoss, ndcg_loss
 from alrp_lab.losses.ndcg import ideal_gain, ndcg_definition
 from alrp_lab.losses.ranking import pairwise_error_driven, split_ranking_inputs
-from alrp_lab.losses.reference import make_ranking_batch, ndcg_loss_reference
+from alrp_lab.testing.reference import make_ranking_batch, ndcg_loss_reference
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 
