@@ -5,7 +5,11 @@ from alrp_lab.assigners.fovea import FoveaAssigner
 from alrp_lab.assigners.max_iou import MaxIoUAssigner
 from alrp_lab.assigners.result import BACKGROUND, IGNORED, AssignResult
 
+# The `assigner` config group's choices (assigner.name) and the class each names.
+ASSIGNERS: dict[str, type] = {"atss": ATSSAssigner, "max_iou": MaxIoUAssigner}
+
 __all__ = [
+    "ASSIGNERS",
     "ATSSAssigner",
     "AssignResult",
     "BACKGROUND",

@@ -14,7 +14,13 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alrp_lab.assigners import ASSIGNERS
+from alrp_lab.data import AUGMENTS, DATASETS
 from alrp_lab.errors import ConfigError
+from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
+from alrp_lab.losses.box_error import COORD_REDUCTIONS
+from alrp_lab.models import DETECTORS, NORMS
+from alrp_lab.tracking.wandb_run import MODES as LOGGER_MODES
 
 # backbone.weights of a config that must not run from random weights (conf/experiment/):
 # OmegaConf's "???" would be ignored when merged over the backbone group's null.
@@ -196,16 +202,17 @@ class RunConfig:
     name: str = "run"
 
 
+# Every choice comes from the registry of the layer that implements it.
 _CHOICES = {
-    "loss.name": ("alrp", "ap", "focal", "ce"),
-    "box_error.name": ("iou", "giou", "smooth_l1", "l1"),
-    "box_error.coord_reduction": ("sum", "mean"),
-    "assigner.name": ("atss", "max_iou"),
-    "detector.name": ("retinanet", "foveabox", "faster_rcnn"),
-    "data.name": ("shapes", "coco"),
-    "data.augment": ("ssd", "flip", "none"),
-    "backbone.norm": ("bn", "frozen_bn", "gn"),
-    "logger.mode": ("offline", "online", "disabled"),
+    "loss.name": tuple(CLASSIFICATION_LOSSES),
+    "box_error.name": tuple(BOX_ERRORS),
+    "box_error.coord_reduction": COORD_REDUCTIONS,
+    "assigner.name": tuple(ASSIGNERS),
+    "detector.name": tuple(DETECTORS),
+    "data.name": DATASETS,
+    "data.augment": AUGMENTS,
+    "backbone.norm": NORMS,
+    "logger.mode": LOGGER_MODES,
 }
 
 

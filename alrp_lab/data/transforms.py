@@ -445,7 +445,7 @@ class ToTensor(Transform):
         return tensor, out
 
 
-_AUGMENTS = ("ssd", "flip", "none")
+AUGMENTS = ("ssd", "flip", "none")
 
 
 def build_transforms(
@@ -469,8 +469,8 @@ def build_transforms(
     or nothing. Testing ignores ``augment`` and scales the shorter side to ``size`` with the
     longer side at most ``max_ratio * size``. Both end normalised, as a tensor (3, H, W).
     """
-    if augment not in _AUGMENTS:
-        raise ValueError(f"augment={augment!r} is not one of {', '.join(_AUGMENTS)}")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment={augment!r} is not one of {', '.join(AUGMENTS)}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer (pixels), got {size!r}")
     steps: list[Transform] = [ToArray()]

@@ -7,6 +7,7 @@ score losses (focal, cross entropy), localisation errors and the self-balance we
 from alrp_lab.losses.alrp import ALRPLoss, ALRPLossOutput, alrp_loss
 from alrp_lab.losses.ap import APLoss, ap_loss
 from alrp_lab.losses.box_error import (
+    BOX_ERRORS,
     BoxError,
     GIoUError,
     IoUError,
@@ -20,7 +21,17 @@ from alrp_lab.losses.ndcg import NDCGLoss, ndcg_loss
 from alrp_lab.losses.ranking import RankingLossDefinition, RankingStats, error_driven
 from alrp_lab.losses.self_balance import SelfBalance
 
+# The `loss` config group's choices (loss.name): the classification losses of a detector.
+CLASSIFICATION_LOSSES: dict[str, type] = {
+    "alrp": ALRPLoss,
+    "ap": APLoss,
+    "focal": FocalLoss,
+    "ce": CrossEntropyLoss,
+}
+
 __all__ = [
+    "CLASSIFICATION_LOSSES",
+    "BOX_ERRORS",
     "ALRPLoss",
     "ALRPLossOutput",
     "APLoss",

@@ -1,7 +1,7 @@
 """Detectors and their parts: ResNet/ResNeXt backbones, FPN, RetinaNet and its dense loss,
 Faster R-CNN (RPN, RoI head, samplers)."""
 
-from alrp_lab.models.backbone import FrozenBatchNorm2d, ResNet, resnext101_32x8d
+from alrp_lab.models.backbone import NORMS, FrozenBatchNorm2d, ResNet, resnext101_32x8d
 from alrp_lab.models.dense_loss import DenseDetectionLoss, build_dense_targets
 from alrp_lab.models.faster_rcnn import FasterRCNN, build_faster_rcnn
 from alrp_lab.models.foveabox import (
@@ -18,7 +18,16 @@ from alrp_lab.models.rpn import ProposalConfig, RegionProposalNetwork, RPNHead, 
 from alrp_lab.models.samplers import RandomSampler
 from alrp_lab.models.weights import load_backbone_weights
 
+# The `detector` config group's choices (detector.name) and the builder each names.
+DETECTORS = {
+    "retinanet": build_retinanet,
+    "foveabox": build_foveabox,
+    "faster_rcnn": build_faster_rcnn,
+}
+
 __all__ = [
+    "DETECTORS",
+    "NORMS",
     "BoxHead",
     "DenseDetectionLoss",
     "FPN",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from alrp_lab.losses import (
+    CLASSIFICATION_LOSSES,
     BoxError,
     CrossEntropyLoss,
     FocalLoss,
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CLS_LOSSES", "DenseDetectionLoss", "DenseTargets", "build_dense_targets"]
 
-CLS_LOSSES = ("alrp", "ap", "focal", "ce")
+# The classification losses a dense head trains with: the losses package's registry.
+CLS_LOSSES = tuple(CLASSIFICATION_LOSSES)
 
 
 @dataclass(frozen=True)

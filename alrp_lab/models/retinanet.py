@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alrp_lab.assigners import ATSSAssigner, MaxIoUAssigner
+from alrp_lab.assigners import ASSIGNERS, ATSSAssigner, MaxIoUAssigner
 from alrp_lab.losses import SelfBalance
 from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
@@ -23,9 +23,7 @@ from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
 
-__all__ = ["RetinaHead", "RetinaNet", "build_retinanet", "ASSIGNERS"]
-
-ASSIGNERS = ("atss", "max_iou")
+__all__ = ["RetinaHead", "RetinaNet", "build_retinanet"]
 
 
 class RetinaHead(nn.Module):
@@ -330,7 +328,7 @@ def build_retinanet(
     ``backbone_weights``: a local torchvision-format file (never downloaded).
     """
     if assigner not in ASSIGNERS:
-        raise ValueError(f"unknown assigner {assigner!r}; choose one of {ASSIGNERS}")
+        raise ValueError(f"unknown assigner {assigner!r}; choose one of {sorted(ASSIGNERS)}")
     if cls_loss not in CLS_LOSSES:
         raise ValueError(f"unknown classification loss {cls_loss!r}; choose one of {CLS_LOSSES}")
 
