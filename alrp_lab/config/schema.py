@@ -85,6 +85,9 @@ class LossConfig:
     sb_init: float = 50.0
     # Iterations between SB re-estimates; null: once per epoch (Section 4.2).
     sb_period: int | None = None
+    # First iteration whose losses SB records; null: 0. Until the first period after it
+    # ends, SB keeps sb_init.
+    sb_start: int | None = None
     wr: float | None = None
     alpha: float = 0.25
     gamma: float = 2.0
@@ -250,6 +253,8 @@ def _check_semantics(cfg: DictConfig) -> None:
             f"loss.interpolated=true is an AP Loss option; loss={cfg.loss.name} has no precision "
             "to interpolate: drop it or use loss=ap"
         )
+    if cfg.loss.sb_start is not None and cfg.loss.sb_start < 0:
+        raise ConfigError(f"loss.sb_start must be at least 0 or null, got {cfg.loss.sb_start}")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip must be positive or null, got {cfg.train.grad_clip}")
     if cfg.train.nproc_per_node < 1:

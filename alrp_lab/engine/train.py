@@ -199,6 +199,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     rpn_balance = getattr(model, "rpn_self_balance", None)
     balances = [balance] if rpn_balance is None else [balance, rpn_balance]
     sb_period = cfg.loss.sb_period
+    sb_start = cfg.loss.sb_start
     if resumed_sums and ctx.is_main:
         # Only rank 0's sums are saved: under torchrun with an sb_period that does not end
         # on an epoch, the other ranks restart their open period from zero.
@@ -278,10 +279,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     optimizer.step()
                     loss_cls = float(losses["loss_cls"].detach())
                     loss_loc = float(losses["loss_loc"].detach())
-                    if rpn_balance is None:
-                        balance.update(loss_cls, loss_loc)
-                    else:
-                        model.update_self_balance(losses)
+                    # Before loss.sb_start, SB records nothing: it keeps sb_init, and the
+                    # first estimate comes from a head that has left its initial state.
+                    if sb_start is None or iteration >= sb_start:
+                        if rpn_balance is None:
+                            balance.update(loss_cls, loss_loc)
+                        else:
+                            model.update_self_balance(losses)
                     ratio = model.grad_balance() if grad_csv is not None else None
                     if grad_csv is not None and ratio is not None:
                         append_grad_balance(grad_csv, iteration, epoch, ratio)

@@ -280,3 +280,15 @@ def test_resume_is_exact_when_an_sb_period_straddles_the_checkpoint(tmp_path):
     assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_sb_start_keeps_sb_init_until_a_period_after_it(tmp_path):
+    common = ("train.max_iters_per_epoch=3", "train.epochs=3")
+    assert _run(tmp_path / "run", *common, "loss.sb_start=3") == 0
+    weights = [r["loc_weight"] for r in read_metrics(tmp_path / "run") if "loc_weight" in r]
+    # Epoch 1 (iterations 0-2) records nothing, so SB stays 50 through epoch 2; the estimate
+    # from epoch 2's losses (iterations 3-5) is the first change, seen in epoch 3.
+    assert weights[:6] == [50.0] * 6 and weights[6] != 50.0
+    assert _run(tmp_path / "ref", *common) == 0
+    ref = [r["loc_weight"] for r in read_metrics(tmp_path / "ref") if "loc_weight" in r]
+    assert ref[3] != 50.0, "without sb_start the first epoch's estimate is used"
