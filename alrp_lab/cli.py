@@ -482,9 +482,13 @@ _DEFAULT_CLAIM_DIRS = ("outputs/sweeps", "results")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from alrp_lab.report import plot_grad_balance
+    from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 
     source = Path(args.source)
+    if args.figure == "claim-trend":
+        out = Path(args.out) if args.out else source / "claim_trend.png"
+        _out.print(f"wrote {plot_claim_trend(source, out)}")
+        return 0
     out = Path(args.out) if args.out else source / "grad_balance.png"
     _out.print(f"wrote {plot_grad_balance(source, out)}")
     return 0
@@ -557,9 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     claims.add_argument("--format", default="md", choices=["md", "csv"])
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
-    plot.add_argument("figure", choices=["grad-balance"], help="grad-balance: Figure 4")
+    plot.add_argument(
+        "figure",
+        choices=["grad-balance", "claim-trend"],
+        help="grad-balance: Figure 4; claim-trend: a sweep's claims against its trend's x",
+    )
     plot.add_argument("source", help="a run folder or a sweep folder")
-    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/grad_balance.png)")
+    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/FIGURE.png)")
     ev = verbs.add_parser("eval", help="score a COCO results file: AP, oLRP, rho")
     ev.add_argument("gt", help="COCO annotation file (instances_*.json)")
     ev.add_argument("dt", help="COCO results file (list of detections)")

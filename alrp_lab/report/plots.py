@@ -136,3 +136,57 @@ def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     return out
+
+
+def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
+    """Draw the ``trend`` of a sweep folder's definition (``figure: claim_trend``).
+
+    One line per series: each claim's difference (ours, the claim's metric) at its x value
+    with its 95% interval as an error bar; claims without a value yet are left out. The x
+    axis is log2 when every x is a positive power of two (schedule multiples). Raises
+    :class:`ResultsError` when the definition has no trend or no claim has a value yet.
+    """
+    from matplotlib.figure import Figure
+
+    # Here: the tables read grad_balance.csv through this module (tables -> runs -> plots).
+    from alrp_lab.report.tables import load_sweep_table
+    from alrp_lab.sweeps.definition import parse_sweep, read_manifest
+
+    root = Path(sweep_dir)
+    saved = read_manifest(root)
+    defn = parse_sweep(saved["definition"], name=str(saved["name"])) if saved else None
+    if defn is None or defn.trend is None:
+        raise ResultsError(f"{root} holds no sweep with `figure: claim_trend` (sweep.json)")
+    results = {r.claim.name: r for r in load_sweep_table(root).claims}
+    figure = Figure(figsize=(7.0, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    drawn = 0
+    for offset, series in enumerate(defn.trend.series):
+        points = [
+            (x, results[name])
+            for x, name in zip(defn.trend.x, series.claims, strict=True)
+            if results.get(name) is not None and results[name].value is not None
+        ]
+        if not points:
+            continue
+        # A small sideways shift keeps the error bars of two series apart.
+        xs = [x * (1 + 0.04 * offset) for x, _ in points]
+        ys = [r.value for _, r in points]
+        below = [r.value - r.low if r.low is not None else 0.0 for _, r in points]
+        above = [r.high - r.value if r.high is not None else 0.0 for _, r in points]
+        axes.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=series.label)
+        drawn += 1
+    if not drawn:
+        raise ResultsError(f"no claim of {root}'s trend has a value yet: run the sweep first")
+    axes.axhline(0.0, color="black", linestyle="--", linewidth=0.8, zorder=1)
+    if all(x > 0 and math.log2(x).is_integer() for x in defn.trend.x):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(list(defn.trend.x), [f"{x:g}" for x in defn.trend.x])
+    axes.set_xlabel(defn.trend.xlabel or "x")
+    axes.set_ylabel("difference (mean, 95% interval over seeds)")
+    axes.set_title(defn.title)
+    axes.legend(fontsize="small")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    return out

@@ -11,6 +11,12 @@ example)::
     metrics: [AP, AP50, oLRP]   # metrics only: one column per metric
     corner: wr                  # optional header of the row-label column
     figure: grad_balance        # optional: also draw Figure 4's plot from the runs
+    figure: claim_trend         # or: claims' differences against a factor (needs `trend`)
+    trend:                      # claim_trend only
+      x: [1, 2, 4, 8]           # one value per claim of every series
+      xlabel: "schedule length (x 2100 iterations)"
+      series:
+        - {label: "aLRP - AP Loss (AP)", claims: [c1, c2, c3, c4]}
     base: [loss=alrp, assigner=max_iou]     # overrides of every job
     scales:                     # at least `cpu`; `extra_overrides` come after these
       cpu:
@@ -82,7 +88,7 @@ SWEEP_FILE = "sweep.json"
 OUTPUT_ROOT = Path("outputs") / "sweeps"
 
 KINDS = ("metrics", "grid")
-FIGURES = ("grad_balance",)
+FIGURES = ("grad_balance", "claim_trend")
 
 _TOP_KEYS = {
     "title",
@@ -92,6 +98,7 @@ _TOP_KEYS = {
     "metrics",
     "corner",
     "figure",
+    "trend",
     "base",
     "scales",
     "rows",
@@ -223,6 +230,23 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class TrendSeries:
+    """One line of a claim-trend figure: ``claims`` (names), one per x value."""
+
+    label: str
+    claims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The claim-trend figure: each series' claims plotted against ``x``."""
+
+    x: tuple[float, ...]
+    xlabel: str
+    series: tuple[TrendSeries, ...]
+
+
+@dataclass(frozen=True)
 class SweepDefinition:
     """A loaded, checked sweep definition (see the module docstring for the format).
 
@@ -241,6 +265,7 @@ class SweepDefinition:
     description: str = ""
     corner: str = ""
     figure: str | None = None
+    trend: Trend | None = None
     seeds: int = 1
     claims: tuple[Claim, ...] = ()
     source: Path | None = None
@@ -521,6 +546,7 @@ def parse_sweep(raw: Any, *, name: str, source: Path | None = None) -> SweepDefi
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         check.fail(f"seeds must be a whole number >= 1, got {seeds!r}")
     claims = _claims(check, top.get("claims"), kind, rows, columns)
+    trend = _trend(check, top.get("trend"), figure, claims)
 
     return SweepDefinition(
         name=name,
@@ -534,11 +560,48 @@ def parse_sweep(raw: Any, *, name: str, source: Path | None = None) -> SweepDefi
         description=check.text(top.get("description"), "description", required=False).strip(),
         corner=check.text(top.get("corner"), "corner", required=False),
         figure=figure,
+        trend=trend,
         seeds=seeds,
         claims=claims,
         source=source,
         raw=dict(top),
     )
+
+
+def _trend(
+    check: _Checker, raw: Any, figure: str | None, claims: tuple[Claim, ...]
+) -> Trend | None:
+    if figure != "claim_trend":
+        if raw is not None:
+            check.fail("`trend` is for figure: claim_trend")
+        return None
+    if raw is None:
+        check.fail("figure: claim_trend needs a `trend` (x, xlabel, series)")
+    top = check.mapping(raw, "trend", {"x", "xlabel", "series"})
+    xs = top.get("x")
+    if (
+        not isinstance(xs, list)
+        or not xs
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in xs)
+    ):
+        check.fail("trend.x must be a non-empty list of numbers")
+    names = {c.name for c in claims}
+    series = []
+    raw_series = top.get("series")
+    if not isinstance(raw_series, list) or not raw_series:
+        check.fail("trend.series must be a non-empty list")
+    for i, item in enumerate(raw_series):
+        entry = check.mapping(item, f"trend.series[{i}]", {"label", "claims"})
+        label = check.text(entry.get("label"), f"trend.series[{i}].label")
+        listed = entry.get("claims")
+        if not isinstance(listed, list) or len(listed) != len(xs):
+            check.fail(f"trend.series[{i}].claims must list one claim per x value ({len(xs)})")
+        unknown = [str(n) for n in listed if n not in names]
+        if unknown:
+            check.fail(f"trend.series[{i}] names unknown claims: {', '.join(unknown)}")
+        series.append(TrendSeries(label, tuple(str(n) for n in listed)))
+    xlabel = check.text(top.get("xlabel"), "trend.xlabel", required=False)
+    return Trend(tuple(float(v) for v in xs), xlabel, tuple(series))
 
 
 def _unique(check: _Checker, values: list[str], what: str) -> None:

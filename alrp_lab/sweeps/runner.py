@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alrp_lab.errors import SweepError
-from alrp_lab.report.plots import plot_grad_balance
+from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 from alrp_lab.report.tables import collect_table
 from alrp_lab.report.tables import write_tables as write_tables_of
 from alrp_lab.sweeps.definition import (
@@ -481,8 +481,8 @@ def run_sweep(
 
     if write_tables:
         report.tables = write_tables_of(defn, root, scale=scale)  # seeds: sweep.json's
-        if defn.figure == "grad_balance":
-            report.plot = _try_plot(root)
+        if defn.figure is not None:
+            report.plot = _try_plot(root, defn.figure)
         if run_job is None and jobs:
             _mirror_to_wandb(defn, report, compose_job_config(jobs[0].overrides).logger)
     return report
@@ -530,9 +530,11 @@ def _collect(report: SweepReport, outcomes) -> None:
             report.failed[job.run_id] = error
 
 
-def _try_plot(root: Path) -> Path | None:
+def _try_plot(root: Path, figure: str) -> Path | None:
     try:
+        if figure == "claim_trend":
+            return plot_claim_trend(root, root / "claim_trend.png")
         return plot_grad_balance(root, root / "grad_balance.png")
-    except ValueError as err:  # no run got far enough to log a ratio
-        log.warning("no gradient-balance plot: %s", err)
+    except ValueError as err:  # no run got far enough to log a ratio or make a claim
+        log.warning("no %s plot: %s", figure, err)
         return None

@@ -1,0 +1,94 @@
+"""The claim-trend figure: claims' differences against a factor, from results files alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from alrp_lab.errors import ResultsError
+from alrp_lab.report.plots import plot_claim_trend
+from alrp_lab.sweeps.definition import SWEEP_FILE, parse_sweep
+from alrp_lab.tracking.results import RunRecorder
+from alrp_lab.utils.io import atomic_write_json
+
+RAW = {
+    "title": "Toy trend",
+    "kind": "metrics",
+    "metrics": ["AP"],
+    "scales": {"cpu": {"overrides": []}},
+    "rows": [
+        {"label": "a1", "overrides": ["loss=alrp"]},
+        {"label": "b1", "overrides": ["loss=ap"]},
+        {"label": "a2", "overrides": ["loss=alrp", "train.epochs=2"]},
+        {"label": "b2", "overrides": ["loss=ap", "train.epochs=2"]},
+    ],
+    "claims": [
+        {
+            "name": "gap1",
+            "paper": "x",
+            "metric": "AP",
+            "a": {"row": "a1"},
+            "b": {"row": "b1"},
+            "expect": ">",
+            "paper_diff": 1.0,
+        },
+        {
+            "name": "gap2",
+            "paper": "x",
+            "metric": "AP",
+            "a": {"row": "a2"},
+            "b": {"row": "b2"},
+            "expect": ">",
+            "paper_diff": 1.0,
+        },
+    ],
+    "figure": "claim_trend",
+    "trend": {
+        "x": [1, 2],
+        "xlabel": "schedule",
+        "series": [{"label": "a - b", "claims": ["gap1", "gap2"]}],
+    },
+    "seeds": 2,
+}
+
+
+def _complete(run_dir, ap):
+    recorder = RunRecorder(run_dir, {"overrides": []})
+    recorder.start()
+    recorder.complete({"AP": ap})
+
+
+def test_trend_plot_from_results_files(tmp_path):
+    defn = parse_sweep(RAW, name="toy")
+    atomic_write_json(
+        tmp_path / SWEEP_FILE,
+        {"name": "toy", "definition": RAW, "scale": "cpu", "seeds": [0, 1], "jobs": []},
+    )
+    for seed, (a1, b1, a2, b2) in enumerate([(0.30, 0.32, 0.36, 0.33), (0.31, 0.33, 0.37, 0.34)]):
+        for row, ap in zip(defn.rows, (a1, b1, a2, b2), strict=True):
+            _complete(tmp_path / row.id / f"seed{seed}", ap)
+    out = plot_claim_trend(tmp_path, tmp_path / "trend.png")
+    assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_a_definition_without_trend_is_one_error(tmp_path):
+    raw = {k: v for k, v in RAW.items() if k not in ("figure", "trend")}
+    atomic_write_json(tmp_path / SWEEP_FILE, {"name": "toy", "definition": raw, "seeds": [0]})
+    with pytest.raises(ResultsError, match="claim_trend"):
+        plot_claim_trend(tmp_path, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda r: r["trend"].update(x=[1]), "one claim per x value"),
+        (lambda r: r["trend"]["series"][0].update(claims=["gap1", "nope"]), "unknown claims"),
+        (lambda r: r.pop("trend"), "needs a `trend`"),
+    ],
+)
+def test_bad_trends_name_the_problem(change, needle):
+    import copy
+
+    raw = copy.deepcopy(RAW)
+    change(raw)
+    with pytest.raises(ValueError, match=needle):
+        parse_sweep(raw, name="toy")
