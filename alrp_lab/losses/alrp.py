@@ -139,7 +139,7 @@ def alrp_loss(
         ValueError: for inputs that break this contract, naming the fix.
     """
     delta = check_delta(delta)
-    inputs = split_ranking_inputs(logits, labels)
+    inputs = split_ranking_inputs(logits, labels, delta)
     num_pos = inputs.pos_index.numel()
     _check_loc_errors(loc_errors, num_pos, logits)
     result = sorted_error_driven(

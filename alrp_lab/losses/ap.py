@@ -78,7 +78,7 @@ def ap_loss(
         gradient on ``logits``. No positives gives 0 with zero gradients.
     """
     delta = check_delta(delta)
-    inputs = split_ranking_inputs(logits, labels)
+    inputs = split_ranking_inputs(logits, labels, delta)
     definition = ap_definition(interpolated)
     result = sorted_error_driven(inputs.pos_scores, inputs.neg_scores, definition, delta)
     return apply_error_driven(logits, inputs, result)

@@ -70,7 +70,7 @@ def ndcg_loss(logits: Tensor, labels: Tensor, delta: float = 1.0) -> Tensor:
         gradient on ``logits``. No positives gives 0 with zero gradients.
     """
     delta = check_delta(delta)
-    inputs = split_ranking_inputs(logits, labels)
+    inputs = split_ranking_inputs(logits, labels, delta)
     result = sorted_error_driven(inputs.pos_scores, inputs.neg_scores, ndcg_definition(), delta)
     return apply_error_driven(logits, inputs, result)
 

@@ -448,8 +448,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def split_ranking_inputs(logits: Tensor, labels: Tensor) -> RankingInputs:
+def split_ranking_inputs(
+    logits: Tensor, labels: Tensor, delta: float | None = None
+) -> RankingInputs:
     """Validate ``logits`` (M,) and ``labels`` (M,) and split them into positives and negatives.
+
+    With ``delta`` (the ramp half-width of ``H``), negatives scored below the lowest positive
+    minus ``delta`` are left out (the authors' shortcut): ``H(x_ij) = 0`` for every positive
+    ``i``, so they add nothing to any sum and their gradient is zero. Exact, and after the
+    first iterations most negatives are there. Without positives every negative is kept.
 
     Raises:
         ValueError: naming the fix, for a wrong type, shape, dtype, device or label value. The
@@ -483,8 +490,14 @@ def split_ranking_inputs(logits: Tensor, labels: Tensor) -> RankingInputs:
             f"labels may only hold 1 (positive), 0 (negative) or -1 (ignored); found {bad}"
         )
     scores = logits.detach().to(compute_dtype(logits.dtype))
-    pos_index = torch.nonzero(labels == 1).squeeze(1)
-    neg_index = torch.nonzero(labels == 0).squeeze(1)
+    positive = labels == 1
+    pos_index = torch.nonzero(positive).squeeze(1)
+    negative = labels == 0
+    if delta is not None and pos_index.numel():
+        # >= rather than >: a negative on the edge has H = 0 either way; keep it to be safe.
+        lowest = scores.index_select(0, pos_index).min()
+        negative = negative & (scores >= lowest - delta)
+    neg_index = torch.nonzero(negative).squeeze(1)
     return RankingInputs(
         pos_index, neg_index, scores.index_select(0, pos_index), scores.index_select(0, neg_index)
     )

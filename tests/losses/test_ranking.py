@@ -211,3 +211,31 @@ def test_attach_gradient_scales_with_grad_output() -> None:
     assert out.item() == 0.25
     (3 * out).backward()
     assert logits.grad.tolist() == [3.0, -6.0, 1.5]
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.0])
+def test_negatives_below_the_lowest_positive_are_dropped_exactly(delta):
+    from alrp_lab.losses import alrp_loss, ap_loss
+    from alrp_lab.testing.reference import alrp_loss_reference, ap_loss_reference
+
+    gen = torch.Generator().manual_seed(5201)
+    pos = torch.rand(30, generator=gen, dtype=torch.float64) * 4
+    near = torch.rand(200, generator=gen, dtype=torch.float64) * 5 - 1.5
+    far = -10 - torch.rand(5000, generator=gen, dtype=torch.float64)  # all below pos.min() - 1
+    logits = torch.cat([near[:100], pos, far, near[100:]])
+    labels = torch.cat([torch.zeros(100), torch.ones(30), torch.zeros(5000), torch.zeros(100)])
+    labels = labels.long()
+    inputs = split_ranking_inputs(logits, labels, delta)
+    assert inputs.neg_index.numel() <= 200
+    assert split_ranking_inputs(logits, labels).neg_index.numel() == 5200
+    errors = torch.rand(30, generator=gen, dtype=torch.float64)
+    x = logits.clone().requires_grad_()
+    cls, _ = alrp_loss(x, labels, errors, delta)
+    cls.backward()
+    ref = alrp_loss_reference(logits, labels, errors, delta)
+    torch.testing.assert_close(cls.detach(), ref.cls, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, ref.grad_logits, rtol=1e-12, atol=1e-12)
+    assert torch.count_nonzero(x.grad[130:5130]) == 0
+    y = logits.clone().requires_grad_()
+    ap_loss(y, labels, delta).backward()
+    torch.testing.assert_close(y.grad, ap_loss_reference(logits, labels, delta).grad_logits)
