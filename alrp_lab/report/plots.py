@@ -182,6 +182,7 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
     if all(x > 0 and math.log2(x).is_integer() for x in defn.trend.x):
         axes.set_xscale("log", base=2)
         axes.set_xticks(list(defn.trend.x), [f"{x:g}" for x in defn.trend.x])
+        axes.set_xlim(min(defn.trend.x) / 1.3, max(defn.trend.x) * 1.3)
     axes.set_xlabel(defn.trend.xlabel or "x")
     axes.set_ylabel("difference (mean, 95% interval over seeds)")
     axes.set_title(defn.title)
