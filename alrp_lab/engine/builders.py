@@ -9,16 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from alrp_lab.data.coco import CocoDetection, coco_paths
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
 from alrp_lab.errors import DataError
-from alrp_lab.models.faster_rcnn import build_faster_rcnn
-from alrp_lab.models.foveabox import build_foveabox
-from alrp_lab.models.retinanet import build_retinanet
+from alrp_lab.models import DETECTORS
 from alrp_lab.pretrain import BUILTIN, builtin_weights, spec_from_config
 
 
@@ -114,81 +112,18 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    """The detector of ``cfg`` with its loss wired in."""
-    det, bb, loss = cfg.detector, cfg.backbone, cfg.loss
-    common: dict[str, Any] = dict(
-        depth=bb.depth,
-        groups=bb.groups,
-        width_per_group=bb.width_per_group,
-        base_width=bb.base_width,
-        norm=bb.norm,
-        frozen_stages=bb.frozen_stages,
-        backbone_weights=backbone_weights_path(cfg),
-        fpn_channels=det.fpn_channels,
-        head_convs=det.head_convs,
-        head_channels=det.head_channels,
-        cls_loss=loss.name,
-        box_error=cfg.box_error.name,
-        tau=cfg.box_error.tau,
-        smooth_l1_beta=cfg.box_error.beta,
-        coord_reduction=cfg.box_error.coord_reduction,
-        delta=loss.delta,
-        interpolated=loss.interpolated,
-        focal_alpha=loss.alpha,
-        focal_gamma=loss.gamma,
-        self_balance=loss.self_balance,
-        sb_init=loss.sb_init,
-        wr=loss.wr,
-        score_thr=det.score_thr,
-        nms_iou=det.nms_iou,
-        pre_nms_topk=det.pre_nms_topk,
-        max_per_img=det.max_per_img,
-        track_grad_balance=cfg.train.grad_balance,
-    )
-    if det.name == "foveabox":
-        return build_foveabox(
-            num_classes,
-            sigma=det.sigma,
-            scale_ranges=det.scale_ranges,
-            base_edge_list=det.base_edge_list,
-            strides=det.strides,
-            **common,
-        )
-    if det.name == "faster_rcnn":
-        for key in ("focal_alpha", "focal_gamma", "interpolated"):
-            common.pop(key)
-        return build_faster_rcnn(
-            num_classes,
-            octave_base_scale=det.octave_base_scale,
-            scales_per_octave=det.scales_per_octave,
-            rpn_weight=det.rpn_weight,
-            rpn_pos_iou=det.rpn_pos_iou,
-            rpn_neg_iou=det.rpn_neg_iou,
-            rpn_min_pos_iou=det.rpn_min_pos_iou,
-            rpn_tau=det.rpn_tau,
-            rpn_nms_iou=det.rpn_nms_iou,
-            num_proposals=det.num_proposals,
-            rpn_sample_size=det.rpn_sample_size,
-            rpn_pos_fraction=det.rpn_pos_fraction,
-            roi_fc_channels=det.roi_fc_channels,
-            roi_sampling_ratio=det.roi_sampling_ratio,
-            roi_canonical_scale=det.roi_canonical_scale,
-            roi_pos_iou=det.roi_pos_iou,
-            roi_sample_size=det.roi_sample_size,
-            roi_pos_fraction=det.roi_pos_fraction,
-            **common,
-        )
-    if det.name != "retinanet":
-        raise ValueError(f"unknown detector {det.name!r}: use retinanet, foveabox, faster_rcnn")
-    return build_retinanet(
+    """The detector of ``cfg`` with its loss wired in: its builder (``models.DETECTORS``)
+    takes the config's sections whole, with ``backbone.weights=builtin`` resolved to the
+    cached file first."""
+    backbone = OmegaConf.create(OmegaConf.to_container(cfg.backbone, resolve=True))
+    backbone.weights = backbone_weights_path(cfg)
+    build = DETECTORS[cfg.detector.name]  # the schema has checked the name
+    return build(
         num_classes,
-        octave_base_scale=det.octave_base_scale,
-        scales_per_octave=det.scales_per_octave,
-        assigner=cfg.assigner.name,
-        atss_topk=cfg.assigner.topk,
-        pos_iou=cfg.assigner.pos_iou,
-        neg_iou=cfg.assigner.neg_iou,
-        min_pos_iou=cfg.assigner.min_pos_iou,
-        zero_target=loss.zero_target,
-        **common,
+        backbone=backbone,
+        detector=cfg.detector,
+        loss=cfg.loss,
+        box_error=cfg.box_error,
+        assigner=cfg.assigner,
+        track_grad_balance=cfg.train.grad_balance,
     )

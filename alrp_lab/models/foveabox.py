@@ -35,6 +35,7 @@ __all__ = [
     "FoveaBox",
     "FoveaBoxCoder",
     "FoveaPriorGenerator",
+    "assemble_foveabox",
     "build_foveabox",
 ]
 
@@ -239,7 +240,7 @@ class FoveaBox(RetinaNet):
         return super().forward(images, targets, image_sizes)
 
 
-def build_foveabox(
+def assemble_foveabox(
     num_classes: int,
     *,
     depth: int = 50,
@@ -333,3 +334,59 @@ def build_foveabox(
     )
     test_cfg = TestConfig(score_thr, nms_iou, pre_nms_topk, max_per_img)
     return FoveaBox(backbone, fpn, num_classes, head, priors, assigner, loss, test_cfg)
+
+
+def build_foveabox(
+    num_classes: int,
+    *,
+    backbone: Any,
+    detector: Any,
+    loss: Any,
+    box_error: Any,
+    assigner: Any,
+    track_grad_balance: bool = False,
+) -> FoveaBox:
+    """FoveaBox (Table 7) from its config sections, each taken whole.
+
+    ``backbone``, ``detector``, ``loss``, ``box_error`` and ``assigner`` are the sections of
+    ``conf/`` (the validated DictConfig nodes, or any objects with those attributes), read
+    by their YAML key names, with no second default here: ``tests/models/test_builders.py``
+    checks that every key of the sections reaches the model.
+    ``assigner`` is unused: FoveaBox assigns by its fovea (``detector.sigma``).
+    ``backbone.weights`` is a local file or None (``engine.builders`` resolves ``builtin``
+    first).
+    """
+    return assemble_foveabox(
+        num_classes,
+        depth=backbone.depth,
+        groups=backbone.groups,
+        width_per_group=backbone.width_per_group,
+        base_width=backbone.base_width,
+        norm=backbone.norm,
+        frozen_stages=backbone.frozen_stages,
+        backbone_weights=backbone.weights,
+        fpn_channels=detector.fpn_channels,
+        head_convs=detector.head_convs,
+        head_channels=detector.head_channels,
+        cls_loss=loss.name,
+        box_error=box_error.name,
+        tau=box_error.tau,
+        smooth_l1_beta=box_error.beta,
+        coord_reduction=box_error.coord_reduction,
+        delta=loss.delta,
+        sb_init=loss.sb_init,
+        self_balance=loss.self_balance,
+        wr=loss.wr,
+        score_thr=detector.score_thr,
+        nms_iou=detector.nms_iou,
+        max_per_img=detector.max_per_img,
+        track_grad_balance=track_grad_balance,
+        sigma=detector.sigma,
+        scale_ranges=detector.scale_ranges,
+        base_edge_list=detector.base_edge_list,
+        strides=detector.strides,
+        pre_nms_topk=detector.pre_nms_topk,
+        focal_alpha=loss.alpha,
+        focal_gamma=loss.gamma,
+        interpolated=loss.interpolated,
+    )

@@ -23,7 +23,7 @@ from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
 
-__all__ = ["RetinaHead", "RetinaNet", "build_retinanet"]
+__all__ = ["RetinaHead", "RetinaNet", "assemble_retinanet", "build_retinanet"]
 
 
 class RetinaHead(nn.Module):
@@ -272,7 +272,7 @@ class RetinaNet(nn.Module):
         ]
 
 
-def build_retinanet(
+def assemble_retinanet(
     num_classes: int,
     *,
     depth: int = 50,
@@ -379,4 +379,62 @@ def build_retinanet(
     test_cfg = TestConfig(score_thr, nms_iou, pre_nms_topk, max_per_img)
     return RetinaNet(
         backbone, fpn, num_classes, head, anchor_generator, assigner_obj, loss, test_cfg
+    )
+
+
+def build_retinanet(
+    num_classes: int,
+    *,
+    backbone: Any,
+    detector: Any,
+    loss: Any,
+    box_error: Any,
+    assigner: Any,
+    track_grad_balance: bool = False,
+) -> RetinaNet:
+    """RetinaNet from its config sections, each taken whole.
+
+    ``backbone``, ``detector``, ``loss``, ``box_error`` and ``assigner`` are the sections of
+    ``conf/`` (the validated DictConfig nodes, or any objects with those attributes), read
+    by their YAML key names, with no second default here: ``tests/models/test_builders.py``
+    checks that every key of the sections reaches the model. ``backbone.weights`` is a
+    local file or None (``engine.builders`` resolves ``builtin`` first).
+    """
+    return assemble_retinanet(
+        num_classes,
+        depth=backbone.depth,
+        groups=backbone.groups,
+        width_per_group=backbone.width_per_group,
+        base_width=backbone.base_width,
+        norm=backbone.norm,
+        frozen_stages=backbone.frozen_stages,
+        backbone_weights=backbone.weights,
+        fpn_channels=detector.fpn_channels,
+        head_convs=detector.head_convs,
+        head_channels=detector.head_channels,
+        cls_loss=loss.name,
+        box_error=box_error.name,
+        tau=box_error.tau,
+        smooth_l1_beta=box_error.beta,
+        coord_reduction=box_error.coord_reduction,
+        delta=loss.delta,
+        sb_init=loss.sb_init,
+        self_balance=loss.self_balance,
+        wr=loss.wr,
+        score_thr=detector.score_thr,
+        nms_iou=detector.nms_iou,
+        max_per_img=detector.max_per_img,
+        track_grad_balance=track_grad_balance,
+        assigner=assigner.name,
+        atss_topk=assigner.topk,
+        pos_iou=assigner.pos_iou,
+        neg_iou=assigner.neg_iou,
+        min_pos_iou=assigner.min_pos_iou,
+        octave_base_scale=detector.octave_base_scale,
+        scales_per_octave=detector.scales_per_octave,
+        pre_nms_topk=detector.pre_nms_topk,
+        focal_alpha=loss.alpha,
+        focal_gamma=loss.gamma,
+        interpolated=loss.interpolated,
+        zero_target=loss.zero_target,
     )

@@ -51,3 +51,40 @@ def check_detections(
         boxes = det["boxes"]
         assert boxes[:, 0::2].min() >= 0 and boxes[:, 0::2].max() <= w
         assert boxes[:, 1::2].min() >= 0 and boxes[:, 1::2].max() <= h
+
+
+SECTIONS = ("backbone", "detector", "loss", "box_error", "assigner")
+
+
+def config_sections(**values) -> dict:
+    """The five config sections a detector builder takes, from the schema's defaults.
+
+    Each keyword is a YAML key of one section (its leaf names are unique across them), or a
+    section's name for its ``name`` key (``loss="focal"``, ``assigner="max_iou"``).
+    ``track_grad_balance`` passes through.
+    """
+    from omegaconf import OmegaConf
+
+    from alrp_lab.config import schema
+
+    nodes = {
+        "backbone": OmegaConf.structured(schema.BackboneConfig),
+        "detector": OmegaConf.structured(schema.DetectorConfig),
+        "loss": OmegaConf.structured(schema.LossConfig),
+        "box_error": OmegaConf.structured(schema.BoxErrorConfig),
+        "assigner": OmegaConf.structured(schema.AssignerConfig),
+    }
+    out: dict = {}
+    for key, value in values.items():
+        if key == "track_grad_balance":
+            out[key] = value
+            continue
+        if key in nodes:
+            nodes[key].name = value
+            continue
+        owners = [name for name, node in nodes.items() if key in node and key != "name"]
+        if len(owners) != 1:
+            raise KeyError(f"{key!r} is a key of {owners or 'no section'}")
+        # Paths and tuples go in as plain values (OmegaConf keeps lists, not tuples).
+        nodes[owners[0]][key] = str(value) if hasattr(value, "__fspath__") else value
+    return {**nodes, **out}

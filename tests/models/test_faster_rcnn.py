@@ -8,7 +8,7 @@ import torch
 
 from alrp_lab.losses import GIoUError, IoUError, L1Error
 from alrp_lab.models.faster_rcnn import FasterRCNN, build_faster_rcnn
-from tests.models.helpers import check_detections, random_images, random_targets
+from tests.models.helpers import check_detections, config_sections, random_images, random_targets
 
 NUM_CLASSES = 3
 TINY = dict(
@@ -24,7 +24,7 @@ TINY = dict(
 
 
 def _tiny(**kwargs) -> FasterRCNN:
-    return build_faster_rcnn(NUM_CLASSES, **{**TINY, **kwargs})
+    return build_faster_rcnn(NUM_CLASSES, **config_sections(**{**TINY, **kwargs}))
 
 
 def _targets(seed: int, counts=(2, 3)) -> list[dict[str, torch.Tensor]]:
@@ -54,7 +54,7 @@ KEYS = {
 )
 def test_training_step(cls_loss: str, box_error: str, self_balance: bool, wr) -> None:
     torch.manual_seed(0)
-    model = _tiny(cls_loss=cls_loss, box_error=box_error, self_balance=self_balance, wr=wr)
+    model = _tiny(loss=cls_loss, box_error=box_error, self_balance=self_balance, wr=wr)
     model.train()
     out = model(_images(1), _targets(2), image_sizes=[(64, 64), (60, 64)])
     assert set(out) == KEYS
@@ -88,7 +88,7 @@ def test_loss_choices_reach_both_stages() -> None:
     assert alrp.roi_head.loss.box_error.tau == 0.5
     assert alrp.rpn.loss.sampler is None and alrp.roi_head.sampler is None
     assert alrp.rpn_weight == 0.2 and alrp.rpn.loss.box_coder.stds == (0.1, 0.1, 0.2, 0.2)
-    baseline = _tiny(cls_loss="ce", box_error="giou", self_balance=False, wr=10.0)
+    baseline = _tiny(loss="ce", box_error="giou", self_balance=False, wr=10.0)
     assert isinstance(baseline.rpn.loss.box_error, L1Error)
     assert isinstance(baseline.roi_head.loss.box_error, GIoUError)
     assert baseline.self_balance.value == 10.0 and baseline.rpn_self_balance.value == 1.0
@@ -122,7 +122,7 @@ def test_grad_balance_of_roi_classifier_is_one() -> None:
 def test_image_without_ground_truth_in_batch(cls_loss: str) -> None:
     torch.manual_seed(6)
     kwargs = {} if cls_loss == "alrp" else {"box_error": "l1", "self_balance": False, "wr": 1.0}
-    model = _tiny(cls_loss=cls_loss, **kwargs).train()
+    model = _tiny(loss=cls_loss, **kwargs).train()
     targets = _targets(7, counts=(2, 0))
     out = model(_images(8), targets)
     out["loss"].backward()
@@ -142,7 +142,7 @@ def test_whole_batch_without_ground_truth_gives_zero_alrp_loss() -> None:
 def test_eval_output_format_and_limits(cls_loss: str) -> None:
     torch.manual_seed(11)
     kwargs = {} if cls_loss == "alrp" else {"box_error": "l1", "self_balance": False, "wr": 1.0}
-    model = _tiny(cls_loss=cls_loss, score_thr=0.0, max_per_img=7, **kwargs).eval()
+    model = _tiny(loss=cls_loss, score_thr=0.0, max_per_img=7, **kwargs).eval()
     sizes = [(40, 50), (64, 64)]
     detections = model(_images(12), image_sizes=sizes)
     check_detections(detections, sizes, max_per_img=7, num_classes=NUM_CLASSES)
@@ -159,6 +159,6 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.zeros(3, 64, 64), _targets(14))
     with pytest.raises(ValueError, match="cls_loss"):
-        build_faster_rcnn(NUM_CLASSES, cls_loss="focal")
+        build_faster_rcnn(NUM_CLASSES, **config_sections(loss="focal"))
     with pytest.raises(ValueError, match="IoU-based"):
-        build_faster_rcnn(NUM_CLASSES, cls_loss="alrp", box_error="l1")
+        build_faster_rcnn(NUM_CLASSES, **config_sections(loss="alrp", box_error="l1"))

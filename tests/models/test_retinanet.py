@@ -8,14 +8,14 @@ import torch
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet, build_retinanet
 from alrp_lab.ops.box_coder import BoxCoder
-from tests.models.helpers import check_detections, random_images, random_targets
+from tests.models.helpers import check_detections, config_sections, random_images, random_targets
 
 NUM_CLASSES = 3
 TINY = dict(depth=18, base_width=16, fpn_channels=32, head_convs=1, head_channels=32)
 
 
 def _tiny(**kwargs) -> RetinaNet:
-    return build_retinanet(NUM_CLASSES, **{**TINY, **kwargs})
+    return build_retinanet(NUM_CLASSES, **config_sections(**{**TINY, **kwargs}))
 
 
 def _targets(seed: int, counts=(2, 3)) -> list[dict[str, torch.Tensor]]:
@@ -37,7 +37,7 @@ def _images(seed: int, batch: int = 2) -> torch.Tensor:
 )
 def test_training_step(cls_loss: str, box_error: str, assigner: str) -> None:
     torch.manual_seed(0)
-    model = _tiny(cls_loss=cls_loss, box_error=box_error, assigner=assigner).train()
+    model = _tiny(loss=cls_loss, box_error=box_error, assigner=assigner).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     out = model(_images(1), _targets(2))
     assert set(out) == {"loss", "loss_cls", "loss_loc", "num_pos"}
@@ -52,7 +52,7 @@ def test_training_step(cls_loss: str, box_error: str, assigner: str) -> None:
 
 def test_grad_balance_alrp_is_one() -> None:
     torch.manual_seed(3)
-    model = _tiny(cls_loss="alrp", track_grad_balance=True).train()
+    model = _tiny(loss="alrp", track_grad_balance=True).train()
     assert model.grad_balance() is None
     out = model(_images(4), _targets(5))
     assert out["num_pos"] > 0
@@ -62,7 +62,7 @@ def test_grad_balance_alrp_is_one() -> None:
 
 def test_empty_ground_truth_image_in_batch() -> None:
     torch.manual_seed(6)
-    model = _tiny(cls_loss="alrp").train()
+    model = _tiny(loss="alrp").train()
     targets = _targets(7, counts=(2, 0))
     assert targets[1]["boxes"].shape == (0, 4)
     out = model(_images(8), targets)
@@ -71,7 +71,7 @@ def test_empty_ground_truth_image_in_batch() -> None:
 
 
 def test_whole_batch_without_ground_truth_gives_zero_alrp_loss() -> None:
-    model = _tiny(cls_loss="alrp").train()
+    model = _tiny(loss="alrp").train()
     out = model(_images(9), _targets(10, counts=(0, 0)))
     out["loss"].backward()
     assert out["num_pos"] == 0 and out["loss"] == 0
@@ -116,10 +116,10 @@ def test_head_prior_and_output_layout() -> None:
 
 
 def test_self_balance_wiring() -> None:
-    assert _tiny(cls_loss="alrp").self_balance.value == 50.0
-    fixed = _tiny(cls_loss="alrp", self_balance=False, wr=10.0).self_balance
+    assert _tiny(loss="alrp").self_balance.value == 50.0
+    fixed = _tiny(loss="alrp", self_balance=False, wr=10.0).self_balance
     assert fixed.value == 10.0 and not fixed.enabled
-    assert _tiny(cls_loss="focal", self_balance=False).self_balance.value == 1.0
+    assert _tiny(loss="focal", self_balance=False).self_balance.value == 1.0
 
 
 def test_user_errors_are_clear(tmp_path) -> None:
@@ -135,7 +135,7 @@ def test_user_errors_are_clear(tmp_path) -> None:
     with pytest.raises(ValueError, match="assigner"):
         _tiny(assigner="hungarian")
     with pytest.raises(FileNotFoundError, match="backbone.weights"):
-        _tiny(backbone_weights=tmp_path / "missing.pth")
+        _tiny(weights=tmp_path / "missing.pth")
 
 
 def test_postprocess_hand_case() -> None:
