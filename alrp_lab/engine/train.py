@@ -193,11 +193,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    # SelfBalance, or a disabled one holding the constant wr; saved with the model.
-    balance = model.self_balance
-    # Two-stage detectors keep a second SB for the RPN, fed by the model from its stage terms.
-    rpn_balance = getattr(model, "rpn_self_balance", None)
-    balances = [balance] if rpn_balance is None else [balance, rpn_balance]
+    # SelfBalance, or a disabled one holding the constant wr; saved with the model. Two-stage
+    # detectors keep a second one for the RPN; every detector lists its own.
+    balances = model.loc_weights()
+    balance = balances[0]
     sb_period = cfg.loss.sb_period
     sb_start = cfg.loss.sb_start
     if resumed_sums and ctx.is_main:
@@ -282,10 +281,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     # Before loss.sb_start, SB records nothing: it keeps sb_init, and the
                     # first estimate comes from a head that has left its initial state.
                     if sb_start is None or iteration >= sb_start:
-                        if rpn_balance is None:
-                            balance.update(loss_cls, loss_loc)
-                        else:
-                            model.update_self_balance(losses)
+                        model.update_self_balance(losses)
                     ratio = model.grad_balance() if grad_csv is not None else None
                     if grad_csv is not None and ratio is not None:
                         append_grad_balance(grad_csv, iteration, epoch, ratio)

@@ -120,6 +120,11 @@ class FasterRCNN(nn.Module):
         """The RPN's localisation weight (its own SB for aLRP; constant 1 for the baselines)."""
         return self.rpn.self_balance
 
+    def loc_weights(self) -> list[SelfBalance]:
+        """Every localisation weight the training loop re-estimates: the RoI stage's, then
+        the RPN's (the checkpoint saves their open sums in this order)."""
+        return [self.self_balance, self.rpn_self_balance]
+
     def update_self_balance(self, losses: Mapping[str, Any]) -> None:
         """Feed one iteration's per-stage terms to both weights (what the training loop does)."""
         self.self_balance.update(losses["loss_roi_cls"], losses["loss_roi_loc"])

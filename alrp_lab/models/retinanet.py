@@ -155,6 +155,14 @@ class RetinaNet(nn.Module):
         """The loss's localisation weight (SB or constant wr), for the training loop."""
         return self.loss.balance
 
+    def loc_weights(self) -> list[SelfBalance]:
+        """Every localisation weight the training loop re-estimates (one for a dense head)."""
+        return [self.loss.balance]
+
+    def update_self_balance(self, losses: Mapping[str, Any]) -> None:
+        """Feed one iteration's unscaled terms (``forward``'s output) to the weight."""
+        self.loss.balance.update(losses["loss_cls"], losses["loss_loc"])
+
     def grad_balance(self) -> float | None:
         """sum |dL/ds| over negatives / over positives from the latest backward (Figure 4).
 
