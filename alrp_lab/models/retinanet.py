@@ -148,6 +148,9 @@ class RetinaNet(nn.Module):
         self.anchor_generator = anchor_generator
         self.assigner = assigner
         self.loss = loss
+        # The model's own: training encodes targets with it (through the loss), inference
+        # decodes with it here.
+        self.box_coder = loss.box_coder
         self.test_cfg = TestConfig.from_any(test_cfg)
 
     @property
@@ -273,7 +276,7 @@ class RetinaNet(nn.Module):
                 [r[i] for r in reg_levels],
                 anchor_levels,
                 (int(image_sizes[i][0]), int(image_sizes[i][1])),
-                self.loss.box_coder,
+                self.box_coder,
                 self.test_cfg,
             )
             for i in range(batch)

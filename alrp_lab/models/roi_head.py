@@ -336,6 +336,10 @@ class RoIHead(nn.Module):
         self.box_head = box_head
         self.assigner = assigner
         self.loss = loss
+        self.box_coder = loss.box_coder  # shared with the loss, which encodes the targets
+        # Cross entropy trains a softmax over C + 1 (background last); the ranking losses
+        # train one sigmoid per class.
+        self.score_activation = "softmax" if loss.cls_loss == "ce" else "sigmoid"
         self.sampler = sampler
         self.test_cfg = TestConfig.from_any(test_cfg)
         self.add_gt_as_proposals = add_gt_as_proposals
@@ -427,11 +431,11 @@ class RoIHead(nn.Module):
     ) -> dict[str, Tensor]:
         """Class-wise thresholding and NMS of one image: logits (R, C [+1]), deltas (R, C, 4)."""
         cfg = self.test_cfg
-        if self.loss.cls_loss == "ce":
+        if self.score_activation == "softmax":
             scores = logits.softmax(dim=1)[:, : self.num_classes]
         else:
             scores = logits.sigmoid()
-        boxes = self.loss.box_coder.decode(deltas, rois[:, None, :])  # (R, C, 4)
+        boxes = self.box_coder.decode(deltas, rois[:, None, :])  # (R, C, 4)
         boxes = clip_boxes_to_image(boxes.reshape(-1, 4), (int(image_size[0]), int(image_size[1])))
         flat_scores = scores.reshape(-1)
         candidates = (flat_scores > cfg.score_thr).nonzero().squeeze(1)

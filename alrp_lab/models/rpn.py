@@ -278,6 +278,7 @@ class RegionProposalNetwork(nn.Module):
         self.anchor_generator = anchor_generator
         self.assigner = assigner
         self.loss = loss
+        self.box_coder = loss.box_coder  # shared with the loss, which encodes the targets
         self.proposal_cfg = proposal_cfg if proposal_cfg is not None else ProposalConfig()
 
     @property
@@ -310,7 +311,7 @@ class RegionProposalNetwork(nn.Module):
                 level_scores = lg[b, :, 0]
                 k = min(cfg.pre_nms_topk, level_scores.numel())
                 level_scores, top = level_scores.topk(k)
-                boxes.append(self.loss.box_coder.decode(dl[b, top], an[top]))
+                boxes.append(self.box_coder.decode(dl[b, top], an[top]))
                 scores.append(level_scores)
                 levels.append(torch.full_like(top, level))
             all_boxes = clip_boxes_to_image(torch.cat(boxes), size)
