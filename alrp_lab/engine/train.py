@@ -12,8 +12,9 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -140,6 +141,202 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
     )
 
 
+class _Resumed(NamedTuple):
+    """Where training starts: epoch and iteration (0, 0 for a new run) and the SB sums of a
+    period still open at the checkpoint (None when there are none)."""
+
+    epoch: int
+    iteration: int
+    sb_sums: list | None
+
+
+def _resume_or_start(
+    cfg: DictConfig, ckpt_path: Path, model, optimizer, signature, ctx: DistributedContext
+) -> _Resumed:
+    """Load ``ckpt_path`` into the model and optimizer when ``train.resume`` asks for it."""
+    if cfg.train.resume and ckpt_path.exists():
+        # RNG streams are reseeded per (seed, rank, epoch) in the loop, so none are restored.
+        state = load_checkpoint(
+            ckpt_path,
+            model=model,
+            optimizer=optimizer,
+            expected_signature=signature,
+            restore_rng=False,
+        )
+        log.info("resumed from %s at epoch %d", ckpt_path, int(state["epoch"]))
+        sums = (state.get("extra") or {}).get("sb_sums")
+        return _Resumed(int(state["epoch"]), int(state["iteration"]), sums)
+    if not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
+        log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
+    return _Resumed(0, 0, None)
+
+
+def _restore_sb_sums(balances: list[Any], sums: list | None, ctx: DistributedContext) -> None:
+    # Only rank 0's sums are saved: under torchrun with an sb_period that does not end on an
+    # epoch, the other ranks restart their open period from zero.
+    if sums and ctx.is_main:
+        for each, saved in zip(balances, sums, strict=False):
+            each.sum_cls, each.sum_loc, each.count = float(saved[0]), float(saved[1]), int(saved[2])
+
+
+def _make_tracker(cfg: DictConfig, config: dict, run_dir: Path, ctx: DistributedContext):
+    return WandbRun(
+        mode=cfg.logger.mode,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        job_type="train",
+        tags=list(cfg.logger.tags) + _tags(cfg),
+        config=config,
+        dir=run_dir,
+        name=cfg.name,
+        rank=ctx.rank,
+    )
+
+
+@dataclass
+class _Loop:
+    """One run's training state and the steps that change it: an iteration, an epoch's
+    end (SB, checkpoint, interim evaluation) and the final evaluation."""
+
+    cfg: DictConfig
+    ctx: DistributedContext
+    device: torch.device
+    model: Any
+    ddp_model: Any
+    optimizer: Any
+    balances: list[Any]
+    signature: dict[str, Any]
+    ckpt_path: Path
+    run_dir: Path
+    recorder: RunRecorder
+    tracker: Any
+    progress: RunProgress
+    grad_csv: Path | None
+    iteration: int
+
+    def step(self, images, targets, epoch: int, step: int, n_iters: int, tic: float) -> None:
+        """One SGD step on a batch; raises :class:`NonFiniteLossError` before a bad step."""
+        cfg, model = self.cfg, self.model
+        lr = learning_rate(
+            cfg.train.lr,
+            self.iteration,
+            epoch,
+            warmup_iters=cfg.train.warmup_iters,
+            warmup_ratio=cfg.train.warmup_ratio,
+            lr_steps=cfg.train.lr_steps,
+            lr_decay=cfg.train.lr_decay,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(self.device, non_blocking=True)
+        sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+        losses = self.ddp_model(images, _to_device(targets, self.device), image_sizes=sizes)
+        loss = losses["loss"]
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, iteration "
+                f"{self.iteration}; {_kept(epoch)}. {_RESUME_ADVICE}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        else:
+            norm = gradient_norm(model.parameters())
+        if not torch.isfinite(norm):
+            # Detected before the step: the weights stay as they were.
+            raise NonFiniteLossError(
+                f"the gradient became non-finite at epoch {epoch + 1}, iteration "
+                f"{self.iteration} (the loss was {loss.item():.4g}); "
+                f"{_kept(epoch)}. {_RESUME_ADVICE}"
+            )
+        self.optimizer.step()
+        # Before loss.sb_start, SB records nothing: it keeps sb_init, and the first estimate
+        # comes from a head that has left its initial state.
+        if cfg.loss.sb_start is None or self.iteration >= cfg.loss.sb_start:
+            model.update_self_balance(losses)
+        ratio = model.grad_balance() if self.grad_csv is not None else None
+        if self.grad_csv is not None and ratio is not None:
+            append_grad_balance(self.grad_csv, self.iteration, epoch, ratio)
+        if self.iteration % cfg.train.log_every == 0 or step == n_iters - 1:
+            self._log(losses, loss, lr, epoch, step, tic, ratio)
+        self.progress.advance_iteration(float(loss.detach()))
+        self.iteration += 1
+        period = cfg.loss.sb_period
+        if period is not None and self.iteration % period == 0:
+            _step_balances(self.balances, self.ctx)
+
+    def _log(self, losses, loss, lr: float, epoch: int, step: int, tic: float, ratio) -> None:
+        record = {
+            "epoch": epoch,
+            "loss": float(loss.detach()),
+            "loss_cls": float(losses["loss_cls"].detach()),
+            "loss_loc": float(losses["loss_loc"].detach()),
+            "loc_weight": self.balances[0].value,
+            "num_pos": float(losses["num_pos"]),
+            "lr": lr,
+            "sec_per_iter": (time.perf_counter() - tic) / (step + 1),
+        }
+        if ratio is not None:
+            record["grad_balance"] = ratio
+        self.recorder.log(self.iteration, record)
+        self.tracker.log({f"train/{k}": v for k, v in record.items()}, step=self.iteration)
+
+    def end_epoch(self, epoch: int, val_set: Any) -> None:
+        """SB's epoch estimate, the finite-state check, the checkpoint, interim evaluation."""
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.loss.sb_period is None:
+            _step_balances(self.balances, ctx)
+        weight = self.balances[0].value
+        self.tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=self.iteration)
+        if not state_is_finite(self.model, self.optimizer):
+            raise NonFiniteLossError(
+                f"the weights or optimiser state became non-finite during epoch "
+                f"{epoch + 1}; {_kept(epoch)}. {_RESUME_ADVICE}"
+            )
+        if ctx.is_main:
+            save_checkpoint(
+                self.ckpt_path,
+                model=self.model,
+                optimizer=self.optimizer,
+                epoch=epoch + 1,
+                iteration=self.iteration,
+                # Sums of an SB period still open (sb_period not a whole epoch).
+                extra={"sb_weight": weight, "sb_sums": [_sums(b) for b in self.balances]},
+                model_signature=self.signature,
+            )
+        ctx.barrier()
+        self.progress.advance_epoch()
+        every, epochs = cfg.train.eval_every, cfg.train.epochs
+        if ctx.is_main and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+            interim, _ = evaluate_model(
+                self.model, val_set, device=self.device, batch_size=cfg.train.batch_size
+            )
+            # Stamped with the epoch's last iteration, which the checkpoint covers.
+            last = self.iteration - 1
+            self.recorder.log(last, {"epoch": epoch + 1, **_prefixed("val/", interim)})
+            self.tracker.log(_prefixed("val/", interim), step=last)
+        ctx.barrier()
+
+    def evaluate(self, val_set: Any) -> dict[str, float]:
+        """The final evaluation (rank 0), with its detections file."""
+        metrics: dict[str, float] = {}
+        if self.ctx.is_main:
+            self.progress.start_evaluation(len(val_set))
+            metrics, detections = evaluate_model(
+                self.model,
+                val_set,
+                device=self.device,
+                batch_size=self.cfg.train.batch_size,
+                bounds=self.cfg.train.eval_bounds,
+                on_batch=self.progress.advance_evaluation,
+            )
+            atomic_write_json(self.run_dir / "detections_val.json", detections)
+        self.ctx.barrier()
+        return metrics
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate the experiment ``cfg`` (validated) into ``run_dir``.
 
@@ -167,22 +364,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         weight_decay=cfg.train.weight_decay,
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    start_epoch, iteration = 0, 0
-    resumed_sums = None
-    if cfg.train.resume and ckpt_path.exists():
-        # RNG streams are reseeded per (seed, rank, epoch) below, so none are restored.
-        state = load_checkpoint(
-            ckpt_path,
-            model=model,
-            optimizer=optimizer,
-            expected_signature=signature,
-            restore_rng=False,
-        )
-        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        resumed_sums = (state.get("extra") or {}).get("sb_sums")
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-    elif not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
-        log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
+    resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx)
     if ctx.is_main:
         # Only now: a refused resume (above) leaves the folder as it was.
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -196,39 +378,26 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # SelfBalance, or a disabled one holding the constant wr; saved with the model. Two-stage
     # detectors keep a second one for the RPN; every detector lists its own.
     balances = model.loc_weights()
-    balance = balances[0]
-    sb_period = cfg.loss.sb_period
-    sb_start = cfg.loss.sb_start
-    if resumed_sums and ctx.is_main:
-        # Only rank 0's sums are saved: under torchrun with an sb_period that does not end
-        # on an epoch, the other ranks restart their open period from zero.
-        for each, sums in zip(balances, resumed_sums, strict=False):
-            each.sum_cls, each.sum_loc, each.count = float(sums[0]), float(sums[1]), int(sums[2])
+    _restore_sb_sums(balances, resumed.sb_sums, ctx)
 
-    tracker = WandbRun(
-        mode=cfg.logger.mode,
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        group=cfg.logger.group,
-        job_type="train",
-        tags=list(cfg.logger.tags) + _tags(cfg),
-        config=config_dict,
-        dir=run_dir,
-        name=cfg.name,
-        rank=ctx.rank,
-    )
-    recorder.start(resume_step=iteration if start_epoch > 0 else None)
+    tracker = _make_tracker(cfg, config_dict, run_dir, ctx)
+    resume_step = resumed.iteration if resumed.epoch > 0 else None
+    recorder.start(resume_step=resume_step)
     grad_csv = (run_dir / "grad_balance.csv") if ctx.is_main and cfg.train.grad_balance else None
     if grad_csv is not None:
         # A resume cuts the lines the stopped run wrote after its checkpoint.
-        start_grad_balance(grad_csv, iteration if start_epoch > 0 else None)
+        start_grad_balance(grad_csv, resume_step)
 
     progress = RunProgress(enabled=ctx.is_main)
+    loop = _Loop(
+        cfg, ctx, device, model, ddp_model, optimizer, balances, signature, ckpt_path,
+        run_dir, recorder, tracker, progress, grad_csv, resumed.iteration,
+    )  # fmt: skip
     epochs = cfg.train.epochs
     try:
         with progress:
-            progress.start_epochs(epochs, completed=start_epoch)
-            for epoch in range(start_epoch, epochs):
+            progress.start_epochs(epochs, completed=resumed.epoch)
+            for epoch in range(resumed.epoch, epochs):
                 # Augmentation draws from the global RNGs: seeding them per epoch makes a
                 # resumed run replay exactly what an uninterrupted one would have seen.
                 _seed_everything((cfg.seed * 100_003 + epoch) * 64 + ctx.rank)
@@ -240,121 +409,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 for step, (images, targets) in enumerate(loader):
                     if step >= n_iters:
                         break
-                    lr = learning_rate(
-                        cfg.train.lr,
-                        iteration,
-                        epoch,
-                        warmup_iters=cfg.train.warmup_iters,
-                        warmup_ratio=cfg.train.warmup_ratio,
-                        lr_steps=cfg.train.lr_steps,
-                        lr_decay=cfg.train.lr_decay,
-                    )
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    images = images.to(device, non_blocking=True)
-                    sizes = [tuple(int(v) for v in t["size"]) for t in targets]
-                    losses = ddp_model(images, _to_device(targets, device), image_sizes=sizes)
-                    loss = losses["loss"]
-                    if not torch.isfinite(loss.detach()):
-                        raise NonFiniteLossError(
-                            f"the loss became {loss.item()} at epoch {epoch + 1}, iteration "
-                            f"{iteration}; {_kept(epoch)}. {_RESUME_ADVICE}"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.train.grad_clip is not None:
-                        norm = torch.nn.utils.clip_grad_norm_(
-                            model.parameters(), cfg.train.grad_clip
-                        )
-                    else:
-                        norm = gradient_norm(model.parameters())
-                    if not torch.isfinite(norm):
-                        # Detected before the step: the weights stay as they were.
-                        raise NonFiniteLossError(
-                            f"the gradient became non-finite at epoch {epoch + 1}, iteration "
-                            f"{iteration} (the loss was {loss.item():.4g}); "
-                            f"{_kept(epoch)}. {_RESUME_ADVICE}"
-                        )
-                    optimizer.step()
-                    loss_cls = float(losses["loss_cls"].detach())
-                    loss_loc = float(losses["loss_loc"].detach())
-                    # Before loss.sb_start, SB records nothing: it keeps sb_init, and the
-                    # first estimate comes from a head that has left its initial state.
-                    if sb_start is None or iteration >= sb_start:
-                        model.update_self_balance(losses)
-                    ratio = model.grad_balance() if grad_csv is not None else None
-                    if grad_csv is not None and ratio is not None:
-                        append_grad_balance(grad_csv, iteration, epoch, ratio)
-                    if iteration % cfg.train.log_every == 0 or step == n_iters - 1:
-                        record = {
-                            "epoch": epoch,
-                            "loss": float(loss.detach()),
-                            "loss_cls": loss_cls,
-                            "loss_loc": loss_loc,
-                            "loc_weight": balance.value,
-                            "num_pos": float(losses["num_pos"]),
-                            "lr": lr,
-                            "sec_per_iter": (time.perf_counter() - tic) / (step + 1),
-                        }
-                        if ratio is not None:
-                            record["grad_balance"] = ratio
-                        recorder.log(iteration, record)
-                        tracker.log({f"train/{k}": v for k, v in record.items()}, step=iteration)
-                    progress.advance_iteration(float(loss.detach()))
-                    iteration += 1
-                    if sb_period is not None and iteration % sb_period == 0:
-                        _step_balances(balances, ctx)
-                if sb_period is None:
-                    _step_balances(balances, ctx)
-                weight = balance.value
-                tracker.log({"train/sb_weight": weight, "epoch": epoch + 1}, step=iteration)
-                if not state_is_finite(model, optimizer):
-                    raise NonFiniteLossError(
-                        f"the weights or optimiser state became non-finite during epoch "
-                        f"{epoch + 1}; {_kept(epoch)}. {_RESUME_ADVICE}"
-                    )
-                if ctx.is_main:
-                    save_checkpoint(
-                        ckpt_path,
-                        model=model,
-                        optimizer=optimizer,
-                        epoch=epoch + 1,
-                        iteration=iteration,
-                        # Sums of an SB period still open (sb_period not a whole epoch).
-                        extra={"sb_weight": weight, "sb_sums": [_sums(b) for b in balances]},
-                        model_signature=signature,
-                    )
-                ctx.barrier()
-                progress.advance_epoch()
-                every = cfg.train.eval_every
-                if ctx.is_main and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
-                    interim, _ = evaluate_model(
-                        model, val_set, device=device, batch_size=cfg.train.batch_size
-                    )
-                    # Stamped with the epoch's last iteration, which the checkpoint covers.
-                    last = iteration - 1
-                    recorder.log(last, {"epoch": epoch + 1, **_prefixed("val/", interim)})
-                    tracker.log(_prefixed("val/", interim), step=last)
-                ctx.barrier()
-
-            metrics: dict[str, float] = {}
-            if ctx.is_main:
-                progress.start_evaluation(len(val_set))
-                metrics, detections = evaluate_model(
-                    model,
-                    val_set,
-                    device=device,
-                    batch_size=cfg.train.batch_size,
-                    bounds=cfg.train.eval_bounds,
-                    on_batch=progress.advance_evaluation,
-                )
-                atomic_write_json(run_dir / "detections_val.json", detections)
-            ctx.barrier()
+                    loop.step(images, targets, epoch, step, n_iters, tic)
+                loop.end_epoch(epoch, val_set)
+            metrics = loop.evaluate(val_set)
     except BaseException as err:
         recorder.fail(err)
         tracker.finish(exit_code=1)
         raise
-    results = recorder.complete(metrics, extra={"epochs": epochs, "iterations": iteration})
+    results = recorder.complete(metrics, extra={"epochs": epochs, "iterations": loop.iteration})
     tracker.summary(_prefixed("val/", metrics))
     tracker.finish()
     return results
