@@ -1,9 +1,11 @@
 """A run folder's results files: ``metrics.jsonl`` (one line per logged step) and
 ``results.json`` (status, final metrics, config and provenance, always written atomically).
 
-These files are the record of a run; W&B only mirrors them. ``alrp-lab table`` and the plots
-read them back through :func:`read_results`, :func:`read_metrics` and :func:`find_runs`, so
-nothing here imports torch at module level (readers should stay fast).
+These files are the record of a run; W&B only mirrors them. This module writes them
+(:class:`RunRecorder`); :mod:`alrp_lab.tracking.run_files` reads them back
+(``read_results``, ``read_metrics``, ``find_runs``) and :mod:`alrp_lab.tracking.provenance`
+says where a run came from; both are re-exported here. Nothing imports torch at module
+level (readers should stay fast).
 
 ``results.json`` holds::
 
@@ -27,31 +29,36 @@ Non-finite numbers are written as ``null`` (see :mod:`alrp_lab.utils.io`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
-import platform
-import subprocess
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
-from alrp_lab.errors import ResultsError, ResultsNotFoundError
+from alrp_lab.errors import ResultsError
+from alrp_lab.tracking.provenance import (
+    GitState,
+    config_digest,
+    environment_versions,
+    git_state,
+)
+from alrp_lab.tracking.run_files import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    find_runs,
+    is_completed,
+    read_metrics,
+    read_results,
+)
 from alrp_lab.utils.io import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
-    read_jsonl,
     to_jsonable,
 )
-
-RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.jsonl"
-STATUSES = ("running", "completed", "failed")
 
 PathLike = str | os.PathLike[str]
 
@@ -72,133 +79,8 @@ __all__ = [
 ]
 
 
-def config_digest(config: Mapping[str, Any]) -> str:
-    """sha256 hex digest of ``config``'s canonical JSON.
-
-    Canonical: keys sorted, no whitespace, ASCII only, tuples as lists, non-finite floats as
-    null; so two configs that would be written identically have the same digest.
-    """
-    canonical = json.dumps(
-        to_jsonable(config, "config"),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        allow_nan=False,
-    )
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
-class GitState(NamedTuple):
-    """``revision``: the HEAD commit (40 hex digits) or None; ``dirty``: None when unknown."""
-
-    revision: str | None
-    dirty: bool | None
-
-
-def _git(args: list[str], cwd: Path) -> str | None:
-    """stdout of ``git args`` in ``cwd``, or None when git is missing or the command fails."""
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def git_state(folder: PathLike | None = None) -> GitState:
-    """Commit and dirtiness of the git repository that tracks ``folder``.
-
-    ``folder`` defaults to the installed ``alrp_lab`` package. It must itself be tracked: a
-    copy installed in a virtualenv that happens to sit inside some repository is not that
-    repository's code, so it reports ``GitState(None, None)``. Never raises.
-    """
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1]
-    if not folder.is_dir() or _git(["ls-files", "--error-unmatch", "."], folder) is None:
-        return GitState(None, None)
-    revision = _git(["rev-parse", "HEAD"], folder)
-    if revision is None:  # a repository without commits
-        return GitState(None, None)
-    status = _git(["status", "--porcelain", "--untracked-files=no"], folder)
-    return GitState(revision, None if status is None else bool(status))
-
-
-def environment_versions() -> dict[str, str | None]:
-    """Versions that decide whether two runs are comparable: python, torch, CUDA, numpy."""
-    import torch  # a training process has it loaded already
-
-    def installed(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "numpy": installed("numpy"),
-        "alrp_lab": installed("alrp-lab"),
-    }
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _results_path(run_dir: PathLike) -> Path:
-    path = Path(run_dir)
-    return path if path.name == RESULTS_FILE and not path.is_dir() else path / RESULTS_FILE
-
-
-def read_results(run_dir: PathLike) -> dict[str, Any]:
-    """Load a run's ``results.json`` (``run_dir`` may also be the file itself).
-
-    Raises :class:`FileNotFoundError` when it is missing and :class:`ValueError` naming the
-    file when it is not a results file (unparsable, or without a valid ``status``).
-    """
-    path = _results_path(run_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultsNotFoundError(
-            f"no {RESULTS_FILE} in {path.parent}: the run never started there, or the path is "
-            "not a run folder"
-        ) from None
-    try:
-        results = json.loads(text)
-    except ValueError as err:
-        raise ResultsError(
-            f"{path} is not valid JSON ({err}); it was edited or damaged: delete the run "
-            "folder and run it again"
-        ) from None
-    if not isinstance(results, dict) or results.get("status") not in STATUSES:
-        raise ResultsError(
-            f"{path} is not an alrp-lab results file (no status among {', '.join(STATUSES)}): "
-            "delete the run folder and run it again"
-        )
-    return results
-
-
-def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``, in the order they were logged."""
-    return read_jsonl(Path(run_dir) / METRICS_FILE)
-
-
-def is_completed(run_dir: PathLike) -> bool:
-    """True when the run's results say ``completed``; False when missing, running or failed."""
-    try:
-        return read_results(run_dir)["status"] == "completed"
-    except (FileNotFoundError, ValueError):
-        return False
-
-
-def find_runs(root: PathLike) -> list[Path]:
-    """Every folder at or below ``root`` that holds a ``results.json``, sorted by path."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ResultsNotFoundError(f"{root} is not a folder: pass the sweep or outputs folder")
-    return sorted(path.parent for path in root.rglob(RESULTS_FILE) if path.is_file())
 
 
 class RunRecorder:

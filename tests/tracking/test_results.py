@@ -248,7 +248,9 @@ def test_git_state_without_git_or_repo(tmp_path, monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(results_module.subprocess, "run", no_git)
+    from alrp_lab.tracking import provenance
+
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
     assert git_state() == (None, None)
 
 
