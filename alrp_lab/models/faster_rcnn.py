@@ -29,7 +29,12 @@ from torch import Tensor, nn
 from alrp_lab.assigners import MaxIoUAssigner
 from alrp_lab.losses import SelfBalance, build_box_error
 from alrp_lab.models.fpn import FPN
-from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
+from alrp_lab.models.parts import (
+    build_backbone_fpn,
+    build_detector_box_error,
+    build_loc_weight,
+    shared_arguments,
+)
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.roi_head import BoxHead, RoIFeatureExtractor, RoIHead, RoILoss
 from alrp_lab.models.rpn import ProposalConfig, RegionProposalNetwork, RPNHead, RPNLoss
@@ -393,29 +398,7 @@ def build_faster_rcnn(
     """
     return assemble_faster_rcnn(
         num_classes,
-        depth=backbone.depth,
-        groups=backbone.groups,
-        width_per_group=backbone.width_per_group,
-        base_width=backbone.base_width,
-        norm=backbone.norm,
-        frozen_stages=backbone.frozen_stages,
-        backbone_weights=backbone.weights,
-        fpn_channels=detector.fpn_channels,
-        head_convs=detector.head_convs,
-        head_channels=detector.head_channels,
-        cls_loss=loss.name,
-        box_error=box_error.name,
-        tau=box_error.tau,
-        smooth_l1_beta=box_error.beta,
-        coord_reduction=box_error.coord_reduction,
-        delta=loss.delta,
-        sb_init=loss.sb_init,
-        self_balance=loss.self_balance,
-        wr=loss.wr,
-        score_thr=detector.score_thr,
-        nms_iou=detector.nms_iou,
-        max_per_img=detector.max_per_img,
-        track_grad_balance=track_grad_balance,
+        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
         octave_base_scale=detector.octave_base_scale,
         scales_per_octave=detector.scales_per_octave,
         pre_nms_topk=detector.pre_nms_topk,

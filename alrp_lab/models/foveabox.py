@@ -23,7 +23,12 @@ from torch import Tensor
 from alrp_lab.assigners.fovea import FoveaAssigner
 from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
-from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
+from alrp_lab.models.parts import (
+    build_backbone_fpn,
+    build_detector_box_error,
+    build_loc_weight,
+    shared_arguments,
+)
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet
 from alrp_lab.ops.box_coder import DEFAULT_WH_CLIP
@@ -358,29 +363,7 @@ def build_foveabox(
     """
     return assemble_foveabox(
         num_classes,
-        depth=backbone.depth,
-        groups=backbone.groups,
-        width_per_group=backbone.width_per_group,
-        base_width=backbone.base_width,
-        norm=backbone.norm,
-        frozen_stages=backbone.frozen_stages,
-        backbone_weights=backbone.weights,
-        fpn_channels=detector.fpn_channels,
-        head_convs=detector.head_convs,
-        head_channels=detector.head_channels,
-        cls_loss=loss.name,
-        box_error=box_error.name,
-        tau=box_error.tau,
-        smooth_l1_beta=box_error.beta,
-        coord_reduction=box_error.coord_reduction,
-        delta=loss.delta,
-        sb_init=loss.sb_init,
-        self_balance=loss.self_balance,
-        wr=loss.wr,
-        score_thr=detector.score_thr,
-        nms_iou=detector.nms_iou,
-        max_per_img=detector.max_per_img,
-        track_grad_balance=track_grad_balance,
+        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
         sigma=detector.sigma,
         scale_ranges=detector.scale_ranges,
         base_edge_list=detector.base_edge_list,

@@ -7,6 +7,7 @@ box-error and weighting arguments; these helpers turn them into modules once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alrp_lab.losses import BoxError, SelfBalance, build_box_error
 from alrp_lab.models.backbone import ResNet
@@ -62,3 +63,35 @@ def build_loc_weight(*, self_balance: bool, sb_init: float, wr: float | None) ->
     if self_balance:
         return SelfBalance(init=sb_init, enabled=True)
     return SelfBalance(init=1.0 if wr is None else wr, enabled=False)
+
+
+def shared_arguments(
+    backbone: Any, detector: Any, loss: Any, box_error: Any, track_grad_balance: bool
+) -> dict[str, Any]:
+    """The ``assemble_*`` arguments every detector takes from its config sections, read by
+    their YAML keys (the builders add their own detector's keys)."""
+    return dict(
+        depth=backbone.depth,
+        groups=backbone.groups,
+        width_per_group=backbone.width_per_group,
+        base_width=backbone.base_width,
+        norm=backbone.norm,
+        frozen_stages=backbone.frozen_stages,
+        backbone_weights=backbone.weights,
+        fpn_channels=detector.fpn_channels,
+        head_convs=detector.head_convs,
+        head_channels=detector.head_channels,
+        cls_loss=loss.name,
+        box_error=box_error.name,
+        tau=box_error.tau,
+        smooth_l1_beta=box_error.beta,
+        coord_reduction=box_error.coord_reduction,
+        delta=loss.delta,
+        sb_init=loss.sb_init,
+        self_balance=loss.self_balance,
+        wr=loss.wr,
+        score_thr=detector.score_thr,
+        nms_iou=detector.nms_iou,
+        max_per_img=detector.max_per_img,
+        track_grad_balance=track_grad_balance,
+    )

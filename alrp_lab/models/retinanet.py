@@ -18,7 +18,12 @@ from alrp_lab.assigners import ASSIGNERS, ATSSAssigner, MaxIoUAssigner
 from alrp_lab.losses import SelfBalance
 from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
-from alrp_lab.models.parts import build_backbone_fpn, build_detector_box_error, build_loc_weight
+from alrp_lab.models.parts import (
+    build_backbone_fpn,
+    build_detector_box_error,
+    build_loc_weight,
+    shared_arguments,
+)
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
@@ -413,29 +418,7 @@ def build_retinanet(
     """
     return assemble_retinanet(
         num_classes,
-        depth=backbone.depth,
-        groups=backbone.groups,
-        width_per_group=backbone.width_per_group,
-        base_width=backbone.base_width,
-        norm=backbone.norm,
-        frozen_stages=backbone.frozen_stages,
-        backbone_weights=backbone.weights,
-        fpn_channels=detector.fpn_channels,
-        head_convs=detector.head_convs,
-        head_channels=detector.head_channels,
-        cls_loss=loss.name,
-        box_error=box_error.name,
-        tau=box_error.tau,
-        smooth_l1_beta=box_error.beta,
-        coord_reduction=box_error.coord_reduction,
-        delta=loss.delta,
-        sb_init=loss.sb_init,
-        self_balance=loss.self_balance,
-        wr=loss.wr,
-        score_thr=detector.score_thr,
-        nms_iou=detector.nms_iou,
-        max_per_img=detector.max_per_img,
-        track_grad_balance=track_grad_balance,
+        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
         assigner=assigner.name,
         atss_topk=assigner.topk,
         pos_iou=assigner.pos_iou,
