@@ -373,9 +373,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             "(conf/backbone)"
         )
     node = OmegaConf.load(CONF_DIR / "backbone" / f"{args.backbone}.yaml")
-    for key in ("base_width",):
-        if getattr(args, key) is not None:
-            node[key] = getattr(args, key)
+    if args.base_width is not None:
+        node.base_width = args.base_width
     # The same defaults as backbone.weights=builtin: conf/pretrain/fractal.yaml.
     task = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "pretrain" / "fractal.yaml"))
     for key in ("iterations", "num_classes", "seed"):

@@ -490,17 +490,14 @@ def split_ranking_inputs(
             f"labels may only hold 1 (positive), 0 (negative) or -1 (ignored); found {bad}"
         )
     scores = logits.detach().to(compute_dtype(logits.dtype))
-    positive = labels == 1
-    pos_index = torch.nonzero(positive).squeeze(1)
+    pos_index = torch.nonzero(labels == 1).squeeze(1)
+    pos_scores = scores.index_select(0, pos_index)
     negative = labels == 0
     if delta is not None and pos_index.numel():
         # >= rather than >: a negative on the edge has H = 0 either way; keep it to be safe.
-        lowest = scores.index_select(0, pos_index).min()
-        negative = negative & (scores >= lowest - delta)
+        negative = negative & (scores >= pos_scores.min() - delta)
     neg_index = torch.nonzero(negative).squeeze(1)
-    return RankingInputs(
-        pos_index, neg_index, scores.index_select(0, pos_index), scores.index_select(0, neg_index)
-    )
+    return RankingInputs(pos_index, neg_index, pos_scores, scores.index_select(0, neg_index))
 
 
 def scatter_gradient(

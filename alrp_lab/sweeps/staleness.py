@@ -16,6 +16,7 @@ YAML file that sets it to something else (smooth L1's "mean") makes them stale.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,9 @@ __all__ = ["IGNORED_KEYS", "first_difference", "run_digest"]
 _UNSET = object()
 
 
+@functools.cache
 def _schema_defaults() -> dict[str, Any]:
+    # Built once: a sweep digests two configs per completed run. Callers only read it.
     return OmegaConf.to_container(OmegaConf.structured(RunConfig))
 
 
