@@ -225,13 +225,22 @@ def _launch_torchrun(cfg, run_dir: Path) -> dict:
     return results
 
 
-# Exit status of the latest `alrp-lab run` in this process (jobs of a multirun included).
-_STATUS = {"code": 0}
+class _Task:
+    """Hydra's task: validate, train, print the metrics. Hydra returns nothing from a run,
+    so the task keeps the exit status of its latest job (``code``; a multirun's jobs each
+    set it). A module-level class, so that launchers running jobs in other processes
+    (hydra/launcher=joblib) can pickle it."""
+
+    def __init__(self) -> None:
+        self.code = 0
+
+    def __call__(self, cfg) -> float | None:
+        self.code, value = _run_task(cfg)
+        return value
 
 
-def _task(cfg) -> float | None:
-    """Hydra's task: validate, train, print the metrics. Module level, so that launchers
-    running jobs in other processes (hydra/launcher=joblib) can pickle it."""
+def _run_task(cfg) -> tuple[int, float | None]:
+    """One job: (exit status, its AP)."""
     import torch
     from hydra.core.hydra_config import HydraConfig
 
@@ -241,8 +250,7 @@ def _task(cfg) -> float | None:
     try:
         run_cfg = validate_config(cfg)
     except ConfigError as err:
-        _STATUS["code"] = _fail(str(err))
-        return None
+        return _fail(str(err)), None
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     _share_cores(hydra_cfg)
@@ -254,20 +262,18 @@ def _task(cfg) -> float | None:
     except _USER_ERRORS as err:
         if _show_traceback():
             raise
-        _STATUS["code"] = _fail(f"{err} (run folder: {run_dir})")
-        return None
+        return _fail(f"{err} (run folder: {run_dir})"), None
     except torch.cuda.OutOfMemoryError:
-        _STATUS["code"] = _fail(
+        return _fail(
             f"out of GPU memory: lower train.batch_size or data.train_size (run folder: {run_dir})"
-        )
-        return None
+        ), None
     except Exception:
         _err.print(f"[bold red]internal error:[/bold red] {_BUG}", highlight=False)
         raise
     metrics = results.get("metrics", {})
     _out.print(_metrics_table(run_cfg.name, metrics))
     _out.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
-    return metrics.get("AP")
+    return 0, metrics.get("AP")
 
 
 def _run_hydra(overrides: Sequence[str]) -> int:
@@ -286,8 +292,8 @@ def _run_hydra(overrides: Sequence[str]) -> int:
         if problem is not None:
             return _fail(problem)
 
-    _STATUS["code"] = 0
-    main_fn = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)
+    task = _Task()
+    main_fn = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)
     sys.argv = ["alrp-lab run", *overrides]
     kept = _FolderSnapshot.of(overrides)
     try:
@@ -296,7 +302,7 @@ def _run_hydra(overrides: Sequence[str]) -> int:
         return done.code if isinstance(done.code, int) else 1
     finally:
         kept.restore_if_untouched()
-    return _STATUS["code"]
+    return task.code
 
 
 class _FolderSnapshot:

@@ -2,24 +2,27 @@
 
 Hydra composes the YAML tree under ``conf/``; :func:`validate_config` merges the result into
 these dataclasses so a misspelt key or a value of the wrong type stops the run before any
-work, with a message that names the key. Choices between implementations (``loss.name``,
-``box_error.name`` ...) are names in the registries of :mod:`alrp_lab.engine.builders`.
+work, with a message that names the key. The values themselves live in the YAML only: the
+nodes here hold keys and types. Choices between implementations (``detector.name``,
+``loss.name``, ``box_error.name`` ...) are the keys of the registries of the layers that
+implement them, and each choice has a node of its own keys (``CHOICE_NODES``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from alrp_lab.assigners import ASSIGNERS
 from alrp_lab.data import AUGMENTS, DATASETS
 from alrp_lab.errors import ConfigError
 from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
 from alrp_lab.losses.box_error import COORD_REDUCTIONS
-from alrp_lab.models import DETECTORS, NORMS
+from alrp_lab.models import DETECTORS, NORMS, BackboneConfig
+from alrp_lab.pretrain.train import PretrainConfig
 from alrp_lab.tracking.wandb_run import MODES as LOGGER_MODES
 
 # backbone.weights of a config that must not run from random weights (conf/experiment/):
@@ -27,182 +30,218 @@ from alrp_lab.tracking.wandb_run import MODES as LOGGER_MODES
 REQUIRED = "required"
 
 
-@dataclass
-class DetectorConfig:
-    name: str = "retinanet"
-    fpn_channels: int = 256
-    head_convs: int = 4
-    head_channels: int = 256
-    octave_base_scale: float = 4.0
-    scales_per_octave: int = 2
-    score_thr: float = 0.05
-    nms_iou: float = 0.5
-    pre_nms_topk: int = 1000
-    max_per_img: int = 100
-    # FoveaBox only (detector=foveabox); the paper's values. list[Any]: OmegaConf rejects
-    # ints inside a list[list[float]] (e.g. [[1, 64]]); build_foveabox validates them.
-    sigma: float = 0.4
-    strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
-    scale_ranges: list[Any] = field(
-        default_factory=lambda: [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
-    )
-    base_edge_list: list[float] = field(default_factory=lambda: [16, 32, 64, 128, 256])
-    # Faster R-CNN only (detector=faster_rcnn); SPEC section 4. rpn_weight None: 0.2 for aLRP,
-    # 1 for cross entropy.
-    rpn_weight: float | None = None
-    rpn_pos_iou: float = 0.7
-    rpn_neg_iou: float = 0.3
-    rpn_min_pos_iou: float = 0.3
-    rpn_tau: float = 0.7
-    rpn_nms_iou: float = 0.7
-    num_proposals: int = 1000
-    rpn_sample_size: int = 256
-    rpn_pos_fraction: float = 0.5
-    roi_fc_channels: int = 1024
-    roi_sampling_ratio: int = 0
-    roi_canonical_scale: float = 224.0
-    roi_pos_iou: float = 0.5
-    roi_sample_size: int = 512
-    roi_pos_fraction: float = 0.25
-
-
-@dataclass
-class BackboneConfig:
-    depth: int = 50
-    groups: int = 1
-    width_per_group: int = 64
-    base_width: int = 64
-    norm: str = "bn"
-    frozen_stages: int = -1
-    weights: str | None = None
+# Every value of a run comes from the YAML of conf/ (and the command line): the dataclasses
+# below hold the keys and their types, no defaults. A section with choices (detector, loss,
+# box_error, assigner) has one node per choice, holding only the keys that choice reads, so
+# `loss.alpha=0.5` with loss=alrp is an error rather than a silent no-op.
 
 
 @dataclass
 class LossConfig:
-    name: str = "alrp"
-    delta: float = 1.0
-    self_balance: bool = True
-    sb_init: float = 50.0
+    """The keys every loss has: the localisation weight and the lr rule's reference."""
+
+    name: str = MISSING
+    self_balance: bool = MISSING
+    sb_init: float = MISSING
     # Iterations between SB re-estimates; null: once per epoch (Section 4.2).
-    sb_period: int | None = None
+    sb_period: int | None = MISSING
     # First iteration whose losses SB records; null: 0. Until the first period after it
     # ends, SB keeps sb_init.
-    sb_start: int | None = None
-    wr: float | None = None
-    alpha: float = 0.25
-    gamma: float = 2.0
-    # Appendix G.3 / Figure A.7: a positive's target 0 instead of Eq. 12's (training diverges).
-    zero_target: bool = False
-    # AP Loss only: the interpolated precision of the authors' code instead of SPEC's plain form.
-    interpolated: bool = False
+    sb_start: int | None = MISSING
+    wr: float | None = MISSING
     # The authors' learning rate for this loss and the batch it was set for: the lr rule
     # (train.lr=null) scales it to this run's batch, times train.lr_scale.
-    ref_lr: float | None = None
-    ref_batch: int | None = None
+    ref_lr: float | None = MISSING
+    ref_batch: int | None = MISSING
+
+
+@dataclass
+class ALRPLossConfig(LossConfig):
+    # Smoothing of the step function (SPEC section 1).
+    delta: float = MISSING
+    # Appendix G.3 / Figure A.7: a positive's target 0 instead of Eq. 12's (training diverges).
+    zero_target: bool = MISSING
+
+
+@dataclass
+class APLossConfig(LossConfig):
+    delta: float = MISSING
+    # The interpolated precision of the authors' code instead of SPEC's plain form.
+    interpolated: bool = MISSING
+
+
+@dataclass
+class FocalLossConfig(LossConfig):
+    alpha: float = MISSING
+    gamma: float = MISSING
+
+
+@dataclass
+class CELossConfig(LossConfig):
+    pass
 
 
 @dataclass
 class BoxErrorConfig:
-    name: str = "giou"
-    tau: float = 0.5
-    beta: float = 1.0
-    # smooth_l1 / l1: sum the 4 coordinates' errors, or average them ("mean", the authors'
-    # AP Loss heads).
-    coord_reduction: str = "sum"
+    name: str = MISSING
+
+
+@dataclass
+class IoUErrorConfig(BoxErrorConfig):
+    # Positive-IoU threshold of the localisation error's normalisation (SPEC section 1).
+    tau: float = MISSING
+
+
+@dataclass
+class L1ErrorConfig(BoxErrorConfig):
+    # Sum the 4 coordinates' errors, or average them ("mean", the authors' AP Loss heads).
+    coord_reduction: str = MISSING
+
+
+@dataclass
+class SmoothL1ErrorConfig(L1ErrorConfig):
+    beta: float = MISSING
 
 
 @dataclass
 class AssignerConfig:
-    name: str = "atss"
-    topk: int = 9
-    pos_iou: float = 0.5
-    neg_iou: float = 0.4
-    min_pos_iou: float = 0.0
+    name: str = MISSING
+
+
+@dataclass
+class ATSSConfig(AssignerConfig):
+    topk: int = MISSING
+
+
+@dataclass
+class MaxIoUConfig(AssignerConfig):
+    pos_iou: float = MISSING
+    neg_iou: float = MISSING
+    min_pos_iou: float = MISSING
 
 
 @dataclass
 class DataConfig:
-    name: str = "shapes"
+    """One node for both data sets: ``debug=smoke`` sizes the built-in set whatever the
+    choice. The keys only one data set reads are null for the other (``DATA_KEYS``)."""
+
+    name: str = MISSING
     root: str = MISSING
-    seed: int = 0
-    num_train: int = 1200
-    num_val: int = 200
-    image_size: int = 128
-    num_classes: int = 6
-    train_split: str = "train2017"
-    val_split: str = "val2017"
-    train_size: int = 128
-    test_size: int = 128
-    augment: str = "flip"
-    num_workers: int = 0
+    train_size: int = MISSING
+    test_size: int = MISSING
+    augment: str = MISSING
+    num_workers: int = MISSING
+    # data=shapes only.
+    seed: int | None = None
+    num_train: int | None = None
+    num_val: int | None = None
+    image_size: int | None = None
+    num_classes: int | None = None
+    # data=coco only.
+    train_split: str | None = None
+    val_split: str | None = None
+
+
+_DATA_COMMON = ("name", "root", "train_size", "test_size", "augment", "num_workers")
+# The keys each data set reads.
+DATA_KEYS = {
+    "shapes": (*_DATA_COMMON, "seed", "num_train", "num_val", "image_size", "num_classes"),
+    "coco": (*_DATA_COMMON, "train_split", "val_split"),
+}
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 8
+    epochs: int = MISSING
+    batch_size: int = MISSING
     # null: the lr rule, loss.ref_lr x (batch_size x nproc_per_node) / loss.ref_batch x lr_scale.
-    lr: float | None = None
-    lr_scale: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 500
-    warmup_ratio: float = 1e-3
-    lr_steps: list[int] = field(default_factory=lambda: [9, 11])
-    lr_decay: float = 0.1
+    lr: float | None = MISSING
+    lr_scale: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    warmup_iters: int = MISSING
+    warmup_ratio: float = MISSING
+    lr_steps: list[int] = MISSING
+    lr_decay: float = MISSING
     # Clip the global gradient norm at this value (mmdetection's RetinaNet uses 35); null: off.
-    grad_clip: float | None = None
-    max_iters_per_epoch: int | None = None
-    device: str = "auto"
+    grad_clip: float | None = MISSING
+    max_iters_per_epoch: int | None = MISSING
+    device: str = MISSING
     # Processes on this machine; > 1 launches torchrun (one per GPU, or CPU processes on gloo).
-    nproc_per_node: int = 1
-    resume: bool = False
-    log_every: int = 10
-    grad_balance: bool = True
-    eval_every: int = 0
+    nproc_per_node: int = MISSING
+    resume: bool = MISSING
+    log_every: int = MISSING
+    grad_balance: bool = MISSING
+    eval_every: int = MISSING
     # Add Table 5's upper and lower bounds (upper_*/lower_* metrics) to the evaluation.
-    eval_bounds: bool = False
-
-
-@dataclass
-class PretrainConfig:
-    """The built-in backbone's pretraining (``backbone.weights=builtin``); see
-    :class:`alrp_lab.pretrain.PretrainSpec` (which adds the architecture from ``backbone``)."""
-
-    num_classes: int = 64
-    instances: int = 160
-    image_size: int = 64
-    iterations: int = 1600
-    batch_size: int = 64
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    seed: int = 0
+    eval_bounds: bool = MISSING
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
-    mode: str = "offline"
-    project: str = "alrp-lab"
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
+    name: str = MISSING
+    mode: str = MISSING
+    project: str = MISSING
+    entity: str | None = MISSING
+    group: str | None = MISSING
+    tags: list[str] = MISSING
 
 
 @dataclass
 class RunConfig:
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    box_error: BoxErrorConfig = field(default_factory=BoxErrorConfig)
-    assigner: AssignerConfig = field(default_factory=AssignerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """A run's sections; each is typed by its node in validate_config (``SECTION_NODES``, or
+    for a section with choices the chosen one's node in ``CHOICE_NODES``)."""
+
+    detector: Any = None
+    backbone: Any = None
+    loss: Any = None
+    box_error: Any = None
+    assigner: Any = None
+    data: Any = None
+    train: Any = None
+    pretrain: Any = None
+    logger: Any = None
     experiment: Any = None
-    seed: int = 0
-    name: str = "run"
+    seed: int = MISSING
+    name: str = MISSING
+
+
+# The node of each section without choices.
+SECTION_NODES: dict[str, type] = {
+    "backbone": BackboneConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "pretrain": PretrainConfig,
+    "logger": LoggerConfig,
+}
+
+# The typed node of each choice of a section, keyed like the registry of the layer that
+# implements the choices (tests/config/test_schema.py checks the keys agree).
+CHOICE_NODES: dict[str, dict[str, type]] = {
+    "detector": {name: entry.config for name, entry in DETECTORS.items()},
+    "loss": {
+        "alrp": ALRPLossConfig,
+        "ap": APLossConfig,
+        "focal": FocalLossConfig,
+        "ce": CELossConfig,
+    },
+    "box_error": {
+        "iou": IoUErrorConfig,
+        "giou": IoUErrorConfig,
+        "smooth_l1": SmoothL1ErrorConfig,
+        "l1": L1ErrorConfig,
+    },
+    "assigner": {"atss": ATSSConfig, "max_iou": MaxIoUConfig},
+}
+
+
+def section_keys(section: str, name: str) -> tuple[str, ...] | None:
+    """The keys the choice ``name`` of ``section`` reads (None: a section without choices or
+    an unknown name)."""
+    if section == "data":
+        return DATA_KEYS.get(name)
+    node = CHOICE_NODES.get(section, {}).get(name)
+    return None if node is None else tuple(f.name for f in fields(node))
 
 
 # Every choice comes from the registry of the layer that implements it.
@@ -219,9 +258,14 @@ _CHOICES = {
 }
 
 
+_ABSENT = object()
+
+
 def _check_semantics(cfg: DictConfig) -> None:
     for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:  # a key of some choices only (box_error.coord_reduction)
+            continue
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
     if cfg.loss.self_balance and cfg.loss.wr is not None and cfg.loss.name == "alrp":
@@ -240,18 +284,13 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError(
             f"detector=faster_rcnn trains with loss=alrp or loss=ce (Table 8), not {cfg.loss.name}"
         )
-    if cfg.loss.zero_target and (cfg.loss.name != "alrp" or cfg.detector.name != "retinanet"):
+    if cfg.loss.name == "alrp" and cfg.loss.zero_target and cfg.detector.name != "retinanet":
         raise ConfigError("loss.zero_target=true is an aLRP ablation for detector=retinanet")
     if cfg.loss.sb_init <= 0:
         raise ConfigError(f"loss.sb_init must be positive, got {cfg.loss.sb_init}")
     if cfg.loss.sb_period is not None and cfg.loss.sb_period < 1:
         raise ConfigError(
             f"loss.sb_period must be at least 1 or null (once per epoch), got {cfg.loss.sb_period}"
-        )
-    if cfg.loss.interpolated and cfg.loss.name != "ap":
-        raise ConfigError(
-            f"loss.interpolated=true is an AP Loss option; loss={cfg.loss.name} has no precision "
-            "to interpolate: drop it or use loss=ap"
         )
     if cfg.loss.sb_start is not None and cfg.loss.sb_start < 0:
         raise ConfigError(f"loss.sb_start must be at least 0 or null, got {cfg.loss.sb_start}")
@@ -278,25 +317,74 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError("data=coco needs the COCO folder: add data.root=/path/to/coco")
 
 
+def _typed_base(plain: dict[str, Any]) -> DictConfig:
+    """:class:`RunConfig` with each section that has choices typed by its chosen node."""
+    base = OmegaConf.structured(RunConfig)
+    for section, node in SECTION_NODES.items():
+        base[section] = OmegaConf.structured(node)
+    for section, nodes in CHOICE_NODES.items():
+        name = (plain.get(section) or {}).get("name")
+        if name not in nodes:
+            raise ConfigError(
+                f"{section}.name={name!r} is not one of {', '.join(nodes)}: pick one with "
+                f"{section}=NAME"
+            )
+        base[section] = OmegaConf.structured(nodes[name])
+    return base
+
+
 def validate_config(cfg: DictConfig | dict) -> DictConfig:
     """Merge a composed config into :class:`RunConfig` and check its values.
 
-    Returns the typed, resolved config (without the ``hydra`` node). Raises
-    :class:`ConfigError` with a one-line message naming the offending key.
+    Every value comes from the composed YAML: a key the chosen node lacks, a value of the
+    wrong type and a key left without a value are errors. Returns the typed, resolved
+    config (without the ``hydra`` node). Raises :class:`ConfigError` with a one-line message
+    naming the offending key.
     """
     plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
     plain = {k: v for k, v in dict(plain).items() if k != "hydra"}
+    base = _typed_base(plain)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        merged = OmegaConf.merge(base, plain)
         OmegaConf.resolve(merged)
+    except ConfigKeyError as err:
+        raise ConfigError(_unknown_key_message(err, plain)) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         reason = str(err).splitlines()[0]
         where = f" (key: {key})" if key else ""
         raise ConfigError(f"invalid config{where}: {reason}") from None
+    _check_complete(merged)
     _check_semantics(merged)
     _apply_lr_rule(merged)
     return merged
+
+
+def _unknown_key_message(err: ConfigKeyError, plain: dict[str, Any]) -> str:
+    key = str(getattr(err, "full_key", "") or "")
+    section = key.split(".", 1)[0]
+    if section in CHOICE_NODES and "." in key:
+        name = plain[section]["name"]
+        keys = ", ".join(k for k in section_keys(section, name) or () if k != "name")
+        return (
+            f"{key} is not an option of {section}={name} (its options: {keys or 'none'}): "
+            "drop it, or pick the choice it belongs to"
+        )
+    reason = str(err).splitlines()[0]
+    return f"invalid config (key: {key}): {reason}"
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    # data.root of data=coco has its own message (_check_semantics).
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k != "data.root")
+    if missing:
+        first = missing[0]
+        section = first.split(".", 1)[0]
+        raise ConfigError(
+            f"no value for {first}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f": set it in the {section} config file (conf/{section}/) or add {first}=VALUE"
+        )
 
 
 def _apply_lr_rule(cfg: DictConfig) -> None:

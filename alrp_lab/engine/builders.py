@@ -6,6 +6,7 @@ losses, ops, data) takes plain Python arguments.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, Co
 
 def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     """What a checkpoint must match to be loaded into this run's model."""
-    signature = {
+    signature: dict[str, Any] = {
         "detector": cfg.detector.name,
         "num_classes": int(num_classes),
         "depth": int(cfg.backbone.depth),
@@ -91,39 +92,41 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         "fpn_channels": int(cfg.detector.fpn_channels),
         "head_convs": int(cfg.detector.head_convs),
         "head_channels": int(cfg.detector.head_channels),
-        "octave_base_scale": float(cfg.detector.octave_base_scale),
-        "scales_per_octave": int(cfg.detector.scales_per_octave),
-        "assigner": cfg.assigner.name,
     }
-    if cfg.detector.name == "faster_rcnn":
-        signature.pop("assigner")
-        signature["roi_fc_channels"] = int(cfg.detector.roi_fc_channels)
     if cfg.detector.name == "foveabox":
-        # Anchors and the assigner group do not apply; the fovea settings do.
-        for key in ("octave_base_scale", "scales_per_octave", "assigner"):
-            signature.pop(key)
+        # No anchors and no assigner group: the fovea settings shape the model instead.
         signature.update(
             sigma=float(cfg.detector.sigma),
             strides=[int(s) for s in cfg.detector.strides],
             scale_ranges=[[float(v) for v in r] for r in cfg.detector.scale_ranges],
             base_edge_list=[float(b) for b in cfg.detector.base_edge_list],
         )
+        return signature
+    signature.update(
+        octave_base_scale=float(cfg.detector.octave_base_scale),
+        scales_per_octave=int(cfg.detector.scales_per_octave),
+    )
+    if cfg.detector.name == "faster_rcnn":
+        signature["roi_fc_channels"] = int(cfg.detector.roi_fc_channels)
+    else:
+        signature["assigner"] = cfg.assigner.name
     return signature
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     """The detector of ``cfg`` with its loss wired in: its builder (``models.DETECTORS``)
-    takes the config's sections whole, with ``backbone.weights=builtin`` resolved to the
-    cached file first."""
-    backbone = OmegaConf.create(OmegaConf.to_container(cfg.backbone, resolve=True))
-    backbone.weights = backbone_weights_path(cfg)
-    build = DETECTORS[cfg.detector.name]  # the schema has checked the name
+    takes the config's sections whole, as their typed nodes (dataclass instances), with
+    ``backbone.weights=builtin`` resolved to the cached file first."""
+    backbone = dataclasses.replace(
+        OmegaConf.to_object(cfg.backbone), weights=backbone_weights_path(cfg)
+    )
+    build = DETECTORS[cfg.detector.name].build  # the schema has checked the name
     return build(
         num_classes,
         backbone=backbone,
-        detector=cfg.detector,
-        loss=cfg.loss,
-        box_error=cfg.box_error,
-        assigner=cfg.assigner,
+        detector=OmegaConf.to_object(cfg.detector),
+        loss=OmegaConf.to_object(cfg.loss),
+        box_error=OmegaConf.to_object(cfg.box_error),
+        assigner=OmegaConf.to_object(cfg.assigner),
         track_grad_balance=cfg.train.grad_balance,
     )

@@ -109,7 +109,7 @@ class DenseDetectionLoss(nn.Module):
             feeds it (``balance.update(out["loss_cls"], out["loss_loc"])`` per iteration,
             ``balance.step_epoch()`` per epoch); this module only reads the weight.
         box_coder: decodes deltas to boxes (IoU/GIoU) or encodes targets (smooth L1/L1).
-        focal_alpha, focal_gamma: Focal Loss parameters.
+        alpha, gamma: Focal Loss parameters (``loss.alpha``, ``loss.gamma``).
         delta: smoothing of the step function of the ranking losses.
         interpolated: AP Loss only, the interpolated precision of the authors' code.
         loc_weight: constant localisation weight when ``balance`` is None.
@@ -129,8 +129,8 @@ class DenseDetectionLoss(nn.Module):
         balance: SelfBalance | None = None,
         box_coder: BoxCoder | None = None,
         *,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
         delta: float = 1.0,
         interpolated: bool = False,
         loc_weight: float = 1.0,
@@ -159,7 +159,7 @@ class DenseDetectionLoss(nn.Module):
         # Score-based classifiers: sum over non-ignored examples / max(1, num_pos).
         self._score_loss: nn.Module | None = None
         if cls_loss == "focal":
-            self._score_loss = FocalLoss(focal_alpha, focal_gamma)
+            self._score_loss = FocalLoss(alpha, gamma)
         elif cls_loss == "ce":
             self._score_loss = CrossEntropyLoss("positives")
         # Filled by the backward hook: 0-d tensors (neg sum, pos sum), read lazily so the hot

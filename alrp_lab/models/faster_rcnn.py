@@ -20,7 +20,7 @@ and ``rpn_self_balance``. The training loop must feed each its own stage's unsca
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,10 +30,11 @@ from alrp_lab.assigners import MaxIoUAssigner
 from alrp_lab.losses import SelfBalance, build_box_error
 from alrp_lab.models.fpn import FPN
 from alrp_lab.models.parts import (
+    BackboneConfig,
+    DetectorConfig,
     build_backbone_fpn,
     build_detector_box_error,
     build_loc_weight,
-    shared_arguments,
 )
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.roi_head import BoxHead, RoIFeatureExtractor, RoIHead, RoILoss
@@ -44,7 +45,7 @@ from alrp_lab.ops.box_coder import BoxCoder
 
 __all__ = [
     "FasterRCNN",
-    "assemble_faster_rcnn",
+    "FasterRCNNConfig",
     "build_faster_rcnn",
     "check_targets",
     "FASTER_RCNN_LOSSES",
@@ -213,208 +214,160 @@ class FasterRCNN(nn.Module):
         }
 
 
-def assemble_faster_rcnn(
+@dataclass
+class FasterRCNNConfig(DetectorConfig):
+    """``conf/detector/faster_rcnn.yaml``: the common keys (``head_*`` are the RPN head's,
+    ``pre_nms_topk`` the RPN's per-level top-k before its NMS), anchors, both stages."""
+
+    # Anchors: side octave_base_scale * stride, scales_per_octave scales x 3 ratios.
+    octave_base_scale: float
+    scales_per_octave: int
+    # RPN loss weight; None picks the paper's: 0.2 with aLRP Loss, 1.0 for the baselines.
+    rpn_weight: float | None
+    rpn_pos_iou: float
+    rpn_neg_iou: float
+    rpn_min_pos_iou: float
+    # aLRP's tau for the RPN's Eloc.
+    rpn_tau: float
+    rpn_nms_iou: float
+    num_proposals: int
+    # The baselines' random samplers (aLRP Loss uses every anchor and every proposal).
+    rpn_sample_size: int
+    rpn_pos_fraction: float
+    roi_fc_channels: int
+    roi_sampling_ratio: int
+    roi_canonical_scale: float
+    roi_pos_iou: float
+    roi_sample_size: int
+    roi_pos_fraction: float
+
+
+# The architecture's constants (mmdetection's Faster R-CNN), not options of the paper's runs.
+STRIDES = (8, 16, 32, 64, 128)
+RATIOS = (0.5, 1.0, 2.0)
+BOX_CODER_STDS = (0.1, 0.1, 0.2, 0.2)
+# mmdetection's RPN codes deltas with unit stds for the baselines.
+CE_RPN_BOX_CODER_STDS = (1.0, 1.0, 1.0, 1.0)
+ROI_SIZE = 7
+ROI_CANONICAL_LEVEL = 4
+
+
+def build_faster_rcnn(
     num_classes: int,
     *,
-    depth: int = 50,
-    groups: int = 1,
-    width_per_group: int = 64,
-    base_width: int = 64,
-    norm: str = "bn",
-    frozen_stages: int = -1,
-    backbone_weights: str | Path | None = None,
-    fpn_channels: int = 256,
-    fpn_extra: str = "p5",
-    head_convs: int = 1,
-    head_channels: int = 256,
-    cls_loss: str = "alrp",
-    box_error: str = "giou",
-    tau: float = 0.5,
-    smooth_l1_beta: float = 1.0,
-    coord_reduction: str = "sum",
-    delta: float = 1.0,
-    sb_init: float = 50.0,
-    self_balance: bool = True,
-    wr: float | None = None,
-    strides: Sequence[int] = (8, 16, 32, 64, 128),
-    octave_base_scale: float = 4,
-    scales_per_octave: int = 1,
-    ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    box_coder_stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
-    rpn_box_coder_stds: Sequence[float] | None = None,
-    rpn_weight: float | None = None,
-    rpn_pos_iou: float = 0.7,
-    rpn_neg_iou: float = 0.3,
-    rpn_min_pos_iou: float = 0.3,
-    rpn_tau: float = 0.7,
-    rpn_nms_iou: float = 0.7,
-    pre_nms_topk: int = 1000,
-    num_proposals: int = 1000,
-    rpn_sample_size: int = 256,
-    rpn_pos_fraction: float = 0.5,
-    roi_fc_channels: int = 1024,
-    roi_size: int = 7,
-    roi_sampling_ratio: int = 0,
-    roi_canonical_scale: float = 224.0,
-    roi_canonical_level: int = 4,
-    roi_pos_iou: float = 0.5,
-    roi_sample_size: int = 512,
-    roi_pos_fraction: float = 0.25,
-    add_gt_as_proposals: bool = True,
-    score_thr: float = 0.05,
-    nms_iou: float = 0.5,
-    max_per_img: int = 100,
+    backbone: BackboneConfig,
+    detector: FasterRCNNConfig,
+    loss: Any,
+    box_error: Any,
+    assigner: Any,
     track_grad_balance: bool = False,
 ) -> FasterRCNN:
-    """Faster R-CNN as Table 8 trains it, from plain arguments named like the ``conf/`` keys.
+    """Faster R-CNN as Table 8 trains it, from its config sections, each taken whole.
 
-    ``cls_loss="alrp"``: aLRP on both stages, no samplers; the RoI stage's Eloc is
-    ``box_error`` (``giou``/``iou``) with ``tau``, the RPN's the same error with ``rpn_tau``.
-    SB (``self_balance=True``, from ``sb_init``) runs separately in each stage; with
-    ``self_balance=False`` both stages use the constant ``wr`` (1.0 when None).
-    ``cls_loss="ce"``: the baselines, RPN sigmoid CE + L1 (weight 1) on ``rpn_sample_size``
-    anchors, RoI softmax CE + ``box_error`` (weight ``wr``: 1 for L1, 10 for GIoU in the
-    paper) on ``roi_sample_size`` RoIs; ``self_balance=True`` puts SB on the RoI term.
-
-    Defaults that depend on the loss: ``rpn_weight`` None is 0.2 for aLRP and 1.0 for CE;
-    ``rpn_box_coder_stds`` None is ``box_coder_stds`` for aLRP and (1, 1, 1, 1) for CE
-    (mmdetection's RPN). ``pre_nms_topk`` is the RPN's per-level top-k before its NMS.
-    Anchors: ``octave_base_scale * stride`` with one scale per location, so the default 4
-    at stride 8 is mmdetection's 8 at stride 4 (32 px).
+    Read by their YAML keys like ``build_retinanet``'s. ``assigner`` is unused: both stages
+    have their own max-IoU rules (``detector.rpn_*``, ``detector.roi_*``).
+    ``loss.name="alrp"``: aLRP on both stages, no samplers; the RoI stage's Eloc is
+    ``box_error`` (``giou``/``iou``) with its tau, the RPN's the same error with
+    ``detector.rpn_tau``. SB (from ``loss.sb_init``) runs separately in each stage; with
+    ``loss.self_balance`` false both stages use the constant ``loss.wr``.
+    ``loss.name="ce"``: the baselines, RPN sigmoid CE + L1 (weight 1) on
+    ``rpn_sample_size`` anchors, RoI softmax CE + ``box_error`` (weight ``wr``: 1 for L1, 10
+    for GIoU in the paper) on ``roi_sample_size`` RoIs; SB, when on, weights the RoI term.
+    Anchors: ``octave_base_scale * stride`` with one scale per location, so 4 at stride 8 is
+    mmdetection's 8 at stride 4 (32 px).
     """
-    if cls_loss not in FASTER_RCNN_LOSSES:
+    if loss.name not in FASTER_RCNN_LOSSES:
         raise ValueError(
-            f"Faster R-CNN supports cls_loss in {FASTER_RCNN_LOSSES} (the paper's Table 8), got "
-            f"{cls_loss!r}"
+            f"Faster R-CNN trains with loss in {FASTER_RCNN_LOSSES} (the paper's Table 8), got "
+            f"{loss.name!r}"
         )
-    alrp = cls_loss == "alrp"
-    if alrp and box_error not in ("iou", "giou"):
+    alrp = loss.name == "alrp"
+    if alrp and box_error.name not in ("iou", "giou"):
         raise ValueError(
-            f"aLRP Loss ranks by an IoU-based error; box_error={box_error!r} is for the "
+            f"aLRP Loss ranks by an IoU-based error; box_error={box_error.name!r} is for the "
             "baselines: use 'giou' or 'iou'"
         )
+    rpn_weight = detector.rpn_weight
     if rpn_weight is None:
         rpn_weight = 0.2 if alrp else 1.0
-    if rpn_box_coder_stds is None:
-        rpn_box_coder_stds = box_coder_stds if alrp else (1.0, 1.0, 1.0, 1.0)
+    # The ranking losses' smoothing; cross entropy has none.
+    ranking = {"delta": loss.delta} if alrp else {}
 
-    backbone, fpn = build_backbone_fpn(
-        depth=depth,
-        groups=groups,
-        width_per_group=width_per_group,
-        base_width=base_width,
-        norm=norm,
-        frozen_stages=frozen_stages,
-        backbone_weights=backbone_weights,
-        fpn_channels=fpn_channels,
-        num_outs=len(strides),
-        fpn_extra=fpn_extra,
+    backbone_net, fpn = build_backbone_fpn(
+        backbone, fpn_channels=detector.fpn_channels, num_outs=len(STRIDES), fpn_extra="p5"
     )
-
-    def balance() -> SelfBalance:
-        return build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr)
-
-    anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
+    anchor_generator = AnchorGenerator(
+        STRIDES, detector.octave_base_scale, detector.scales_per_octave, RATIOS
+    )
     if alrp:
         rpn_loss = RPNLoss(
             "alrp",
-            build_detector_box_error(
-                box_error,
-                tau=rpn_tau,
-                smooth_l1_beta=smooth_l1_beta,
-                coord_reduction=coord_reduction,
-            ),
-            balance(),
-            BoxCoder(stds=rpn_box_coder_stds),
-            delta=delta,
+            build_detector_box_error(box_error, tau=detector.rpn_tau),
+            build_loc_weight(loss),
+            BoxCoder(stds=BOX_CODER_STDS),
+            **ranking,
         )
     else:
         rpn_loss = RPNLoss(
             "ce",
             build_box_error("l1"),
             SelfBalance(init=1.0, enabled=False),
-            BoxCoder(stds=rpn_box_coder_stds),
-            sampler=RandomSampler(rpn_sample_size, rpn_pos_fraction),
+            BoxCoder(stds=CE_RPN_BOX_CODER_STDS),
+            sampler=RandomSampler(detector.rpn_sample_size, detector.rpn_pos_fraction),
         )
     rpn = RegionProposalNetwork(
         RPNHead(
-            fpn_channels,
+            detector.fpn_channels,
             anchor_generator.num_anchors_per_location,
-            feat_channels=head_channels,
-            num_convs=head_convs,
+            feat_channels=detector.head_channels,
+            num_convs=detector.head_convs,
             prior_prob=0.01 if alrp else None,
         ),
         anchor_generator,
-        MaxIoUAssigner(pos_iou=rpn_pos_iou, neg_iou=rpn_neg_iou, min_pos_iou=rpn_min_pos_iou),
+        MaxIoUAssigner(
+            pos_iou=detector.rpn_pos_iou,
+            neg_iou=detector.rpn_neg_iou,
+            min_pos_iou=detector.rpn_min_pos_iou,
+        ),
         rpn_loss,
-        ProposalConfig(pre_nms_topk, rpn_nms_iou, num_proposals),
+        ProposalConfig(detector.pre_nms_topk, detector.rpn_nms_iou, detector.num_proposals),
     )
 
     roi_loss = RoILoss(
-        cls_loss,
-        build_detector_box_error(
-            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
-        ),
-        balance(),
-        BoxCoder(stds=box_coder_stds),
-        delta=delta,
+        loss.name,
+        build_detector_box_error(box_error),
+        build_loc_weight(loss),
+        BoxCoder(stds=BOX_CODER_STDS),
+        **ranking,
         track_grad_balance=track_grad_balance,
     )
     # P3..P6: every level but the RPN's coarsest, as mmdetection pools from P2..P5.
-    roi_strides = tuple(strides[:-1]) if len(strides) > 1 else tuple(strides)
+    roi_strides = STRIDES[:-1]
     roi_head = RoIHead(
         RoIFeatureExtractor(
-            roi_strides, roi_size, roi_sampling_ratio, roi_canonical_scale, roi_canonical_level
+            roi_strides,
+            ROI_SIZE,
+            detector.roi_sampling_ratio,
+            detector.roi_canonical_scale,
+            ROI_CANONICAL_LEVEL,
         ),
-        BoxHead(fpn_channels, roi_size, roi_fc_channels, num_classes, background=not alrp),
-        MaxIoUAssigner(pos_iou=roi_pos_iou, neg_iou=roi_pos_iou, low_quality_matches=False),
+        BoxHead(
+            detector.fpn_channels,
+            ROI_SIZE,
+            detector.roi_fc_channels,
+            num_classes,
+            background=not alrp,
+        ),
+        MaxIoUAssigner(
+            pos_iou=detector.roi_pos_iou, neg_iou=detector.roi_pos_iou, low_quality_matches=False
+        ),
         roi_loss,
-        sampler=None if alrp else RandomSampler(roi_sample_size, roi_pos_fraction),
-        test_cfg=TestConfig(score_thr=score_thr, nms_iou=nms_iou, max_per_img=max_per_img),
-        add_gt_as_proposals=add_gt_as_proposals,
+        sampler=None
+        if alrp
+        else RandomSampler(detector.roi_sample_size, detector.roi_pos_fraction),
+        test_cfg=TestConfig(
+            score_thr=detector.score_thr, nms_iou=detector.nms_iou, max_per_img=detector.max_per_img
+        ),
+        add_gt_as_proposals=True,
     )
-    return FasterRCNN(backbone, fpn, rpn, roi_head, rpn_weight)
-
-
-def build_faster_rcnn(
-    num_classes: int,
-    *,
-    backbone: Any,
-    detector: Any,
-    loss: Any,
-    box_error: Any,
-    assigner: Any,
-    track_grad_balance: bool = False,
-) -> FasterRCNN:
-    """Faster R-CNN (Table 8) from its config sections, each taken whole.
-
-    ``backbone``, ``detector``, ``loss``, ``box_error`` and ``assigner`` are the sections of
-    ``conf/`` (the validated DictConfig nodes, or any objects with those attributes), read
-    by their YAML key names, with no second default here: ``tests/models/test_builders.py``
-    checks that every key of the sections reaches the model.
-    ``assigner`` is unused: both stages have their own max-IoU rules (``detector.rpn_*``,
-    ``detector.roi_*``). ``backbone.weights`` is a
-    local file or None (``engine.builders`` resolves ``builtin`` first).
-    """
-    return assemble_faster_rcnn(
-        num_classes,
-        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
-        octave_base_scale=detector.octave_base_scale,
-        scales_per_octave=detector.scales_per_octave,
-        pre_nms_topk=detector.pre_nms_topk,
-        rpn_weight=detector.rpn_weight,
-        rpn_pos_iou=detector.rpn_pos_iou,
-        rpn_neg_iou=detector.rpn_neg_iou,
-        rpn_min_pos_iou=detector.rpn_min_pos_iou,
-        rpn_tau=detector.rpn_tau,
-        rpn_nms_iou=detector.rpn_nms_iou,
-        num_proposals=detector.num_proposals,
-        rpn_sample_size=detector.rpn_sample_size,
-        rpn_pos_fraction=detector.rpn_pos_fraction,
-        roi_fc_channels=detector.roi_fc_channels,
-        roi_sampling_ratio=detector.roi_sampling_ratio,
-        roi_canonical_scale=detector.roi_canonical_scale,
-        roi_pos_iou=detector.roi_pos_iou,
-        roi_sample_size=detector.roi_sample_size,
-        roi_pos_fraction=detector.roi_pos_fraction,
-    )
+    return FasterRCNN(backbone_net, fpn, rpn, roi_head, rpn_weight)

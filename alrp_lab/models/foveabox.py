@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from alrp_lab.assigners.fovea import FoveaAssigner
-from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
+from alrp_lab.models.dense_loss import DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
 from alrp_lab.models.parts import (
+    BackboneConfig,
+    DetectorConfig,
     build_backbone_fpn,
     build_detector_box_error,
     build_loc_weight,
-    shared_arguments,
+    classifier_options,
 )
 from alrp_lab.models.postprocess import TestConfig
 from alrp_lab.models.retinanet import RetinaHead, RetinaNet
@@ -40,7 +42,7 @@ __all__ = [
     "FoveaBox",
     "FoveaBoxCoder",
     "FoveaPriorGenerator",
-    "assemble_foveabox",
+    "FoveaBoxConfig",
     "build_foveabox",
 ]
 
@@ -245,131 +247,72 @@ class FoveaBox(RetinaNet):
         return super().forward(images, targets, image_sizes)
 
 
-def assemble_foveabox(
-    num_classes: int,
-    *,
-    depth: int = 50,
-    groups: int = 1,
-    width_per_group: int = 64,
-    base_width: int = 64,
-    norm: str = "bn",
-    frozen_stages: int = -1,
-    backbone_weights: str | Path | None = None,
-    fpn_channels: int = 256,
-    fpn_extra: str = "c5",
-    head_convs: int = 4,
-    head_channels: int = 256,
-    head_norm: str | None = None,
-    prior_prob: float = 0.01,
-    cls_loss: str = "alrp",
-    box_error: str = "giou",
-    tau: float = 0.5,
-    smooth_l1_beta: float = 0.11,
-    coord_reduction: str = "sum",
-    interpolated: bool = False,
-    delta: float = 1.0,
-    focal_alpha: float = 0.4,
-    focal_gamma: float = 1.5,
-    sb_init: float = 50.0,
-    self_balance: bool = True,
-    wr: float | None = None,
-    sigma: float = 0.4,
-    scale_ranges: Sequence[Sequence[float]] = FOVEA_SCALE_RANGES,
-    base_edge_list: Sequence[float] = FOVEA_BASE_EDGES,
-    strides: Sequence[int] = FOVEA_STRIDES,
-    score_thr: float = 0.05,
-    nms_iou: float = 0.5,
-    pre_nms_topk: int = 1000,
-    max_per_img: int = 100,
-    track_grad_balance: bool = False,
-) -> FoveaBox:
-    """FoveaBox as the paper trains it (Table 7), from plain arguments.
+@dataclass
+class FoveaBoxConfig(DetectorConfig):
+    """``conf/detector/foveabox.yaml``: the common keys and FoveaBox's assignment."""
 
-    Defaults are the aLRP authors' mmdetection settings: sigma 0.4, the scale ranges and
-    base edges of P3..P7 above, Focal Loss gamma 1.5 / alpha 0.4 and smooth L1 beta 0.11 for
-    the baselines (``cls_loss="focal"`` or ``"ap"`` with ``box_error="smooth_l1"``); aLRP
-    Loss with ``box_error="giou"``. The other arguments mean what they mean for
-    ``build_retinanet``; ``backbone_weights`` is a local torchvision-format file.
-    """
-    if cls_loss not in CLS_LOSSES:
-        raise ValueError(f"unknown classification loss {cls_loss!r}; choose one of {CLS_LOSSES}")
-    levels = len(strides)
-    if len(scale_ranges) != levels or len(base_edge_list) != levels:
-        raise ValueError(
-            f"FoveaBox needs one scale range and one base edge per stride: {levels} strides, "
-            f"{len(scale_ranges)} scale_ranges, {len(base_edge_list)} base_edge_list entries"
-        )
+    # A box is positive at its level's locations inside the box shrunk to sigma of its size.
+    sigma: float
+    strides: list[int]
+    # One [low, high] object scale range per level. list[Any]: OmegaConf rejects ints inside
+    # a list[list[float]] (e.g. [[1, 64]]); build_foveabox checks the lengths.
+    scale_ranges: list[Any]
+    base_edge_list: list[float]
 
-    backbone, fpn = build_backbone_fpn(
-        depth=depth,
-        groups=groups,
-        width_per_group=width_per_group,
-        base_width=base_width,
-        norm=norm,
-        frozen_stages=frozen_stages,
-        backbone_weights=backbone_weights,
-        fpn_channels=fpn_channels,
-        num_outs=levels,
-        fpn_extra=fpn_extra,
-    )
-    priors = FoveaPriorGenerator(strides, base_edge_list)
-    assigner = FoveaAssigner(strides, scale_ranges, sigma)
 
-    loss = DenseDetectionLoss(
-        cls_loss,
-        build_detector_box_error(
-            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
-        ),
-        build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
-        FoveaBoxCoder(),
-        focal_alpha=focal_alpha,
-        focal_gamma=focal_gamma,
-        delta=delta,
-        interpolated=interpolated,
-        track_grad_balance=track_grad_balance,
-    )
-    head = RetinaHead(
-        fpn_channels,
-        priors.num_anchors_per_location,
-        num_classes,
-        num_convs=head_convs,
-        feat_channels=head_channels,
-        prior_prob=prior_prob,
-        norm=head_norm,
-    )
-    test_cfg = TestConfig(score_thr, nms_iou, pre_nms_topk, max_per_img)
-    return FoveaBox(backbone, fpn, num_classes, head, priors, assigner, loss, test_cfg)
+PRIOR_PROB = 0.01
 
 
 def build_foveabox(
     num_classes: int,
     *,
-    backbone: Any,
-    detector: Any,
+    backbone: BackboneConfig,
+    detector: FoveaBoxConfig,
     loss: Any,
     box_error: Any,
     assigner: Any,
     track_grad_balance: bool = False,
 ) -> FoveaBox:
-    """FoveaBox (Table 7) from its config sections, each taken whole.
+    """FoveaBox as the paper trains it (Table 7), from its config sections, each taken whole.
 
-    ``backbone``, ``detector``, ``loss``, ``box_error`` and ``assigner`` are the sections of
-    ``conf/`` (the validated DictConfig nodes, or any objects with those attributes), read
-    by their YAML key names, with no second default here: ``tests/models/test_builders.py``
-    checks that every key of the sections reaches the model.
-    ``assigner`` is unused: FoveaBox assigns by its fovea (``detector.sigma``).
-    ``backbone.weights`` is a local file or None (``engine.builders`` resolves ``builtin``
-    first).
+    Read by their YAML keys like ``build_retinanet``'s. ``assigner`` is unused: FoveaBox
+    assigns by its fovea (``detector.sigma``). The paper's settings (sigma 0.4, the ranges
+    and base edges of P3..P7 of mmdetection's FoveaHead; Focal Loss gamma 1.5 and alpha 0.4,
+    smooth L1 beta 0.11 for the baselines) are those of ``conf/detector/foveabox.yaml`` and
+    the Table 7 sweep.
     """
-    return assemble_foveabox(
+    strides = list(detector.strides)
+    levels = len(strides)
+    if len(detector.scale_ranges) != levels or len(detector.base_edge_list) != levels:
+        raise ValueError(
+            f"FoveaBox needs one scale range and one base edge per stride: {levels} strides, "
+            f"{len(detector.scale_ranges)} scale_ranges, {len(detector.base_edge_list)} "
+            "base_edge_list entries"
+        )
+    backbone_net, fpn = build_backbone_fpn(
+        backbone, fpn_channels=detector.fpn_channels, num_outs=levels, fpn_extra="c5"
+    )
+    priors = FoveaPriorGenerator(strides, detector.base_edge_list)
+    fovea_assigner = FoveaAssigner(strides, detector.scale_ranges, detector.sigma)
+    dense_loss = DenseDetectionLoss(
+        loss.name,
+        build_detector_box_error(box_error),
+        build_loc_weight(loss),
+        FoveaBoxCoder(),
+        **classifier_options(loss),
+        track_grad_balance=track_grad_balance,
+    )
+    head = RetinaHead(
+        detector.fpn_channels,
+        priors.num_anchors_per_location,
         num_classes,
-        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
-        sigma=detector.sigma,
-        scale_ranges=detector.scale_ranges,
-        base_edge_list=detector.base_edge_list,
-        strides=detector.strides,
-        pre_nms_topk=detector.pre_nms_topk,
-        focal_alpha=loss.alpha,
-        focal_gamma=loss.gamma,
-        interpolated=loss.interpolated,
+        num_convs=detector.head_convs,
+        feat_channels=detector.head_channels,
+        prior_prob=PRIOR_PROB,
+    )
+    test_cfg = TestConfig(
+        detector.score_thr, detector.nms_iou, detector.pre_nms_topk, detector.max_per_img
+    )
+    return FoveaBox(
+        backbone_net, fpn, num_classes, head, priors, fovea_assigner, dense_loss, test_cfg
     )

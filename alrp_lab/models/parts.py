@@ -1,97 +1,124 @@
-"""Parts every detector factory builds the same way: backbone + FPN, box error, loss weight.
+"""What every detector builder shares: its config nodes' common keys, backbone + FPN, the box
+error, the assigner and the localisation weight, each built from a config node whole.
 
-``build_retinanet``, ``build_foveabox`` and ``build_faster_rcnn`` take the same backbone,
-box-error and weighting arguments; these helpers turn them into modules once.
+A builder takes the sections of ``conf/`` (``backbone``, ``detector``, ``loss``,
+``box_error``, ``assigner``: the validated nodes, or any objects with those attributes) and
+reads every key by its YAML name. A choice's own options (``box_error.beta``,
+``assigner.topk``, ``loss.alpha`` ...) reach the constructor they set under that name, by
+unpacking the node: there is no second name and no second default here.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
+from alrp_lab.assigners import ASSIGNERS
 from alrp_lab.losses import BoxError, SelfBalance, build_box_error
 from alrp_lab.models.backbone import ResNet
 from alrp_lab.models.fpn import FPN
 from alrp_lab.models.weights import load_backbone_weights
 
-__all__ = ["build_backbone_fpn", "build_detector_box_error", "build_loc_weight"]
+__all__ = [
+    "BackboneConfig",
+    "DetectorConfig",
+    "LOSS_COMMON_KEYS",
+    "build_assigner",
+    "build_backbone_fpn",
+    "build_detector_box_error",
+    "build_loc_weight",
+    "classifier_options",
+    "options",
+]
+
+# The loss section's keys that every loss has: the localisation weight (SB or wr) and the lr
+# rule's reference. The rest of a loss's node are its classifier's own options.
+LOSS_COMMON_KEYS = frozenset(
+    {"name", "self_balance", "sb_init", "sb_period", "sb_start", "wr", "ref_lr", "ref_batch"}
+)
+
+
+@dataclass
+class BackboneConfig:
+    """``conf/backbone/*.yaml``: a ResNet/ResNeXt and where its weights come from."""
+
+    depth: int
+    groups: int
+    width_per_group: int
+    # Stem width: 64 is torchvision's ResNet (needed to load its weights).
+    base_width: int
+    norm: str
+    frozen_stages: int
+    # A local torchvision-format file, None (random), or "builtin"/"required" (config layer).
+    weights: str | None
+
+
+@dataclass
+class DetectorConfig:
+    """The keys of ``conf/detector/*.yaml`` every detector has; each detector's node adds its
+    own (``RetinaNetConfig``, ``FoveaBoxConfig``, ``FasterRCNNConfig``)."""
+
+    name: str
+    fpn_channels: int
+    head_convs: int
+    head_channels: int
+    # Post-processing, SPEC section 4.
+    score_thr: float
+    nms_iou: float
+    pre_nms_topk: int
+    max_per_img: int
+
+
+def options(node: Any, exclude: Iterable[str] = ("name",)) -> dict[str, Any]:
+    """A config node's keys and values as keyword arguments, without ``exclude``.
+
+    ``node`` is a dataclass instance (``OmegaConf.to_object`` of a section) or a mapping
+    (a DictConfig); each value is read by attribute, under its YAML key."""
+    skip = set(exclude)
+    keys = [f.name for f in fields(node)] if is_dataclass(node) else list(node.keys())
+    return {key: getattr(node, key) for key in keys if key not in skip}
+
+
+def classifier_options(loss: Any) -> dict[str, Any]:
+    """The loss node's options for its classifier (``delta``; ``alpha``, ``gamma``;
+    ``interpolated``; ``zero_target``): every key but the shared ones."""
+    return options(loss, exclude=LOSS_COMMON_KEYS)
 
 
 def build_backbone_fpn(
-    *,
-    depth: int,
-    groups: int,
-    width_per_group: int,
-    base_width: int,
-    norm: str,
-    frozen_stages: int,
-    backbone_weights: str | Path | None,
-    fpn_channels: int,
-    num_outs: int,
-    fpn_extra: str,
+    backbone: BackboneConfig, *, fpn_channels: int, num_outs: int, fpn_extra: str
 ) -> tuple[ResNet, FPN]:
-    """A ResNet/ResNeXt (weights from a local file when given) and its FPN of ``num_outs``
-    levels from C3."""
-    backbone = ResNet(
-        depth,
-        groups=groups,
-        width_per_group=width_per_group,
-        norm=norm,
-        frozen_stages=frozen_stages,
-        base_width=base_width,
-    )
-    if backbone_weights is not None:
-        load_backbone_weights(backbone, backbone_weights)
-    fpn = FPN(backbone.out_channels, fpn_channels, num_outs=num_outs, extra=fpn_extra)
-    return backbone, fpn
-
-
-def build_detector_box_error(
-    name: str, *, tau: float, smooth_l1_beta: float, coord_reduction: str = "sum"
-) -> BoxError:
-    """The box error ``name`` with the parameters it takes (tau; beta and coord_reduction)."""
-    if name in ("iou", "giou"):
-        return build_box_error(name, tau=tau)
-    if name == "smooth_l1":
-        return build_box_error(name, beta=smooth_l1_beta, coord_reduction=coord_reduction)
-    return build_box_error(name, coord_reduction=coord_reduction)
-
-
-def build_loc_weight(*, self_balance: bool, sb_init: float, wr: float | None) -> SelfBalance:
-    """SB starting at ``sb_init``, or (``self_balance=False``) the constant weight ``wr``
-    (1 when None) as a disabled SB, so checkpoints save either the same way."""
-    if self_balance:
-        return SelfBalance(init=sb_init, enabled=True)
-    return SelfBalance(init=1.0 if wr is None else wr, enabled=False)
-
-
-def shared_arguments(
-    backbone: Any, detector: Any, loss: Any, box_error: Any, track_grad_balance: bool
-) -> dict[str, Any]:
-    """The ``assemble_*`` arguments every detector takes from its config sections, read by
-    their YAML keys (the builders add their own detector's keys)."""
-    return dict(
-        depth=backbone.depth,
+    """The ``backbone`` node's ResNet/ResNeXt (weights from a local file when given) and its
+    FPN of ``num_outs`` levels from C3."""
+    net = ResNet(
+        backbone.depth,
         groups=backbone.groups,
         width_per_group=backbone.width_per_group,
-        base_width=backbone.base_width,
         norm=backbone.norm,
         frozen_stages=backbone.frozen_stages,
-        backbone_weights=backbone.weights,
-        fpn_channels=detector.fpn_channels,
-        head_convs=detector.head_convs,
-        head_channels=detector.head_channels,
-        cls_loss=loss.name,
-        box_error=box_error.name,
-        tau=box_error.tau,
-        smooth_l1_beta=box_error.beta,
-        coord_reduction=box_error.coord_reduction,
-        delta=loss.delta,
-        sb_init=loss.sb_init,
-        self_balance=loss.self_balance,
-        wr=loss.wr,
-        score_thr=detector.score_thr,
-        nms_iou=detector.nms_iou,
-        max_per_img=detector.max_per_img,
-        track_grad_balance=track_grad_balance,
+        base_width=backbone.base_width,
     )
+    if backbone.weights is not None:
+        load_backbone_weights(net, backbone.weights)
+    fpn = FPN(net.out_channels, fpn_channels, num_outs=num_outs, extra=fpn_extra)
+    return net, fpn
+
+
+def build_detector_box_error(box_error: Any, **override: Any) -> BoxError:
+    """The ``box_error`` node's error with its own options (tau; beta, coord_reduction);
+    ``override`` replaces some (Faster R-CNN's RPN takes ``tau=detector.rpn_tau``)."""
+    return build_box_error(box_error.name, **{**options(box_error), **override})
+
+
+def build_assigner(assigner: Any) -> Any:
+    """The ``assigner`` node's assigner (``ASSIGNERS``) with its own options."""
+    return ASSIGNERS[assigner.name](**options(assigner))
+
+
+def build_loc_weight(loss: Any) -> SelfBalance:
+    """SB starting at ``loss.sb_init``, or (``loss.self_balance`` false) the constant weight
+    ``loss.wr`` as a disabled SB, so checkpoints save either the same way."""
+    if loss.self_balance:
+        return SelfBalance(init=loss.sb_init, enabled=True)
+    return SelfBalance(init=1.0 if loss.wr is None else loss.wr, enabled=False)

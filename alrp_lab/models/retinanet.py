@@ -1,34 +1,36 @@
 """RetinaNet (Lin et al., 2017): backbone, FPN, a shared head over P3..P7, a dense loss.
 
-``build_retinanet`` assembles the paper's variants from plain Python arguments; the config
-layer calls it, nothing here reads a config object.
+``build_retinanet`` assembles the paper's variants from the config sections, each taken
+whole and read by its YAML keys (``RetinaNetConfig`` is the ``detector`` node).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from alrp_lab.assigners import ASSIGNERS, ATSSAssigner, MaxIoUAssigner
 from alrp_lab.losses import SelfBalance
-from alrp_lab.models.dense_loss import CLS_LOSSES, DenseDetectionLoss
+from alrp_lab.models.dense_loss import DenseDetectionLoss
 from alrp_lab.models.fpn import FPN
 from alrp_lab.models.parts import (
+    BackboneConfig,
+    DetectorConfig,
+    build_assigner,
     build_backbone_fpn,
     build_detector_box_error,
     build_loc_weight,
-    shared_arguments,
+    classifier_options,
 )
 from alrp_lab.models.postprocess import TestConfig, postprocess_image
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
 
-__all__ = ["RetinaHead", "RetinaNet", "assemble_retinanet", "build_retinanet"]
+__all__ = ["RetinaHead", "RetinaNet", "RetinaNetConfig", "build_retinanet"]
 
 
 class RetinaHead(nn.Module):
@@ -288,147 +290,81 @@ class RetinaNet(nn.Module):
         ]
 
 
-def assemble_retinanet(
-    num_classes: int,
-    *,
-    depth: int = 50,
-    groups: int = 1,
-    width_per_group: int = 64,
-    base_width: int = 64,
-    norm: str = "bn",
-    frozen_stages: int = -1,
-    backbone_weights: str | Path | None = None,
-    fpn_channels: int = 256,
-    fpn_extra: str = "c5",
-    head_convs: int = 4,
-    head_channels: int = 256,
-    head_norm: str | None = None,
-    prior_prob: float = 0.01,
-    assigner: str = "atss",
-    atss_topk: int = 9,
-    pos_iou: float = 0.5,
-    neg_iou: float = 0.4,
-    min_pos_iou: float = 0.0,
-    cls_loss: str = "alrp",
-    box_error: str = "giou",
-    tau: float = 0.5,
-    smooth_l1_beta: float = 1.0,
-    coord_reduction: str = "sum",
-    interpolated: bool = False,
-    delta: float = 1.0,
-    focal_alpha: float = 0.25,
-    focal_gamma: float = 2.0,
-    sb_init: float = 50.0,
-    self_balance: bool = True,
-    wr: float | None = None,
-    strides: Sequence[int] = (8, 16, 32, 64, 128),
-    octave_base_scale: float = 4,
-    scales_per_octave: int = 2,
-    ratios: Sequence[float] | None = None,
-    box_coder_stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
-    score_thr: float = 0.05,
-    nms_iou: float = 0.5,
-    pre_nms_topk: int = 1000,
-    max_per_img: int = 100,
-    track_grad_balance: bool = False,
-    zero_target: bool = False,
-) -> RetinaNet:
-    """RetinaNet as the paper trains it, from plain arguments.
+@dataclass
+class RetinaNetConfig(DetectorConfig):
+    """``conf/detector/retinanet.yaml``: the common keys and the anchors."""
 
-    Anchors (SPEC section 4): ``ratios=None`` picks one ratio (1.0) with ``assigner="atss"``
-    (2 anchors per location with ``scales_per_octave=2``, aLRPLoss500; use 3 for 800) and
-    (0.5, 1, 2) with ``assigner="max_iou"`` (6 per location).
-    Localisation weight: ``self_balance=True`` starts SB at ``sb_init`` and ignores ``wr``;
-    ``self_balance=False`` uses the constant ``wr`` (1.0 when None), Table 3.
-    ``box_error``: ``giou``/``iou`` (with ``tau``), ``smooth_l1`` (``smooth_l1_beta``), ``l1``.
-    ``backbone_weights``: a local torchvision-format file (never downloaded).
-    """
-    if assigner not in ASSIGNERS:
-        raise ValueError(f"unknown assigner {assigner!r}; choose one of {sorted(ASSIGNERS)}")
-    if cls_loss not in CLS_LOSSES:
-        raise ValueError(f"unknown classification loss {cls_loss!r}; choose one of {CLS_LOSSES}")
+    # Anchors: octave_base_scale * stride * 2^(k / scales_per_octave), k < scales_per_octave.
+    octave_base_scale: float
+    scales_per_octave: int
 
-    backbone, fpn = build_backbone_fpn(
-        depth=depth,
-        groups=groups,
-        width_per_group=width_per_group,
-        base_width=base_width,
-        norm=norm,
-        frozen_stages=frozen_stages,
-        backbone_weights=backbone_weights,
-        fpn_channels=fpn_channels,
-        num_outs=len(strides),
-        fpn_extra=fpn_extra,
-    )
 
-    if ratios is None:
-        ratios = (1.0,) if assigner == "atss" else (0.5, 1.0, 2.0)
-    anchor_generator = AnchorGenerator(strides, octave_base_scale, scales_per_octave, ratios)
-    if assigner == "atss":
-        assigner_obj: Any = ATSSAssigner(topk=atss_topk)
-    else:
-        assigner_obj = MaxIoUAssigner(pos_iou=pos_iou, neg_iou=neg_iou, min_pos_iou=min_pos_iou)
+# The architecture's constants (mmdetection's RetinaNet), not options of the paper's runs.
+STRIDES = (8, 16, 32, 64, 128)
+BOX_CODER_STDS = (0.1, 0.1, 0.2, 0.2)
+PRIOR_PROB = 0.01
 
-    loss = DenseDetectionLoss(
-        cls_loss,
-        build_detector_box_error(
-            box_error, tau=tau, smooth_l1_beta=smooth_l1_beta, coord_reduction=coord_reduction
-        ),
-        build_loc_weight(self_balance=self_balance, sb_init=sb_init, wr=wr),
-        BoxCoder(stds=box_coder_stds),
-        focal_alpha=focal_alpha,
-        focal_gamma=focal_gamma,
-        delta=delta,
-        interpolated=interpolated,
-        zero_target=zero_target,
-        track_grad_balance=track_grad_balance,
-    )
-    head = RetinaHead(
-        fpn_channels,
-        anchor_generator.num_anchors_per_location,
-        num_classes,
-        num_convs=head_convs,
-        feat_channels=head_channels,
-        prior_prob=prior_prob,
-        norm=head_norm,
-    )
-    test_cfg = TestConfig(score_thr, nms_iou, pre_nms_topk, max_per_img)
-    return RetinaNet(
-        backbone, fpn, num_classes, head, anchor_generator, assigner_obj, loss, test_cfg
-    )
+
+def anchor_ratios(assigner: str) -> tuple[float, ...]:
+    """One ratio with ATSS (aLRPLoss500: 2 anchors per location at ``scales_per_octave=2``),
+    the usual three with max-IoU (SPEC section 4)."""
+    return (1.0,) if assigner == "atss" else (0.5, 1.0, 2.0)
 
 
 def build_retinanet(
     num_classes: int,
     *,
-    backbone: Any,
-    detector: Any,
+    backbone: BackboneConfig,
+    detector: RetinaNetConfig,
     loss: Any,
     box_error: Any,
     assigner: Any,
     track_grad_balance: bool = False,
 ) -> RetinaNet:
-    """RetinaNet from its config sections, each taken whole.
+    """RetinaNet as the paper trains it, from its config sections, each taken whole.
 
     ``backbone``, ``detector``, ``loss``, ``box_error`` and ``assigner`` are the sections of
-    ``conf/`` (the validated DictConfig nodes, or any objects with those attributes), read
-    by their YAML key names, with no second default here: ``tests/models/test_builders.py``
-    checks that every key of the sections reaches the model. ``backbone.weights`` is a
-    local file or None (``engine.builders`` resolves ``builtin`` first).
+    ``conf/``, read by their YAML keys (``models.parts``); ``tests/models/test_builders.py``
+    checks that every key reaches the model. ``backbone.weights`` is a local
+    torchvision-format file or None (``engine.builders`` resolves ``builtin`` first).
+    Localisation weight: SB from ``loss.sb_init``, or the constant ``loss.wr`` with
+    ``loss.self_balance`` false (Table 3).
     """
-    return assemble_retinanet(
+    backbone_net, fpn = build_backbone_fpn(
+        backbone, fpn_channels=detector.fpn_channels, num_outs=len(STRIDES), fpn_extra="c5"
+    )
+    anchor_generator = AnchorGenerator(
+        STRIDES,
+        detector.octave_base_scale,
+        detector.scales_per_octave,
+        anchor_ratios(assigner.name),
+    )
+    dense_loss = DenseDetectionLoss(
+        loss.name,
+        build_detector_box_error(box_error),
+        build_loc_weight(loss),
+        BoxCoder(stds=BOX_CODER_STDS),
+        **classifier_options(loss),
+        track_grad_balance=track_grad_balance,
+    )
+    head = RetinaHead(
+        detector.fpn_channels,
+        anchor_generator.num_anchors_per_location,
         num_classes,
-        **shared_arguments(backbone, detector, loss, box_error, track_grad_balance),
-        assigner=assigner.name,
-        atss_topk=assigner.topk,
-        pos_iou=assigner.pos_iou,
-        neg_iou=assigner.neg_iou,
-        min_pos_iou=assigner.min_pos_iou,
-        octave_base_scale=detector.octave_base_scale,
-        scales_per_octave=detector.scales_per_octave,
-        pre_nms_topk=detector.pre_nms_topk,
-        focal_alpha=loss.alpha,
-        focal_gamma=loss.gamma,
-        interpolated=loss.interpolated,
-        zero_target=loss.zero_target,
+        num_convs=detector.head_convs,
+        feat_channels=detector.head_channels,
+        prior_prob=PRIOR_PROB,
+    )
+    test_cfg = TestConfig(
+        detector.score_thr, detector.nms_iou, detector.pre_nms_topk, detector.max_per_img
+    )
+    return RetinaNet(
+        backbone_net,
+        fpn,
+        num_classes,
+        head,
+        anchor_generator,
+        build_assigner(assigner),
+        dense_loss,
+        test_cfg,
     )

@@ -4,12 +4,18 @@
 """
 
 from alrp_lab.pretrain.cache import builtin_weights, default_root, weights_path
-from alrp_lab.pretrain.train import PretrainSpec, pretrain_backbone, spec_from_config
+from alrp_lab.pretrain.train import (
+    PretrainConfig,
+    PretrainSpec,
+    pretrain_backbone,
+    spec_from_config,
+)
 
 BUILTIN = "builtin"
 
 __all__ = [
     "BUILTIN",
+    "PretrainConfig",
     "PretrainSpec",
     "builtin_weights",
     "default_root",

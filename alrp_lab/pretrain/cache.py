@@ -40,7 +40,7 @@ def default_root() -> Path:
 def weights_path(spec: PretrainSpec, root: Path | None = None) -> Path:
     """Where the weights of ``spec`` are (or will be) cached."""
     root = default_root() if root is None else Path(root)
-    return root / f"{spec.arch()}-fractal{spec.num_classes}-{spec.key()}.pth"
+    return root / f"{spec.arch()}-fractal{spec.task.num_classes}-{spec.key()}.pth"
 
 
 def _progress_printer(show: bool):
@@ -115,7 +115,7 @@ def builtin_weights(
             path,
             seconds,
             result.val_accuracy,
-            spec.num_classes,
+            spec.task.num_classes,
         )
     return path
 

@@ -3,7 +3,7 @@
 The backbone is the detector's own :class:`~alrp_lab.models.backbone.ResNet` (batch norm),
 with a global-average-pooled linear classifier on C5 that is dropped afterwards, so the
 result is a torchvision-format state dict that ``backbone.weights`` loads. Everything is
-deterministic in :attr:`PretrainSpec.seed`: the categories, the rendered bank of images,
+deterministic in the task's ``seed``: the categories, the rendered bank of images,
 the initialisation and the batch order.
 """
 
@@ -26,54 +26,73 @@ from alrp_lab.errors import ConfigError, RunError
 from alrp_lab.models.backbone import ResNet
 from alrp_lab.pretrain.fractals import render_batch, sample_categories
 
-__all__ = ["PretrainSpec", "PretrainResult", "pretrain_backbone", "FORMAT_VERSION"]
+__all__ = [
+    "PretrainConfig",
+    "PretrainSpec",
+    "PretrainResult",
+    "pretrain_backbone",
+    "FORMAT_VERSION",
+]
 
 # Bump when what a spec produces changes (rendering, training): cached weights are rebuilt.
 FORMAT_VERSION = 2
 _RENDER_CHUNK = 64
 _WARMUP = 100
 _LABEL_SMOOTHING = 0.1
+_ARCH_FIELDS = ("depth", "groups", "width_per_group", "base_width")
+
+
+@dataclass
+class PretrainConfig:
+    """The ``pretrain`` section (``conf/pretrain/fractal.yaml``): the task and its training.
+
+    ``num_classes`` fractal categories with ``instances`` images each at ``image_size`` px;
+    ``iterations`` SGD steps of ``batch_size`` images, peak ``lr`` with a cosine decay,
+    ``weight_decay``; everything deterministic in ``seed``.
+    """
+
+    num_classes: int
+    instances: int
+    image_size: int
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class PretrainSpec:
     """Everything the pretrained weights depend on; its :meth:`key` names the cache file.
 
-    Architecture (``depth``, ``groups``, ``width_per_group``, ``base_width``) as in
-    ``conf/backbone``; the task: ``num_classes`` fractal categories with ``instances`` images
-    each at ``image_size`` px; training: ``iterations`` SGD steps of ``batch_size`` images,
-    peak ``lr`` with a cosine decay, ``weight_decay``.
+    The architecture (``depth``, ``groups``, ``width_per_group``, ``base_width``) as in
+    ``conf/backbone``, and the ``task`` of ``conf/pretrain``.
     """
 
-    depth: int = 18
-    groups: int = 1
-    width_per_group: int = 64
-    base_width: int = 32
-    num_classes: int = 64
-    instances: int = 160
-    image_size: int = 64
-    iterations: int = 1600
-    batch_size: int = 64
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    seed: int = 0
+    depth: int
+    groups: int
+    width_per_group: int
+    base_width: int
+    task: PretrainConfig
 
     def __post_init__(self) -> None:
+        task = self.task
         for name in ("num_classes", "instances", "image_size", "iterations", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(task, name) < 1:
                 raise ConfigError(
-                    f"pretraining {name} must be at least 1, got {getattr(self, name)}"
+                    f"pretraining {name} must be at least 1, got {getattr(task, name)}"
                 )
-        if self.image_size < 32:
+        if task.image_size < 32:
             raise ConfigError(
-                f"pretraining image_size must be at least 32 (C5 is 1/32), got {self.image_size}"
+                f"pretraining image_size must be at least 32 (C5 is 1/32), got {task.image_size}"
             )
-        if not self.lr > 0:
-            raise ConfigError(f"pretraining lr must be positive, got {self.lr}")
+        if not task.lr > 0:
+            raise ConfigError(f"pretraining lr must be positive, got {task.lr}")
 
     def key(self) -> str:
-        """A short digest of the spec and :data:`FORMAT_VERSION`."""
-        blob = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        """A short digest of the spec and :data:`FORMAT_VERSION` (the flat field dict)."""
+        flat = {name: getattr(self, name) for name in _ARCH_FIELDS} | asdict(self.task)
+        blob = json.dumps({"format": FORMAT_VERSION, **flat}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def arch(self) -> str:
@@ -97,12 +116,12 @@ def _render_bank(
     spec: PretrainSpec, per_class: int, rng: np.random.Generator, on_chunk: Callable[[int], None]
 ) -> tuple[Tensor, Tensor]:
     """Images (C * per_class, 3, S, S) uint8 and their labels, class-interleaved."""
-    categories = sample_categories(spec.num_classes, seed=spec.seed)
-    labels = np.tile(np.arange(spec.num_classes), per_class)
-    images = np.empty((labels.size, 3, spec.image_size, spec.image_size), dtype=np.uint8)
+    categories = sample_categories(spec.task.num_classes, seed=spec.task.seed)
+    labels = np.tile(np.arange(spec.task.num_classes), per_class)
+    images = np.empty((labels.size, 3, spec.task.image_size, spec.task.image_size), dtype=np.uint8)
     for start in range(0, labels.size, _RENDER_CHUNK):
         chunk = labels[start : start + _RENDER_CHUNK]
-        batch = render_batch(categories, chunk, spec.image_size, rng)
+        batch = render_batch(categories, chunk, spec.task.image_size, rng)
         images[start : start + chunk.size] = (batch * 255).round().astype(np.uint8)
         on_chunk(chunk.size)
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -137,9 +156,9 @@ class _Classifier(nn.Module):
 
 def _lr_at(spec: PretrainSpec, step: int) -> float:
     if step < _WARMUP:
-        return spec.lr * (step + 1) / _WARMUP
-    progress = (step - _WARMUP) / max(1, spec.iterations - _WARMUP)
-    return spec.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return spec.task.lr * (step + 1) / _WARMUP
+    progress = (step - _WARMUP) / max(1, spec.task.iterations - _WARMUP)
+    return spec.task.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def pretrain_backbone(
@@ -152,8 +171,8 @@ def pretrain_backbone(
     ``"render"``) and steps are taken (``"train"``).
     """
     report = on_progress or (lambda stage, done, total: None)
-    rng = np.random.default_rng(spec.seed)
-    total_images = spec.num_classes * (spec.instances + _val_per_class(spec))
+    rng = np.random.default_rng(spec.task.seed)
+    total_images = spec.task.num_classes * (spec.task.instances + _val_per_class(spec))
     rendered = 0
 
     def chunk_done(n: int) -> None:
@@ -161,12 +180,12 @@ def pretrain_backbone(
         rendered += n
         report("render", rendered, total_images)
 
-    images, labels = _render_bank(spec, spec.instances + _val_per_class(spec), rng, chunk_done)
-    n_val = spec.num_classes * _val_per_class(spec)
+    images, labels = _render_bank(spec, spec.task.instances + _val_per_class(spec), rng, chunk_done)
+    n_val = spec.task.num_classes * _val_per_class(spec)
     val_images, val_labels = images[:n_val], labels[:n_val]
     train_images, train_labels = images[n_val:], labels[n_val:]
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(spec.task.seed)
     backbone = ResNet(
         spec.depth,
         groups=spec.groups,
@@ -174,26 +193,26 @@ def pretrain_backbone(
         base_width=spec.base_width,
         norm="bn",
     )
-    model = _Classifier(backbone, spec.num_classes)
+    model = _Classifier(backbone, spec.task.num_classes)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.dim() == 1 else decay).append(p)
     optimizer = torch.optim.SGD(
         [
-            {"params": decay, "weight_decay": spec.weight_decay},
+            {"params": decay, "weight_decay": spec.task.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=spec.lr,
+        lr=spec.task.lr,
         momentum=0.9,
         nesterov=True,
     )
-    generator = torch.Generator().manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.task.seed)
     model.train()
     loss_value = float("nan")
-    for step in range(spec.iterations):
+    for step in range(spec.task.iterations):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(spec, step)
-        idx = torch.randint(0, train_images.shape[0], (spec.batch_size,), generator=generator)
+        idx = torch.randint(0, train_images.shape[0], (spec.task.batch_size,), generator=generator)
         x = _augment(_normalise(train_images[idx]), generator)
         loss = F.cross_entropy(model(x), train_labels[idx], label_smoothing=_LABEL_SMOOTHING)
         if not torch.isfinite(loss):
@@ -204,7 +223,7 @@ def pretrain_backbone(
         loss.backward()
         optimizer.step()
         loss_value = float(loss.detach())
-        report("train", step + 1, spec.iterations)
+        report("train", step + 1, spec.task.iterations)
 
     model.eval()
     correct = 0
@@ -218,7 +237,7 @@ def pretrain_backbone(
 
 def _val_per_class(spec: PretrainSpec) -> int:
     # A tenth of the bank (at least one per class) is held out to report accuracy.
-    return max(1, spec.instances // 10)
+    return max(1, spec.task.instances // 10)
 
 
 def spec_from_config(backbone: Any, pretrain: Mapping[str, Any]) -> PretrainSpec:
@@ -229,5 +248,5 @@ def spec_from_config(backbone: Any, pretrain: Mapping[str, Any]) -> PretrainSpec
         groups=int(backbone.groups),
         width_per_group=int(backbone.width_per_group),
         base_width=int(backbone.base_width),
-        **{key: pretrain[key] for key in pretrain},
+        task=PretrainConfig(**{key: pretrain[key] for key in pretrain}),
     )

@@ -1,75 +1,87 @@
 """Is a completed run still the run its sweep asks for? Compare the configs, not the status.
 
 A sweep skips a completed run only when the config it would compose now computes the same
-thing as the config the run recorded in its ``results.json``. Keys that change where a run
-logs or how it started, not what it computes, are left out of the comparison: ``logger``
-(W&B mode, group, tags), ``train.resume`` (a resumed run is the same run), the lr rule's
-inputs (``loss.ref_lr``, ``loss.ref_batch``, ``train.lr_scale``: the resolved ``train.lr``
-they produce is compared), and the cache
-folder of the built-in data, whose name is derived from parameters the config holds. A null
-value, and a value equal to the schema's default (:class:`~alrp_lab.config.schema.RunConfig`),
-count as unset: an option added later whose default is the old behaviour (``loss.sb_period``
-null, ``box_error.coord_reduction`` "sum") leaves the runs recorded before it valid, while a
-YAML file that sets it to something else (smooth L1's "mean") makes them stale.
+thing as the config the run recorded in its ``results.json``. Left out of the comparison:
+
+- keys that change where a run logs or how it started, not what it computes: ``logger``
+  (W&B mode, group, tags), ``train.resume`` (a resumed run is the same run), the lr rule's
+  inputs (``loss.ref_lr``, ``loss.ref_batch``, ``train.lr_scale``: the resolved
+  ``train.lr`` they produce is compared), and the cache folder of the built-in data, whose
+  name is derived from parameters the config holds;
+- keys the run's choices do not read: a section with choices keeps only its choice's keys
+  (``config.schema.section_keys``), so a run recorded when every loss carried Focal Loss's
+  ``alpha`` still matches; ``pretrain`` unless ``backbone.weights`` is ``builtin``;
+- nulls, and an option added after runs were recorded, at the value that reproduces the
+  behaviour before it (``LEGACY_VALUES``): ``loss.interpolated`` false leaves earlier AP
+  Loss runs valid, while a YAML file that sets it to something else makes them stale.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from alrp_lab.config.schema import RunConfig
+from alrp_lab.config.schema import CHOICE_NODES, section_keys
 from alrp_lab.tracking.results import config_digest
 
 # Top-level sections and dotted keys that do not change what a run computes. The lr rule's
 # inputs are left out because the recorded config holds the lr they gave (train.lr).
 IGNORED_KEYS = ("logger", "train.resume", "loss.ref_lr", "loss.ref_batch", "train.lr_scale")
 
-__all__ = ["IGNORED_KEYS", "first_difference", "run_digest"]
+# Options added after runs were recorded, at the value that computes what the code computed
+# before the option existed. A null counts as unset anyway (loss.sb_period, loss.sb_start,
+# train.grad_clip).
+LEGACY_VALUES: dict[str, Any] = {
+    "loss.interpolated": False,
+    "loss.zero_target": False,
+    "box_error.coord_reduction": "sum",
+    "train.eval_bounds": False,
+    "train.nproc_per_node": 1,
+}
+
+__all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "first_difference", "run_digest"]
 
 
-_UNSET = object()
-
-
-@functools.cache
-def _schema_defaults() -> dict[str, Any]:
-    # Built once: a sweep digests two configs per completed run. Callers only read it.
-    return OmegaConf.to_container(OmegaConf.structured(RunConfig))
-
-
-def _without_defaults(node: Any, defaults: Any) -> Any:
-    """``node`` without nulls and without leaves equal to the schema default at their key."""
+def _pop(node: Any, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            default = defaults.get(key, _UNSET) if isinstance(defaults, dict) else _UNSET
-            if value is None or (not isinstance(value, dict) and value == default):
-                continue
-            kept = _without_defaults(value, default)
-            if kept != {}:  # a section left empty says as much as an absent one
-                out[key] = kept
-        return out
-    return node
+        node.pop(leaf, None)
+
+
+def _drop_unset(node: Any, prefix: str = "") -> Any:
+    """``node`` without nulls, legacy values and sections left empty."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if value is None or (dotted in LEGACY_VALUES and value == LEGACY_VALUES[dotted]):
+            continue
+        kept = _drop_unset(value, f"{dotted}.")
+        if kept != {}:  # a section left empty says as much as an absent one
+            out[key] = kept
+    return out
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(config))
     for key in IGNORED_KEYS:
-        *parents, leaf = key.split(".")
-        node: Any = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
+        _pop(out, key)
+    for section in (*CHOICE_NODES, "data"):
+        node = out.get(section)
         if isinstance(node, dict):
-            node.pop(leaf, None)
+            keys = section_keys(section, node.get("name"))
+            if keys is not None:
+                out[section] = {k: v for k, v in node.items() if k in keys}
     data = out.get("data")
     if isinstance(data, dict) and data.get("name") == "shapes":
         data.pop("root", None)  # ~/.cache/alrp-lab/shapes-s0-n1200-...: the machine's cache
-    # Last: data.name above must still be there when it equals the schema's default.
-    return _without_defaults(out, _schema_defaults())
+    if (out.get("backbone") or {}).get("weights") != "builtin":
+        out.pop("pretrain", None)  # only the built-in weights are made from it
+    return _drop_unset(out)
 
 
 def run_digest(config: Mapping[str, Any]) -> str:

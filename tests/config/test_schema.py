@@ -123,3 +123,86 @@ def test_smooth_l1_averages_the_coordinates_as_the_authors_ap_loss_heads():
     )
     with pytest.raises(ConfigError, match="coord_reduction"):
         validate_config(_compose("loss=ap", "box_error=smooth_l1", "box_error.coord_reduction=max"))
+
+
+def _nodes():
+    from alrp_lab.config import schema
+
+    for section, node in schema.SECTION_NODES.items():
+        yield section, None, node
+    for section, nodes in schema.CHOICE_NODES.items():
+        for name, node in nodes.items():
+            yield section, name, node
+
+
+def test_every_choice_has_a_node_and_a_yaml_file():
+    from alrp_lab.assigners import ASSIGNERS
+    from alrp_lab.config import schema
+    from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
+    from alrp_lab.models import DETECTORS
+
+    registries = {
+        "detector": DETECTORS,
+        "loss": CLASSIFICATION_LOSSES,
+        "box_error": BOX_ERRORS,
+        "assigner": ASSIGNERS,
+    }
+    assert set(schema.CHOICE_NODES) == set(registries)
+    for section, registry in registries.items():
+        assert set(schema.CHOICE_NODES[section]) == set(registry), section
+        files = {p.stem for p in (Path(CONF) / section).glob("*.yaml")}
+        assert files == set(registry), section
+
+
+@pytest.mark.parametrize(("section", "name", "node"), list(_nodes()), ids=lambda v: str(v))
+def test_the_schema_holds_no_values(section, name, node):
+    """Values live in the YAML only: no field of a node has a default of its own (the data
+    set's keys of the other data set are null, meaning "not read")."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    from alrp_lab.config import schema
+
+    for f in dataclasses.fields(node):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            continue
+        common = set(schema.DATA_KEYS["shapes"]) & set(schema.DATA_KEYS["coco"])
+        if node is schema.DataConfig and f.name not in common:
+            assert f.default is None, f.name
+            continue
+        assert f.default == MISSING, f"{section}.{f.name} has a default: {f.default!r}"
+
+
+@pytest.mark.parametrize(("section", "name", "node"), list(_nodes()), ids=lambda v: str(v))
+def test_each_yaml_file_sets_exactly_its_nodes_keys(section, name, node):
+    import dataclasses
+
+    from alrp_lab.config import schema
+
+    files = [f"{name}.yaml"] if name else [p.name for p in (Path(CONF) / section).glob("*.yaml")]
+    for file in files:
+        keys = set(yaml.safe_load((Path(CONF) / section / file).read_text())) - {"defaults"}
+        expected = {f.name for f in dataclasses.fields(node)}
+        if node is schema.DataConfig:
+            expected = set(schema.DATA_KEYS[Path(file).stem])
+        assert keys == expected, (
+            f"{section}/{file}: extra {keys - expected}, missing {expected - keys}"
+        )
+
+
+def test_a_key_of_another_choice_is_an_error_that_lists_the_options():
+    with pytest.raises(ConfigError, match=r"loss\.alpha is not an option of loss=alrp.*delta"):
+        validate_config(_compose("+loss.alpha=0.5"))
+    with pytest.raises(ConfigError, match=r"box_error\.beta is not an option of box_error=giou"):
+        validate_config(_compose("+box_error.beta=0.11"))
+    # The same key is an option of the choice it belongs to.
+    cfg = validate_config(_compose("box_error=smooth_l1", "box_error.beta=0.11", "loss=ap"))
+    assert cfg.box_error.beta == 0.11
+
+
+def test_a_key_without_a_value_names_it():
+    plain = OmegaConf.to_container(_compose())
+    del plain["train"]["epochs"]
+    with pytest.raises(ConfigError, match=r"no value for train\.epochs.*conf/train/"):
+        validate_config(plain)

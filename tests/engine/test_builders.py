@@ -24,7 +24,7 @@ def test_builtin_weights_are_built_once_and_loaded():
     cfg = _cfg("backbone.weights=builtin", "backbone.norm=frozen_bn", "backbone.frozen_stages=1")
     spec = spec_from_config(cfg.backbone, cfg.pretrain)
     # debug=smoke pretrains a tiny backbone (never the full one) into the test cache.
-    assert (spec.iterations, spec.num_classes, spec.base_width) == (3, 3, 16)
+    assert (spec.task.iterations, spec.task.num_classes, spec.base_width) == (3, 3, 16)
     path = Path(backbone_weights_path(cfg))
     assert path == weights_path(spec)
     assert str(path).startswith(os.environ["ALRP_LAB_DATA"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -54,37 +55,37 @@ def check_detections(
 
 
 SECTIONS = ("backbone", "detector", "loss", "box_error", "assigner")
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# The choices a builder gets unless a keyword names another: the default experiment's.
+DEFAULT_CHOICES = {"backbone": "resnet18", "loss": "alrp", "box_error": "giou", "assigner": "atss"}
 
 
-def config_sections(**values) -> dict:
-    """The five config sections a detector builder takes, from the schema's defaults.
+def config_sections(detector: str, **values) -> dict:
+    """The five config sections a ``detector`` builder takes, from the YAML files of conf/.
 
-    Each keyword is a YAML key of one section (its leaf names are unique across them), or a
-    section's name for its ``name`` key (``loss="focal"``, ``assigner="max_iou"``).
-    ``track_grad_balance`` passes through.
+    Each keyword is a section's name, choosing its YAML file (``loss="focal"``,
+    ``assigner="max_iou"``), or a YAML key of one of the chosen sections (the leaf names of
+    these five are unique across them), overriding the file's value. ``track_grad_balance``
+    passes through.
     """
     from omegaconf import OmegaConf
 
     from alrp_lab.config import schema
 
-    nodes = {
-        "backbone": OmegaConf.structured(schema.BackboneConfig),
-        "detector": OmegaConf.structured(schema.DetectorConfig),
-        "loss": OmegaConf.structured(schema.LossConfig),
-        "box_error": OmegaConf.structured(schema.BoxErrorConfig),
-        "assigner": OmegaConf.structured(schema.AssignerConfig),
-    }
+    choices = {**DEFAULT_CHOICES, "detector": detector}
+    choices.update({key: values.pop(key) for key in list(values) if key in SECTIONS})
     out: dict = {}
+    if "track_grad_balance" in values:
+        out["track_grad_balance"] = values.pop("track_grad_balance")
+    nodes = {}
+    for section, choice in choices.items():
+        typed = schema.CHOICE_NODES.get(section, {}).get(choice) or schema.SECTION_NODES[section]
+        yaml_node = OmegaConf.load(CONF / section / f"{choice}.yaml")
+        nodes[section] = OmegaConf.merge(OmegaConf.structured(typed), yaml_node)
     for key, value in values.items():
-        if key == "track_grad_balance":
-            out[key] = value
-            continue
-        if key in nodes:
-            nodes[key].name = value
-            continue
         owners = [name for name, node in nodes.items() if key in node and key != "name"]
         if len(owners) != 1:
-            raise KeyError(f"{key!r} is a key of {owners or 'no section'}")
+            raise KeyError(f"{key!r} is a key of {owners or 'no chosen section'}")
         # Paths and tuples go in as plain values (OmegaConf keeps lists, not tuples).
         nodes[owners[0]][key] = str(value) if hasattr(value, "__fspath__") else value
     return {**nodes, **out}

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from alrp_lab.assigners import ASSIGNERS
 from alrp_lab.config import validate_config
 from alrp_lab.models import DETECTORS
 
@@ -37,11 +38,15 @@ UNUSED = {"foveabox": {"assigner"}, "faster_rcnn": {"assigner"}}
 
 
 class _Recorder:
-    """Reads through to a config node and records the keys asked for."""
+    """Reads through to a config node and records the keys asked for (by attribute, and
+    through ``keys()`` when a builder unpacks a node's options)."""
 
     def __init__(self, node, seen: set[str]) -> None:
         object.__setattr__(self, "_node", node)
         object.__setattr__(self, "_seen", seen)
+
+    def keys(self):
+        return self._node.keys()
 
     def __getattr__(self, key: str):
         self._seen.add(key)
@@ -55,8 +60,14 @@ def _yaml_keys(group: str, choices: list[str]) -> set[str]:
     return keys
 
 
-def _cfg(detector: str, loss: str, box_error: str):
-    overrides = ["debug=smoke", f"detector={detector}", f"loss={loss}", f"box_error={box_error}"]
+def _cfg(detector: str, loss: str, box_error: str, assigner: str):
+    overrides = [
+        "debug=smoke",
+        f"detector={detector}",
+        f"loss={loss}",
+        f"box_error={box_error}",
+        f"assigner={assigner}",
+    ]
     if loss != "alrp":
         overrides.append("loss.self_balance=false")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -67,9 +78,10 @@ def _cfg(detector: str, loss: str, box_error: str):
 def test_every_yaml_key_reaches_the_builder(detector):
     seen = {name: set() for name in SECTIONS}
     for loss, box_error in COMBINATIONS[detector]:
-        cfg = _cfg(detector, loss, box_error)
-        sections = {name: _Recorder(cfg[name], seen[name]) for name in SECTIONS}
-        DETECTORS[detector](3, **sections)
+        for assigner in ASSIGNERS:
+            cfg = _cfg(detector, loss, box_error, assigner)
+            sections = {name: _Recorder(cfg[name], seen[name]) for name in SECTIONS}
+            DETECTORS[detector].build(3, **sections)
     expected = {
         "backbone": _yaml_keys("backbone", ["resnet18", "resnet50"]),
         "detector": _yaml_keys("detector", [detector]),
@@ -88,6 +100,6 @@ def test_every_yaml_key_reaches_the_builder(detector):
 
 @pytest.mark.parametrize("detector", sorted(DETECTORS))
 def test_builders_take_the_sections_and_nothing_with_a_default_of_its_own(detector):
-    params = inspect.signature(DETECTORS[detector]).parameters
+    params = inspect.signature(DETECTORS[detector].build).parameters
     assert list(params) == ["num_classes", *SECTIONS, "track_grad_balance"]
     assert all(params[name].default is inspect.Parameter.empty for name in SECTIONS)

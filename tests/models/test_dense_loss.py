@@ -141,7 +141,7 @@ def test_score_losses_and_their_normalisation() -> None:
         ("ce", sigmoid_cross_entropy(flat, labels) / num_pos),
     ):
         loss = DenseDetectionLoss(
-            cls_loss, build_box_error("l1"), None, focal_alpha=0.3, focal_gamma=1.5, loc_weight=3.0
+            cls_loss, build_box_error("l1"), None, alpha=0.3, gamma=1.5, loc_weight=3.0
         )
         out = loss(logits, deltas, anchors, assigns, gt_boxes, gt_labels)
         torch.testing.assert_close(out["loss_cls"], ref_cls.detach())

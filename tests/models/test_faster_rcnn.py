@@ -24,7 +24,7 @@ TINY = dict(
 
 
 def _tiny(**kwargs) -> FasterRCNN:
-    return build_faster_rcnn(NUM_CLASSES, **config_sections(**{**TINY, **kwargs}))
+    return build_faster_rcnn(NUM_CLASSES, **config_sections("faster_rcnn", **{**TINY, **kwargs}))
 
 
 def _targets(seed: int, counts=(2, 3)) -> list[dict[str, torch.Tensor]]:
@@ -158,7 +158,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
         model(_images(13), bad)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.zeros(3, 64, 64), _targets(14))
-    with pytest.raises(ValueError, match="cls_loss"):
-        build_faster_rcnn(NUM_CLASSES, **config_sections(loss="focal"))
+    with pytest.raises(ValueError, match="trains with loss in"):
+        build_faster_rcnn(NUM_CLASSES, **config_sections("faster_rcnn", loss="focal"))
     with pytest.raises(ValueError, match="IoU-based"):
-        build_faster_rcnn(NUM_CLASSES, **config_sections(loss="alrp", box_error="l1"))
+        build_faster_rcnn(
+            NUM_CLASSES, **config_sections("faster_rcnn", loss="alrp", box_error="l1")
+        )

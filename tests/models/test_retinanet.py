@@ -15,7 +15,7 @@ TINY = dict(depth=18, base_width=16, fpn_channels=32, head_convs=1, head_channel
 
 
 def _tiny(**kwargs) -> RetinaNet:
-    return build_retinanet(NUM_CLASSES, **config_sections(**{**TINY, **kwargs}))
+    return build_retinanet(NUM_CLASSES, **config_sections("retinanet", **{**TINY, **kwargs}))
 
 
 def _targets(seed: int, counts=(2, 3)) -> list[dict[str, torch.Tensor]]:
@@ -132,8 +132,6 @@ def test_user_errors_are_clear(tmp_path) -> None:
         model(_images(14), bad)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.zeros(2, 64, 64))
-    with pytest.raises(ValueError, match="assigner"):
-        _tiny(assigner="hungarian")
     with pytest.raises(FileNotFoundError, match="backbone.weights"):
         _tiny(weights=tmp_path / "missing.pth")
 

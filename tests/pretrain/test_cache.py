@@ -9,13 +9,36 @@ import torch
 
 from alrp_lab.models.backbone import ResNet
 from alrp_lab.models.weights import load_backbone_weights
-from alrp_lab.pretrain import PretrainSpec, builtin_weights, pretrain_backbone, weights_path
+from alrp_lab.pretrain import (
+    PretrainConfig,
+    PretrainSpec,
+    builtin_weights,
+    pretrain_backbone,
+    weights_path,
+)
 from alrp_lab.pretrain import cache as cache_module
 from alrp_lab.pretrain.cache import read_manifest
 
 TINY = PretrainSpec(
-    base_width=8, num_classes=3, instances=4, image_size=32, iterations=3, batch_size=4
+    depth=18,
+    groups=1,
+    width_per_group=64,
+    base_width=8,
+    task=PretrainConfig(
+        num_classes=3,
+        instances=4,
+        image_size=32,
+        iterations=3,
+        batch_size=4,
+        lr=0.1,
+        weight_decay=1e-4,
+        seed=0,
+    ),
 )
+
+
+def _with_task(**changes) -> PretrainSpec:
+    return dataclasses.replace(TINY, task=dataclasses.replace(TINY.task, **changes))
 
 
 def test_tiny_pretraining_is_deterministic_and_loads() -> None:
@@ -26,20 +49,26 @@ def test_tiny_pretraining_is_deterministic_and_loads() -> None:
         torch.testing.assert_close(value, b.state_dict[key], rtol=0, atol=0)
     assert 0.0 <= a.val_accuracy <= 1.0
     # The weights moved away from a fresh initialisation with the same seed.
-    torch.manual_seed(TINY.seed)
+    torch.manual_seed(TINY.task.seed)
     fresh = ResNet(18, base_width=8).state_dict()
     assert not torch.equal(fresh["layer1.0.conv1.weight"], a.state_dict["layer1.0.conv1.weight"])
 
 
+def _changed(name: str, value):
+    if name == "depth":
+        return 34
+    return value + 1 if not isinstance(value, float) else value / 2
+
+
 def test_key_changes_with_every_field() -> None:
     keys = {TINY.key()}
-    for field in dataclasses.fields(PretrainSpec):
-        value = getattr(TINY, field.name)
-        changed = value + 1 if not isinstance(value, float) else value / 2
-        if field.name == "depth":
-            changed = 34
-        keys.add(dataclasses.replace(TINY, **{field.name: changed}).key())
-    assert len(keys) == len(dataclasses.fields(PretrainSpec)) + 1
+    arch = [f.name for f in dataclasses.fields(PretrainSpec) if f.name != "task"]
+    for name in arch:
+        keys.add(dataclasses.replace(TINY, **{name: _changed(name, getattr(TINY, name))}).key())
+    task = [f.name for f in dataclasses.fields(PretrainConfig)]
+    for name in task:
+        keys.add(_with_task(**{name: _changed(name, getattr(TINY.task, name))}).key())
+    assert len(keys) == len(arch) + len(task) + 1
 
 
 def test_cache_builds_once_then_reuses(tmp_path, monkeypatch) -> None:
@@ -59,6 +88,6 @@ def test_cache_builds_once_then_reuses(tmp_path, monkeypatch) -> None:
 
 def test_bad_spec() -> None:
     with pytest.raises(ValueError, match="image_size"):
-        PretrainSpec(image_size=16)
+        _with_task(image_size=16)
     with pytest.raises(ValueError, match="iterations"):
-        PretrainSpec(iterations=0)
+        _with_task(iterations=0)

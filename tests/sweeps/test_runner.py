@@ -372,18 +372,24 @@ def test_an_option_added_later_with_a_null_default_keeps_old_runs_valid(defn, tm
         run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["loss.sb_period=100"])
 
 
-def test_an_option_added_later_with_its_schema_default_keeps_old_runs_valid(defn, tmp_path):
+def test_runs_recorded_under_an_older_schema_stay_valid(defn, tmp_path):
     job = expand_jobs(defn)[0]
     config = runner_module._resolved(job, defn, "cpu")
-    # Recorded before these options existed; the schema's defaults are the old behaviour.
-    assert config["box_error"].pop("coord_reduction") == "sum"
+    # Recorded when every section carried every choice's keys (Focal Loss's alpha on an
+    # aLRP run, smooth L1's options on an IoU run) ...
+    config["loss"]["alpha"] = 0.25
+    config["box_error"].update(beta=1.0, coord_reduction="sum")
+    # ... and before train.eval_bounds existed: its legacy value is what the code did.
+    assert config["train"].pop("eval_bounds") is False
     atomic_write_json(
         tmp_path / job.run_id / "results.json",
         {"status": "completed", "metrics": {"AP": 0.3}, "config": config},
     )
     assert run_sweep(defn, root=tmp_path, dry_run=True).skipped == [job.run_id]
     # Set to another value (here on the command line, as a YAML file could): stale.
-    with pytest.raises(ValueError, match="train.warmup_ratio: recorded '<unset>', now 0.5"):
+    with pytest.raises(ValueError, match="train.eval_bounds: recorded '<unset>', now True"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.eval_bounds=true"])
+    with pytest.raises(ValueError, match="train.warmup_ratio: recorded 0.001, now 0.5"):
         run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.warmup_ratio=0.5"])
     # The lr rule's inputs are not compared: the lr they give is.
     assert run_sweep(
