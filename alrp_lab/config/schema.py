@@ -61,6 +61,8 @@ class ALRPLossConfig(LossConfig):
     delta: float = MISSING
     # Appendix G.3 / Figure A.7: a positive's target 0 instead of Eq. 12's (training diverges).
     zero_target: bool = MISSING
+    # Under torchrun: rank the whole global batch, not each process's share (the authors').
+    global_rank: bool = MISSING
 
 
 @dataclass
@@ -68,6 +70,7 @@ class APLossConfig(LossConfig):
     delta: float = MISSING
     # The interpolated precision of the authors' code instead of SPEC's plain form.
     interpolated: bool = MISSING
+    global_rank: bool = MISSING
 
 
 @dataclass
@@ -283,6 +286,11 @@ def _check_semantics(cfg: DictConfig) -> None:
     if cfg.detector.name == "faster_rcnn" and cfg.loss.name not in ("alrp", "ce"):
         raise ConfigError(
             f"detector=faster_rcnn trains with loss=alrp or loss=ce (Table 8), not {cfg.loss.name}"
+        )
+    if cfg.loss.get("global_rank") and cfg.detector.name not in ("retinanet", "foveabox"):
+        raise ConfigError(
+            f"loss.global_rank=true is for the one-stage detectors (retinanet, foveabox); "
+            f"detector={cfg.detector.name} ranks each process's share"
         )
     if cfg.loss.name == "alrp" and cfg.loss.zero_target and cfg.detector.name != "retinanet":
         raise ConfigError("loss.zero_target=true is an aLRP ablation for detector=retinanet")

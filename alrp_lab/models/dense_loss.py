@@ -30,6 +30,7 @@ from alrp_lab.losses import (
     alrp_loss,
     ap_loss,
 )
+from alrp_lab.losses.global_batch import gather, gather_with_own_grad, global_batch_active
 from alrp_lab.losses.ranking import check_delta
 from alrp_lab.ops.box_coder import BoxCoder
 
@@ -116,6 +117,10 @@ class DenseDetectionLoss(nn.Module):
         track_grad_balance: record sum |dL/ds| over negatives and positives at every
             backward (Figure 4); read with ``grad_balance()``.
         zero_target: aLRP only, the Appendix G.3 ablation (a positive's target 0).
+        global_rank: aLRP and AP Loss, under torchrun: rank the examples of the whole global
+            batch (``alrp_lab.losses.global_batch``) instead of this process's share; each
+            process keeps the gradient of its own examples. Without a process group it
+            changes nothing.
 
     The localisation term is, per classifier: aLRP, the ranking-weighted L_loc of SPEC
     section 1; AP, the mean error over positives; Focal / CE, sum over positives / num_pos
@@ -136,6 +141,7 @@ class DenseDetectionLoss(nn.Module):
         loc_weight: float = 1.0,
         track_grad_balance: bool = False,
         zero_target: bool = False,
+        global_rank: bool = False,
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -156,6 +162,12 @@ class DenseDetectionLoss(nn.Module):
         self.loc_weight = float(loc_weight)
         self.track_grad_balance = track_grad_balance
         self.zero_target = zero_target
+        if global_rank and cls_loss not in ("alrp", "ap"):
+            raise ValueError(
+                f"global_rank ranks the global batch: it is for the ranking losses (alrp, ap), "
+                f"not {cls_loss!r}"
+            )
+        self.global_rank = bool(global_rank)
         # Score-based classifiers: sum over non-ignored examples / max(1, num_pos).
         self._score_loss: nn.Module | None = None
         if cls_loss == "focal":
@@ -245,6 +257,16 @@ class DenseDetectionLoss(nn.Module):
         # Zero built from the outputs keeps the graph connected (DDP needs every parameter
         # to receive a gradient) while contributing exact zeros.
         zero = flat_logits.sum() * 0.0 + box_deltas.sum() * 0.0
+        if self.global_rank and global_batch_active():
+            # Every process takes part in the gathers, positives or not, then decides on the
+            # global batch's positives.
+            errors = self._localisation_errors(box_deltas, anchors, targets)
+            flat_logits = gather_with_own_grad(flat_logits)
+            flat_labels = gather(flat_labels)
+            errors = gather_with_own_grad(errors)
+            num_pos = int((flat_labels == 1).sum())
+        elif num_pos > 0:
+            errors = self._localisation_errors(box_deltas, anchors, targets)
         if num_pos == 0:
             loc = zero
             if self._score_loss is None:
@@ -252,20 +274,22 @@ class DenseDetectionLoss(nn.Module):
             else:
                 # Negatives still teach a score-based classifier (normalised by 1).
                 cls = self._score_loss(flat_logits, flat_labels) + zero
+        elif self.cls_loss == "alrp":
+            cls, loc = alrp_loss(
+                flat_logits, flat_labels, errors, delta=self.delta, zero_target=self.zero_target
+            )
+        elif self.cls_loss == "ap":
+            cls = ap_loss(
+                flat_logits, flat_labels, delta=self.delta, interpolated=self.interpolated
+            )
+            loc = errors.mean()
         else:
-            errors = self._localisation_errors(box_deltas, anchors, targets)
-            if self.cls_loss == "alrp":
-                cls, loc = alrp_loss(
-                    flat_logits, flat_labels, errors, delta=self.delta, zero_target=self.zero_target
-                )
-            elif self.cls_loss == "ap":
-                cls = ap_loss(
-                    flat_logits, flat_labels, delta=self.delta, interpolated=self.interpolated
-                )
-                loc = errors.mean()
-            else:
-                cls = self._score_loss(flat_logits, flat_labels)
-                loc = errors.sum() / num_pos
+            cls = self._score_loss(flat_logits, flat_labels)
+            loc = errors.sum() / num_pos
+        if self.global_rank and global_batch_active():
+            # A process without positives of its own still sends (zero) gradients into its
+            # box branch, which DDP waits for.
+            cls, loc = cls + zero, loc + zero
 
         weighted_loc = self.balance(loc) if self.balance is not None else self.loc_weight * loc
         return {

@@ -35,6 +35,7 @@ IGNORED_KEYS = ("logger", "train.resume", "loss.ref_lr", "loss.ref_batch", "trai
 LEGACY_VALUES: dict[str, Any] = {
     "loss.interpolated": False,
     "loss.zero_target": False,
+    "loss.global_rank": False,
     "box_error.coord_reduction": "sum",
     "train.eval_bounds": False,
     "train.nproc_per_node": 1,
