@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alrp_lab.errors import AlrpLabError, ConfigError, RunError
@@ -36,7 +37,9 @@ _BUG = "this is a bug in alrp-lab, not in your input: please report it with the 
 
 
 def _fail(message: str) -> int:
-    _err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # Escaped: messages quote paths, overrides and library errors ("[/path/pair.cc:537]")
+    # that rich would otherwise read as markup.
+    _err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     return 2
 
 
@@ -217,12 +220,34 @@ def _launch_torchrun(cfg, run_dir: Path) -> dict:
         "alrp_lab.engine.worker",
         str(run_dir),
     ]
-    completed = subprocess.run(command, check=False)
+    # torchrun's and the workers' stderr (a dead rank's multi-page report, tracebacks) go to
+    # a log in the run folder; the failure is then one line that names the rank.
+    log_path = run_dir / "torchrun.log"
+    with open(log_path, "w") as log:
+        completed = subprocess.run(command, check=False, stderr=log)
     results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
     if completed.returncode != 0:
-        reason = results.get("error") or f"torchrun exited with status {completed.returncode}"
-        raise RunError(f"distributed run failed: {reason}")
+        # Another rank's death is the cause of whatever rank 0 then recorded ("Connection
+        # closed by peer"); rank 0's own error is the cause when it failed first.
+        cause = _root_cause(log_path.read_text(errors="replace"))
+        if cause is None or cause.startswith("rank 0 "):
+            cause = results.get("error") or cause
+        reason = cause or f"torchrun exited with status {completed.returncode}"
+        raise RunError(f"distributed run failed: {reason}; torchrun's log: {log_path}")
     return results
+
+
+def _root_cause(log: str) -> str | None:
+    """ "rank R died (exit code X, SIGNAME)" from torchrun's failure report, if it has one."""
+    import re
+
+    section = log.split("Root Cause", 1)[-1] if "Root Cause" in log else ""
+    rank = re.search(r"rank\s*:\s*(\d+)", section)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)(?:[^\n]*\((SIG\w+)\))?", section)
+    if rank is None or code is None:
+        return None
+    how = f"exit code {code.group(1)}" + (f", {code.group(2)}" if code.group(2) else "")
+    return f"rank {rank.group(1)} died ({how})"
 
 
 class _Task:
@@ -272,7 +297,7 @@ def _run_task(cfg) -> tuple[int, float | None]:
         raise
     metrics = results.get("metrics", {})
     _out.print(_metrics_table(run_cfg.name, metrics))
-    _out.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+    _out.print(f"run folder: {escape(str(run_dir))}", highlight=False, soft_wrap=True)
     return 0, metrics.get("AP")
 
 
@@ -362,7 +387,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
     )
     for name, path in splits._asdict().items():
-        _out.print(f"{name}: {path}")
+        _out.print(f"{name}: {escape(str(path))}")
     return 0
 
 
@@ -392,7 +417,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     path = builtin_weights(spec, root=root)
     manifest = read_manifest(path)
     state = "cached" if existed else f"built in {manifest['seconds']:.0f} s"
-    _out.print(f"{path} ({state}; held-out accuracy {manifest['val_accuracy']:.3f})")
+    _out.print(f"{escape(str(path))} ({state}; held-out accuracy {manifest['val_accuracy']:.3f})")
     return 0
 
 
@@ -453,9 +478,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
     for fmt, path in report.tables.items():
-        _out.print(f"table ({fmt}): {path}")
+        _out.print(f"table ({fmt}): {escape(str(path))}")
     if report.plot is not None:
-        _out.print(f"plot: {report.plot}")
+        _out.print(f"plot: {escape(str(report.plot))}")
     if failed:
         return _fail(f"{len(failed)} of {len(report.jobs)} jobs failed: {', '.join(failed)}")
     return 0

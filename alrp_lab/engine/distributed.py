@@ -28,6 +28,7 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "cleanup",
+    "gather_objects",
     "init_distributed",
     "is_distributed",
 ]
@@ -63,6 +64,10 @@ class DistributedContext:
     def broadcast_object(self, obj: T, src: int = 0) -> T:
         """See :func:`broadcast_object`."""
         return broadcast_object(obj, src)
+
+    def gather_objects(self, obj: T, dst: int = 0) -> list[T] | None:
+        """See :func:`gather_objects`."""
+        return gather_objects(obj, dst)
 
     def barrier(self) -> None:
         """See :func:`barrier`."""
@@ -181,6 +186,16 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     holder: list[Any] = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def gather_objects(obj: T, dst: int = 0) -> list[T] | None:
+    """Every process's ``obj`` (picklable) in rank order on rank ``dst``, None on the others;
+    ``[obj]`` when alone."""
+    if not is_distributed():
+        return [obj]
+    holder: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, holder, dst=dst)
+    return holder
 
 
 def barrier() -> None:

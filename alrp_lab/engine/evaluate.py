@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from alrp_lab.data.collate import collate_detection
 from alrp_lab.eval import evaluate_detections
@@ -49,7 +49,45 @@ def detections_to_coco(
     return results
 
 
+def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
+    """The data set indices process ``rank`` of ``world_size`` evaluates: every
+    ``world_size``-th image from ``rank``, so the shards differ by at most one image."""
+    return list(range(rank, length, world_size))
+
+
 @torch.no_grad()
+def _predict_per_image(
+    model: nn.Module,
+    dataset,
+    indices: list[int],
+    *,
+    device: torch.device,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(data set index, that image's COCO result dicts) for each of ``indices``."""
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=batch_size, shuffle=False, collate_fn=collate_detection
+    )
+    was_training = model.training
+    model.eval()
+    out: list[tuple[int, list[dict[str, Any]]]] = []
+    position = 0
+    try:
+        for images, targets in loader:
+            sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+            outputs = model(images.to(device), image_sizes=sizes)
+            for output, target in zip(outputs, targets, strict=True):
+                dets = detections_to_coco([output], [target], dataset.label_to_category_id)
+                out.append((indices[position], dets))
+                position += 1
+            if on_batch is not None:
+                on_batch(len(targets))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def predict(
     model: nn.Module,
     dataset,
@@ -57,22 +95,30 @@ def predict(
     device: torch.device,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Detections of ``model`` on every image of ``dataset`` as COCO result dicts."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
-    was_training = model.training
-    model.eval()
-    results: list[dict[str, Any]] = []
-    try:
-        for images, targets in loader:
-            sizes = [tuple(int(v) for v in t["size"]) for t in targets]
-            outputs = model(images.to(device), image_sizes=sizes)
-            results.extend(detections_to_coco(outputs, targets, dataset.label_to_category_id))
-            if on_batch is not None:
-                on_batch(len(targets))
-    finally:
-        model.train(was_training)
-    return results
+    ctx: Any = None,
+) -> list[dict[str, Any]] | None:
+    """Detections of ``model`` on every image of ``dataset`` as COCO result dicts, in the
+    data set's image order.
+
+    With a distributed context ``ctx`` (``engine.distributed.DistributedContext``) of several
+    processes, each predicts its shard (:func:`shard_indices`) and rank 0 merges them into
+    the same list one process makes; the other ranks get None. ``on_batch`` counts this
+    process's images.
+    """
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    mine = _predict_per_image(
+        model,
+        dataset,
+        shard_indices(len(dataset), rank, world),
+        device=device,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    shards = ctx.gather_objects(mine) if ctx is not None else [mine]
+    if shards is None:
+        return None
+    merged = sorted((pair for shard in shards for pair in shard), key=lambda pair: pair[0])
+    return [det for _, dets in merged for det in dets]
 
 
 def evaluate_model(
@@ -83,12 +129,19 @@ def evaluate_model(
     batch_size: int = 8,
     bounds: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    ctx: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Predict on ``dataset`` and score against its COCO ground truth.
+    """Predict on ``dataset`` (sharded across the processes of ``ctx``, if any) and score
+    against its COCO ground truth on rank 0.
 
     Returns ``(metrics, detections)``; metrics are the keys of
-    :func:`alrp_lab.eval.evaluate_detections` (with Table 5's bounds when ``bounds``).
+    :func:`alrp_lab.eval.evaluate_detections` (with Table 5's bounds when ``bounds``). Ranks
+    other than 0 get ``({}, [])``.
     """
-    detections = predict(model, dataset, device=device, batch_size=batch_size, on_batch=on_batch)
+    detections = predict(
+        model, dataset, device=device, batch_size=batch_size, on_batch=on_batch, ctx=ctx
+    )
+    if detections is None:
+        return {}, []
     metrics = evaluate_detections(dataset.coco, detections, bounds=bounds)
     return metrics, detections

@@ -25,7 +25,7 @@ from alrp_lab.data.collate import collate_detection
 from alrp_lab.engine.builders import build_datasets, build_model, model_signature
 from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
-from alrp_lab.engine.evaluate import evaluate_model
+from alrp_lab.engine.evaluate import evaluate_model, shard_indices
 from alrp_lab.engine.finite import gradient_norm, state_is_finite
 from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
@@ -309,31 +309,35 @@ class _Loop:
         ctx.barrier()
         self.progress.advance_epoch()
         every, epochs = cfg.train.eval_every, cfg.train.epochs
-        if ctx.is_main and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+        if every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+            # Every process evaluates its shard; rank 0 scores the merged detections.
             interim, _ = evaluate_model(
-                self.model, val_set, device=self.device, batch_size=cfg.train.batch_size
+                self.model, val_set, device=self.device, batch_size=cfg.train.batch_size, ctx=ctx
             )
-            # Stamped with the epoch's last iteration, which the checkpoint covers.
-            last = self.iteration - 1
-            self.recorder.log(last, {"epoch": epoch + 1, **_prefixed("val/", interim)})
-            self.tracker.log(_prefixed("val/", interim), step=last)
+            if ctx.is_main:
+                # Stamped with the epoch's last iteration, which the checkpoint covers.
+                last = self.iteration - 1
+                self.recorder.log(last, {"epoch": epoch + 1, **_prefixed("val/", interim)})
+                self.tracker.log(_prefixed("val/", interim), step=last)
         ctx.barrier()
 
     def evaluate(self, val_set: Any) -> dict[str, float]:
-        """The final evaluation (rank 0), with its detections file."""
-        metrics: dict[str, float] = {}
-        if self.ctx.is_main:
-            self.progress.start_evaluation(len(val_set))
-            metrics, detections = evaluate_model(
-                self.model,
-                val_set,
-                device=self.device,
-                batch_size=self.cfg.train.batch_size,
-                bounds=self.cfg.train.eval_bounds,
-                on_batch=self.progress.advance_evaluation,
-            )
+        """The final evaluation, sharded across the processes and scored on rank 0 (the
+        metrics there, {} elsewhere), with its detections file."""
+        ctx = self.ctx
+        self.progress.start_evaluation(len(shard_indices(len(val_set), ctx.rank, ctx.world_size)))
+        metrics, detections = evaluate_model(
+            self.model,
+            val_set,
+            device=self.device,
+            batch_size=self.cfg.train.batch_size,
+            bounds=self.cfg.train.eval_bounds,
+            on_batch=self.progress.advance_evaluation,
+            ctx=ctx,
+        )
+        if ctx.is_main:
             atomic_write_json(self.run_dir / "detections_val.json", detections)
-        self.ctx.barrier()
+        ctx.barrier()
         return metrics
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +134,53 @@ def test_torchrun_with_two_cpu_processes(tmp_path, monkeypatch):
     # 16 training images, batch 4 per process, 2 processes: 2 iterations per epoch.
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
     assert METRIC_KEYS <= set(results["metrics"])
+
+
+def _worker_pids(run_dir: Path, local_rank: int) -> list[int]:
+    """Processes of the torchrun workers of ``run_dir`` with that LOCAL_RANK (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"alrp_lab.engine.worker" not in cmdline or str(run_dir).encode() not in cmdline:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"LOCAL_RANK={local_rank}".encode() in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc")
+def test_a_rank_that_dies_ends_the_run_within_a_minute_with_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "alrp_lab.cli", "run", "debug=smoke"]
+    command += [f"hydra.run.dir={run_dir}", "train.nproc_per_node=2", "train.epochs=500"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        # Both ranks are in the training loop once rank 0 has logged an iteration.
+        deadline = time.monotonic() + 180
+        while not (run_dir / "metrics.jsonl").is_file() or not _worker_pids(run_dir, 1):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        (victim,) = _worker_pids(run_dir, 1)
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "rank 1 died" in lines[0] and "SIGKILL" in lines[0] and "torchrun.log" in lines[0]
+    assert not _worker_pids(run_dir, 0)
 
 
 def test_eval_every_logs_interim_metrics(tmp_path):
