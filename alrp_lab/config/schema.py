@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from alrp_lab.assigners import ASSIGNERS
 from alrp_lab.data import AUGMENTS, DATASETS
+from alrp_lab.engine.amp import AMP_MODES
 from alrp_lab.errors import ConfigError
 from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
 from alrp_lab.losses.box_error import COORD_REDUCTIONS
@@ -178,6 +179,8 @@ class TrainConfig:
     eval_every: int = MISSING
     # Add Table 5's upper and lower bounds (upper_*/lower_* metrics) to the evaluation.
     eval_bounds: bool = MISSING
+    # Mixed precision on CUDA: bf16, or fp16 with a gradient scaler; null: off.
+    amp: str | None = MISSING
 
 
 @dataclass
@@ -258,7 +261,10 @@ _CHOICES = {
     "data.augment": AUGMENTS,
     "backbone.norm": NORMS,
     "logger.mode": LOGGER_MODES,
+    "train.amp": tuple(AMP_MODES),
 }
+# Keys of _CHOICES whose null means "off".
+_NULLABLE = frozenset({"train.amp"})
 
 
 _ABSENT = object()
@@ -268,6 +274,8 @@ def _check_semantics(cfg: DictConfig) -> None:
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT:  # a key of some choices only (box_error.coord_reduction)
+            continue
+        if value is None and key in _NULLABLE:
             continue
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
 from alrp_lab.data.collate import collate_detection
+from alrp_lab.engine.amp import autocast, check_amp, grad_scaler
 from alrp_lab.engine.builders import build_datasets, build_model, model_signature
 from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
@@ -151,7 +152,7 @@ class _Resumed(NamedTuple):
 
 
 def _resume_or_start(
-    cfg: DictConfig, ckpt_path: Path, model, optimizer, signature, ctx: DistributedContext
+    cfg: DictConfig, ckpt_path: Path, model, optimizer, signature, ctx: DistributedContext, scaler
 ) -> _Resumed:
     """Load ``ckpt_path`` into the model and optimizer when ``train.resume`` asks for it."""
     if cfg.train.resume and ckpt_path.exists():
@@ -164,7 +165,10 @@ def _resume_or_start(
             restore_rng=False,
         )
         log.info("resumed from %s at epoch %d", ckpt_path, int(state["epoch"]))
-        sums = (state.get("extra") or {}).get("sb_sums")
+        extra = state.get("extra") or {}
+        if scaler.is_enabled() and extra.get("grad_scaler"):
+            scaler.load_state_dict(extra["grad_scaler"])
+        sums = extra.get("sb_sums")
         return _Resumed(int(state["epoch"]), int(state["iteration"]), sums)
     if not cfg.train.resume and ckpt_path.exists() and ctx.is_main:
         log.warning("%s exists; train.resume=false starts over and replaces it", ckpt_path)
@@ -214,6 +218,7 @@ class _Loop:
     progress: RunProgress
     grad_csv: Path | None
     iteration: int
+    scaler: Any
 
     def step(self, images, targets, epoch: int, step: int, n_iters: int, tic: float) -> None:
         """One SGD step on a batch; raises :class:`NonFiniteLossError` before a bad step."""
@@ -231,7 +236,8 @@ class _Loop:
             group["lr"] = lr
         images = images.to(self.device, non_blocking=True)
         sizes = [tuple(int(v) for v in t["size"]) for t in targets]
-        losses = self.ddp_model(images, _to_device(targets, self.device), image_sizes=sizes)
+        with autocast(cfg.train.amp, self.device):
+            losses = self.ddp_model(images, _to_device(targets, self.device), image_sizes=sizes)
         loss = losses["loss"]
         if not torch.isfinite(loss.detach()):
             raise NonFiniteLossError(
@@ -239,19 +245,24 @@ class _Loop:
                 f"{self.iteration}; {_kept(epoch)}. {_RESUME_ADVICE}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # With fp16 the scaler multiplies the loss and divides the gradients back before the
+        # norm; otherwise these calls pass straight through.
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         if cfg.train.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         else:
             norm = gradient_norm(model.parameters())
-        if not torch.isfinite(norm):
-            # Detected before the step: the weights stay as they were.
+        if not torch.isfinite(norm) and not self.scaler.is_enabled():
+            # Detected before the step: the weights stay as they were. (With fp16 an overflow
+            # is the scaler's signal: it skips this step and lowers its scale.)
             raise NonFiniteLossError(
                 f"the gradient became non-finite at epoch {epoch + 1}, iteration "
                 f"{self.iteration} (the loss was {loss.item():.4g}); "
                 f"{_kept(epoch)}. {_RESUME_ADVICE}"
             )
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         # Before loss.sb_start, SB records nothing: it keeps sb_init, and the first estimate
         # comes from a head that has left its initial state.
         if cfg.loss.sb_start is None or self.iteration >= cfg.loss.sb_start:
@@ -303,7 +314,16 @@ class _Loop:
                 epoch=epoch + 1,
                 iteration=self.iteration,
                 # Sums of an SB period still open (sb_period not a whole epoch).
-                extra={"sb_weight": weight, "sb_sums": [_sums(b) for b in self.balances]},
+                extra={
+                    "sb_weight": weight,
+                    "sb_sums": [_sums(b) for b in self.balances],
+                    # fp16's loss scale, so that a resumed run scales as it would have.
+                    **(
+                        {"grad_scaler": self.scaler.state_dict()}
+                        if self.scaler.is_enabled()
+                        else {}
+                    ),
+                },
                 model_signature=self.signature,
             )
         ctx.barrier()
@@ -351,6 +371,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     ctx = init_distributed()
     device = _resolve_device(cfg.train.device, ctx)
+    check_amp(cfg.train.amp, device)
     run_dir = Path(run_dir)
     check_run_folder(run_dir, bool(cfg.train.resume))
     config_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -368,7 +389,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         weight_decay=cfg.train.weight_decay,
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx)
+    scaler = grad_scaler(cfg.train.amp, device)
+    resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx, scaler)
     if ctx.is_main:
         # Only now: a refused resume (above) leaves the folder as it was.
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -395,7 +417,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     progress = RunProgress(enabled=ctx.is_main)
     loop = _Loop(
         cfg, ctx, device, model, ddp_model, optimizer, balances, signature, ckpt_path,
-        run_dir, recorder, tracker, progress, grad_csv, resumed.iteration,
+        run_dir, recorder, tracker, progress, grad_csv, resumed.iteration, scaler,
     )  # fmt: skip
     epochs = cfg.train.epochs
     try:

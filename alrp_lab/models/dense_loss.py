@@ -32,6 +32,7 @@ from alrp_lab.losses import (
 )
 from alrp_lab.losses.global_batch import gather, gather_with_own_grad, global_batch_active
 from alrp_lab.losses.ranking import check_delta
+from alrp_lab.models.precision import float32_loss
 from alrp_lab.ops.box_coder import BoxCoder
 
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ class DenseDetectionLoss(nn.Module):
 
         flat_logits.register_hook(hook)
 
+    @float32_loss
     def forward(
         self,
         cls_logits: Tensor,

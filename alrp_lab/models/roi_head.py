@@ -24,6 +24,7 @@ from alrp_lab.assigners.result import IGNORED
 from alrp_lab.losses import BoxError, SelfBalance, alrp_loss
 from alrp_lab.losses.ranking import check_delta
 from alrp_lab.models.postprocess import TestConfig
+from alrp_lab.models.precision import float32_loss
 from alrp_lab.models.rpn import localisation_errors
 from alrp_lab.models.samplers import RandomSampler
 from alrp_lab.ops.box_coder import BoxCoder
@@ -231,6 +232,7 @@ class RoILoss(nn.Module):
 
         logits.register_hook(hook)
 
+    @float32_loss
     def forward(
         self,
         cls_logits: Tensor,

@@ -20,6 +20,7 @@ from alrp_lab.assigners.result import AssignResult
 from alrp_lab.losses import BoxError, SelfBalance, alrp_loss, sigmoid_cross_entropy
 from alrp_lab.losses.ranking import check_delta
 from alrp_lab.models.dense_loss import build_dense_targets
+from alrp_lab.models.precision import float32_loss
 from alrp_lab.models.samplers import RandomSampler
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
@@ -195,6 +196,7 @@ class RPNLoss(nn.Module):
         self.sampler = sampler if cls_loss == "ce" else None
         self.delta = check_delta(delta)
 
+    @float32_loss
     def forward(
         self,
         logits: Tensor,

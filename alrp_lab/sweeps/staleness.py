@@ -31,7 +31,7 @@ IGNORED_KEYS = ("logger", "train.resume", "loss.ref_lr", "loss.ref_batch", "trai
 
 # Options added after runs were recorded, at the value that computes what the code computed
 # before the option existed. A null counts as unset anyway (loss.sb_period, loss.sb_start,
-# train.grad_clip).
+# train.grad_clip, train.amp).
 LEGACY_VALUES: dict[str, Any] = {
     "loss.interpolated": False,
     "loss.zero_target": False,
