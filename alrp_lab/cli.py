@@ -453,6 +453,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         n_jobs=args.jobs,
         seeds=args.seeds,
         rerun=args.rerun,
+        only=args.only or (),
     )
     table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
     for column in ("run", "status", "overrides"):
@@ -576,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="run every job with seeds 0..K-1 (default: the definition's `seeds`, else 1)",
+    )
+    sweep.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only the jobs whose id matches this shell pattern (repeatable), e.g. '2x--*'",
     )
     table = verbs.add_parser("table", help="rebuild a table from results files alone")
     table.add_argument("source", help="a sweep name or a folder of runs")

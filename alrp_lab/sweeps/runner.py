@@ -16,6 +16,7 @@ ROOT`` rebuilds the tables later from the folder alone.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import os
@@ -356,6 +357,21 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def select_jobs(jobs: Sequence[Job], only: Sequence[str]) -> list[Job]:
+    """The runs whose job id matches one of the shell patterns ``only`` (all when empty).
+
+    Raises :class:`SweepError` listing the job ids when a pattern matches none."""
+    if not only:
+        return list(jobs)
+    ids = sorted({job.id for job in jobs})
+    for pattern in only:
+        if not fnmatch.filter(ids, pattern):
+            raise SweepError(
+                f"--only {pattern!r} matches no job of this sweep; its jobs: {', '.join(ids)}"
+            )
+    return [job for job in jobs if any(fnmatch.fnmatchcase(job.id, p) for p in only)]
+
+
 def run_sweep(
     defn: SweepDefinition,
     *,
@@ -368,6 +384,7 @@ def run_sweep(
     write_tables: bool = True,
     seeds: int | Sequence[int] | None = None,
     rerun: bool = False,
+    only: Sequence[str] = (),
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -388,6 +405,9 @@ def run_sweep(
             ``seeds``. Each job runs once per seed into ``root/JOB_ID/seedN``.
         rerun: replace completed runs whose recorded config differs from the one the sweep
             composes now (by default such runs stop the sweep before any work).
+        only: shell patterns of job ids (``2x--*``): run only the jobs they match. The
+            tables still show every job (``sweep.json`` lists them all), with the others'
+            results as they are on disk.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -395,7 +415,8 @@ def run_sweep(
     """
     if n_jobs < 1:
         raise SweepError(f"n_jobs must be at least 1, got {n_jobs}")
-    jobs = expand_jobs(defn, scale, extra_overrides, seeds)
+    all_jobs = expand_jobs(defn, scale, extra_overrides, seeds)
+    jobs = select_jobs(all_jobs, only)
     root = Path(root) if root is not None else default_root(defn.name, scale)
     report = SweepReport(defn.name, scale, root, jobs, dry_run=dry_run)
     todo, done = [], []
@@ -444,7 +465,7 @@ def run_sweep(
             "definition": dict(defn.raw),
             # Every seed ever run into this folder, so the tables count a missing one.
             "seeds": sorted({*(recorded_seeds(root, scale) or ()), *(job.seed for job in jobs)}),
-            "jobs": [vars(job) for job in jobs],
+            "jobs": [vars(job) for job in all_jobs],
         },
     )
     for job in stale:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from alrp_lab.errors import SweepError
 from alrp_lab.sweeps import runner as runner_module
 from alrp_lab.sweeps.definition import load_sweep, parse_sweep
 from alrp_lab.sweeps.runner import (
@@ -395,3 +396,12 @@ def test_runs_recorded_under_an_older_schema_stay_valid(defn, tmp_path):
     assert run_sweep(
         defn, root=tmp_path, dry_run=True, extra_overrides=["train.lr_scale=2"]
     ).skipped == [job.run_id]
+
+
+def test_only_runs_the_matching_jobs_and_keeps_the_others_in_the_tables(defn, tmp_path):
+    report = run_sweep(defn, root=tmp_path, run_job=fake_job, only=["*__wr1"])
+    assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"] and not report.failed
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(saved["jobs"]) == 4  # every job, for the tables
+    with pytest.raises(SweepError, match=r"--only 'nope\*' matches no job.*iou__wr1"):
+        run_sweep(defn, root=tmp_path, run_job=fake_job, only=["nope*"])
