@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alrp_lab.errors import AlrpLabError, ConfigError, RunError
+from alrp_lab.errors import AlrpLabError, ConfigError
 from alrp_lab.resources import conf_dir
 
 CONF_DIR = conf_dir()
@@ -200,56 +200,6 @@ def _share_cores(hydra_cfg) -> None:
     torch.set_num_threads(max(1, cores // parallel))
 
 
-def _launch_torchrun(cfg, run_dir: Path) -> dict:
-    """Run ``cfg`` in ``train.nproc_per_node`` processes; Hydra stays in this parent."""
-    import subprocess
-
-    from omegaconf import OmegaConf
-
-    from alrp_lab.tracking.results import read_results
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={cfg.train.nproc_per_node}",
-        "-m",
-        "alrp_lab.engine.worker",
-        str(run_dir),
-    ]
-    # torchrun's and the workers' stderr (a dead rank's multi-page report, tracebacks) go to
-    # a log in the run folder; the failure is then one line that names the rank.
-    log_path = run_dir / "torchrun.log"
-    with open(log_path, "w") as log:
-        completed = subprocess.run(command, check=False, stderr=log)
-    results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
-    if completed.returncode != 0:
-        # Another rank's death is the cause of whatever rank 0 then recorded ("Connection
-        # closed by peer"); rank 0's own error is the cause when it failed first.
-        cause = _root_cause(log_path.read_text(errors="replace"))
-        if cause is None or cause.startswith("rank 0 "):
-            cause = results.get("error") or cause
-        reason = cause or f"torchrun exited with status {completed.returncode}"
-        raise RunError(f"distributed run failed: {reason}; torchrun's log: {log_path}")
-    return results
-
-
-def _root_cause(log: str) -> str | None:
-    """ "rank R died (exit code X, SIGNAME)" from torchrun's failure report, if it has one."""
-    import re
-
-    section = log.split("Root Cause", 1)[-1] if "Root Cause" in log else ""
-    rank = re.search(r"rank\s*:\s*(\d+)", section)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)(?:[^\n]*\((SIG\w+)\))?", section)
-    if rank is None or code is None:
-        return None
-    how = f"exit code {code.group(1)}" + (f", {code.group(2)}" if code.group(2) else "")
-    return f"rank {rank.group(1)} died ({how})"
-
-
 class _Task:
     """Hydra's task: validate, train, print the metrics. Hydra returns nothing from a run,
     so the task keeps the exit status of its latest job (``code``; a multirun's jobs each
@@ -270,6 +220,7 @@ def _run_task(cfg) -> tuple[int, float | None]:
     from hydra.core.hydra_config import HydraConfig
 
     from alrp_lab.config import validate_config
+    from alrp_lab.engine.launch import launch_torchrun
     from alrp_lab.engine.train import train
 
     try:
@@ -281,7 +232,7 @@ def _run_task(cfg) -> tuple[int, float | None]:
     _share_cores(hydra_cfg)
     try:
         if run_cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-            results = _launch_torchrun(run_cfg, run_dir)
+            results = launch_torchrun(run_cfg, run_dir)
         else:
             results = train(run_cfg, run_dir)
     except _USER_ERRORS as err:
@@ -437,6 +388,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from alrp_lab.sweeps import load_sweep, run_sweep
+    from alrp_lab.sweeps.cluster import Launcher, split_launcher_overrides
+    from alrp_lab.sweeps.runner import default_root
 
     definition = load_sweep(args.name)
     # `alrp-lab sweep table2 scale=paper` reads like the other overrides; same as --scale.
@@ -444,13 +397,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     args.overrides = [o for o in args.overrides if not o.startswith("scale=")]
     if scales:
         args.scale = scales[-1]
+    # hydra/launcher=submitit_slurm and its hydra.launcher.* settings, as for run -m.
+    args.overrides, launcher_name, launcher_params = split_launcher_overrides(args.overrides)
+    root = Path(args.root) if args.root else default_root(definition.name, args.scale)
+    launcher = None
+    if launcher_name is not None:
+        launcher = Launcher(launcher_name, launcher_params, root, f"alrp-lab-{definition.name}")
     report = run_sweep(
         definition,
         scale=args.scale,
         extra_overrides=args.overrides,
-        root=Path(args.root) if args.root else None,
+        root=root,
         dry_run=args.dry_run,
         n_jobs=args.jobs,
+        launcher=launcher,
         seeds=args.seeds,
         rerun=args.rerun,
         only=args.only or (),

@@ -1,9 +1,15 @@
-"""Entry point of one torchrun process: read a run folder's resolved config and train.
+"""Entry point of one torchrun process: train the run of a run folder.
 
 ``alrp-lab run train.nproc_per_node=N`` composes and validates the config once, writes it
 to ``RUN_DIR/config.yaml`` and starts
 ``python -m torch.distributed.run --nproc_per_node N -m alrp_lab.engine.worker RUN_DIR``,
 so Hydra runs in the parent only and every rank shares one run folder.
+
+Across machines, start it with torchrun yourself and give the overrides instead (every
+node composes the same config from them; RUN_DIR on a shared file system)::
+
+    torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        -m alrp_lab.engine.worker /shared/runs/r50 experiment=... data.root=...
 """
 
 from __future__ import annotations
@@ -13,24 +19,34 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from alrp_lab.config import validate_config
+from alrp_lab.config import ConfigError, validate_config
+from alrp_lab.config.compose import compose_config
 from alrp_lab.engine.distributed import cleanup
 from alrp_lab.engine.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m alrp_lab.engine.worker RUN_DIR", file=sys.stderr)
+    if not args:
+        print("usage: python -m alrp_lab.engine.worker RUN_DIR [OVERRIDES ...]", file=sys.stderr)
         return 2
-    run_dir = Path(args[0])
+    run_dir, overrides = Path(args[0]), args[1:]
     config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        print(
-            f"error: {config_file} does not exist: start runs with `alrp-lab run`", file=sys.stderr
-        )
+    try:
+        if overrides:
+            cfg = compose_config(overrides)
+        elif config_file.is_file():
+            cfg = validate_config(OmegaConf.load(config_file))
+        else:
+            print(
+                f"error: {config_file} does not exist: start runs with `alrp-lab run`, or give "
+                "the run's overrides after RUN_DIR",
+                file=sys.stderr,
+            )
+            return 2
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    cfg = validate_config(OmegaConf.load(config_file))
     try:
         train(cfg, run_dir)
     finally:

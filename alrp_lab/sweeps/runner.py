@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.errors import SweepError
+from alrp_lab.errors import ConfigError, SweepError
 from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 from alrp_lab.report.tables import collect_table
 from alrp_lab.report.tables import write_tables as write_tables_of
+from alrp_lab.sweeps.cluster import Launcher
 from alrp_lab.sweeps.definition import (
     CONF_DIR,
     SWEEP_FILE,
@@ -220,19 +221,15 @@ def compose_job_config(
     validated DictConfig; raises ``alrp_lab.config.ConfigError`` (a ValueError) for a bad
     value and ValueError for an override Hydra cannot apply.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import OmegaConfBaseException
 
     from alrp_lab.config import validate_config
+    from alrp_lab.config.compose import compose_config
 
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SweepError(f"bad override: {first}") from None
+        cfg = compose_config(overrides, validate=False)
+    except ConfigError as err:  # a bad override: the sweep's own error
+        raise SweepError(str(err)) from None
     with open_dict(cfg):
         if group is not None:
             cfg.logger.group = group
@@ -248,11 +245,15 @@ def run_job_default(
     group: str | None = None,
     tags: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Compose, validate and train one job in this process; returns its results dict."""
+    """Compose, validate and train one job in this process, or in ``train.nproc_per_node``
+    torchrun processes started from here; returns its results dict."""
     # Here, not at the top: torch and the engine load only in the processes that train.
+    from alrp_lab.engine.launch import launch_torchrun
     from alrp_lab.engine.train import train
 
     cfg = compose_job_config(overrides, group=group, tags=tags)
+    if cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(cfg, Path(run_dir))
     return train(cfg, Path(run_dir))
 
 
@@ -385,6 +386,7 @@ def run_sweep(
     seeds: int | Sequence[int] | None = None,
     rerun: bool = False,
     only: Sequence[str] = (),
+    launcher: Launcher | None = None,
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -408,6 +410,8 @@ def run_sweep(
         only: shell patterns of job ids (``2x--*``): run only the jobs they match. The
             tables still show every job (``sweep.json`` lists them all), with the others'
             results as they are on disk.
+        launcher: submit each run as a submitit job (``sweeps.cluster.Launcher``: SLURM or
+            local processes) instead of running them here; ``n_jobs`` is then unused.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -472,7 +476,13 @@ def run_sweep(
         # --rerun: the user chose to replace these; start them from nothing.
         shutil.rmtree(root / job.run_id)
     todo = [_with_resume(job, root / job.run_id) for job in todo]
-    if n_jobs == 1 or len(todo) <= 1:
+    if launcher is not None:
+        # Local submitit jobs all run at once on this machine: each gets its share of the
+        # cores. A cluster's jobs use what their allocation gives them.
+        threads = max(1, _cpu_count() // max(1, len(todo))) if launcher.cluster == "local" else None
+        calls = [(runner_for(job), job, root / job.run_id, threads) for job in todo]
+        _collect(report, zip(todo, launcher.run_all(_execute, calls), strict=True))
+    elif n_jobs == 1 or len(todo) <= 1:
         outcomes = ((job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo)
         _collect(report, outcomes)
     else:

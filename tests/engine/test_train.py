@@ -136,6 +136,43 @@ def test_torchrun_with_two_cpu_processes(tmp_path, monkeypatch):
     assert METRIC_KEYS <= set(results["metrics"])
 
 
+@pytest.mark.slow
+def test_the_worker_composes_from_overrides_under_a_plain_torchrun(tmp_path, monkeypatch):
+    """The multi-node recipe on one node: torchrun with a c10d rendezvous, the overrides
+    given to the worker itself."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1"]
+    command += ["--nproc_per_node", "2", "--rdzv_backend", "c10d"]
+    command += ["--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "alrp_lab.engine.worker"]
+    command += [str(tmp_path / "run"), "debug=smoke", "loss=ap", "box_error=smooth_l1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = read_results(tmp_path / "run")
+    assert results["status"] == "completed" and results["config"]["loss"]["name"] == "ap"
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_sweep_job_with_two_processes_starts_torchrun(tmp_path, monkeypatch):
+    from alrp_lab.sweeps.runner import run_job_default
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    overrides = ["debug=smoke", "train.nproc_per_node=2", "train.max_iters_per_epoch=null"]
+    run_job_default(overrides, tmp_path / "run")
+    assert read_results(tmp_path / "run")["status"] == "completed"
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
+    assert (tmp_path / "run" / "torchrun.log").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _worker_pids(run_dir: Path, local_rank: int) -> list[int]:
     """Processes of the torchrun workers of ``run_dir`` with that LOCAL_RANK (Linux /proc)."""
     pids = []

@@ -1,0 +1,66 @@
+"""Start a run's processes with torchrun (``train.nproc_per_node > 1``) and wait for them.
+
+Used by ``alrp-lab run`` and by the sweep runner (so a sweep's run, on this machine or as
+one SLURM job, gets its N processes the same way). Hydra stays in the calling process:
+the resolved config goes to ``RUN_DIR/config.yaml`` and every rank reads it
+(``alrp_lab.engine.worker``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from alrp_lab.errors import RunError
+from alrp_lab.tracking.results import read_results
+
+__all__ = ["launch_torchrun"]
+
+
+def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
+    """Run the validated ``cfg`` in ``train.nproc_per_node`` processes; returns the run's
+    results dict. Raises :class:`RunError` with one line naming the cause when a rank fails
+    (torchrun then stops the others)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={cfg.train.nproc_per_node}",
+        "-m",
+        "alrp_lab.engine.worker",
+        str(run_dir),
+    ]
+    # torchrun's and the workers' stderr (a dead rank's multi-page report, tracebacks) go to
+    # a log in the run folder; the failure is then one line that names the rank.
+    log_path = run_dir / "torchrun.log"
+    with open(log_path, "w") as log:
+        completed = subprocess.run(command, check=False, stderr=log)
+    results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
+    if completed.returncode != 0:
+        # Another rank's death is the cause of whatever rank 0 then recorded ("Connection
+        # closed by peer"); rank 0's own error is the cause when it failed first.
+        cause = root_cause(log_path.read_text(errors="replace"))
+        if cause is None or cause.startswith("rank 0 "):
+            cause = results.get("error") or cause
+        reason = cause or f"torchrun exited with status {completed.returncode}"
+        raise RunError(f"distributed run failed: {reason}; torchrun's log: {log_path}")
+    return results
+
+
+def root_cause(log: str) -> str | None:
+    """ "rank R died (exit code X, SIGNAME)" from torchrun's failure report, if it has one."""
+    section = log.split("Root Cause", 1)[-1] if "Root Cause" in log else ""
+    rank = re.search(r"rank\s*:\s*(\d+)", section)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)(?:[^\n]*\((SIG\w+)\))?", section)
+    if rank is None or code is None:
+        return None
+    how = f"exit code {code.group(1)}" + (f", {code.group(2)}" if code.group(2) else "")
+    return f"rank {rank.group(1)} died ({how})"

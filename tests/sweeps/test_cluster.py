@@ -1,0 +1,104 @@
+"""Sweeps and multiruns through submitit: the launcher's settings, a SLURM batch script (with
+a stand-in srun), and local submitit jobs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from alrp_lab.cli import main
+from alrp_lab.errors import SweepError
+from alrp_lab.sweeps.cluster import Launcher, split_launcher_overrides
+
+TINY_SWEEP = """
+title: Tiny
+kind: metrics
+metrics: [AP]
+scales:
+  cpu:
+    overrides: [debug=smoke]
+rows:
+  - {label: aLRP, id: alrp, overrides: [loss=alrp]}
+  - {label: Focal, id: focal, overrides: [loss=focal, box_error=l1]}
+"""
+
+
+def test_the_launcher_overrides_leave_the_jobs_overrides():
+    rest, name, params = split_launcher_overrides(
+        ["loss=ap", "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=4",
+         "hydra.launcher.partition=gpu", "train.epochs=2"]
+    )  # fmt: skip
+    assert rest == ["loss=ap", "train.epochs=2"]
+    assert name == "submitit_slurm" and params == {"gpus_per_node": 4, "partition": "gpu"}
+    with pytest.raises(SweepError, match="needs a launcher: add hydra/launcher=submitit_slurm"):
+        split_launcher_overrides(["hydra.launcher.partition=gpu"])
+
+
+def test_bad_launchers_and_settings_name_the_fix(tmp_path):
+    with pytest.raises(SweepError, match="hydra/launcher=joblib cannot run a sweep.*--jobs"):
+        Launcher("joblib", {}, tmp_path, "x")
+    with pytest.raises(SweepError, match="hydra.launcher.partition is not a setting of .*local"):
+        Launcher("submitit_local", {"partition": "gpu"}, tmp_path, "x")
+
+
+def test_slurm_without_a_cluster_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    launcher = Launcher("submitit_slurm", {}, tmp_path, "x")
+    with pytest.raises(SweepError, match="cannot start here.*submitit_local"):
+        launcher.executor()
+
+
+def test_slurm_batch_script_carries_the_settings(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    params = {"partition": "gpu", "gpus_per_node": 4, "timeout_min": 600, "setup": ["ml cuda"]}
+    launcher = Launcher("submitit_slurm", params, tmp_path / "sweep", "alrp-lab-table3")
+    script = launcher.executor()._executor._make_submission_file_text("python -c 1", "uid")
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --time=600",
+        "#SBATCH --job-name=alrp-lab-table3",
+        "ml cuda",
+    ):
+        assert line in script
+    assert str(tmp_path / "sweep" / ".submitit") in script
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_jobs_as_local_submitit_jobs(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    definition = tmp_path / "tiny.yaml"
+    definition.write_text(TINY_SWEEP)
+    root = tmp_path / "sweep"
+    code = main(
+        ["sweep", str(definition), "--root", str(root), "logger=none",
+         "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"]
+    )  # fmt: skip
+    assert code == 0
+    for job in ("alrp", "focal"):
+        results = json.loads((root / job / "seed0" / "results.json").read_text())
+        assert results["status"] == "completed"
+    # submitit's own folder, under the sweep's.
+    assert (root / ".submitit").is_dir()
+    assert (root / "tiny.md").is_file()
+
+
+@pytest.mark.slow
+def test_run_multirun_with_the_submitit_local_launcher(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = main(
+        ["run", "-m", "debug=smoke", "loss=alrp,focal", "hydra/launcher=submitit_local",
+         f"hydra.sweep.dir={tmp_path}"]
+    )  # fmt: skip
+    assert code == 0
+    folders = sorted(p for p in Path(tmp_path).iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(folders) == 2
+    for folder in folders:
+        assert json.loads((folder / "results.json").read_text())["status"] == "completed"
