@@ -1,8 +1,18 @@
-"""Sorted aLRP Loss against the Algorithm A.2 loop: time and peak memory, measured in one run.
+"""aLRP Loss against the Algorithm A.2 loop and against the losses users would use instead:
+time and peak memory, measured in one run.
 
     python bench/loss_speed.py                      # the default sizes, CPU (and CUDA if present)
     python bench/loss_speed.py --quick              # tiny sizes, a smoke test
     python bench/loss_speed.py --sizes 1e6:500,2e6:2000 --device cpu --repeats 5
+    python bench/loss_speed.py --focal-sizes 2e6:500,2.1e7:1500 --sizes none
+
+The second table puts aLRP Loss, AP Loss and Focal Loss (forward + backward of each, timed
+round-robin so that machine load falls on all alike) on the same flattened logits at the
+``--focal-sizes``, for two score distributions: "start" (every score near the 0.01 prior, as
+at the first iteration) and "trained" (negatives about six logits below the positives, as
+after the first epochs, where the ranking losses drop most negatives before sorting), with
+each loss's ratio to Focal Loss. 2.1e7 examples is one GPU's share at the paper's setting
+(8 images of 512 px, about 33k anchors each, 80 classes).
 
 Both paths get the same float32 batch (N negatives, P positives, shuffled) in the same process
 and compute the loss and its gradients (forward + backward for the sorted path; the loop
@@ -29,10 +39,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from alrp_lab.losses import alrp_loss
+from alrp_lab.losses import alrp_loss, ap_loss, sigmoid_focal_loss
 from alrp_lab.testing.reference import RankingBatch, alrp_loss_reference, make_ranking_batch
 
 DEFAULT_SIZES = "1e5:100,1e6:500,2e6:2000,1e7:3000"
+DEFAULT_FOCAL_SIZES = "2e6:500,2.1e7:1500"
+QUICK_FOCAL_SIZES = "5e4:50"
 QUICK_SIZES = "1e4:20,5e4:50"
 LOOP_BUDGET_S = 60.0
 ESTIMATE_POSITIVES = 8
@@ -184,6 +196,68 @@ def bench_size(num_neg: int, num_pos: int, device: str, repeats: int) -> Row:
     return Row(device, num_neg, num_pos, sorted_s, loop_s, estimated, peak, exact)
 
 
+def scored_batch(num: int, num_pos: int, kind: str, device: str, seed: int = 0):
+    """float32 logits (num,), labels (num,) with ``num_pos`` positives, errors (num_pos,):
+    "start" (scores near the 0.01 prior) or "trained" (negatives ~6 logits below)."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num, generator=gen) * 0.5 - 4.6  # sigmoid(-4.6) ~ 0.01
+    labels = torch.zeros(num, dtype=torch.long)
+    index = torch.randperm(num, generator=gen)[:num_pos]
+    labels[index] = 1
+    if kind == "trained":
+        logits = torch.randn(num, generator=gen) - 6.0
+        logits[index] = torch.randn(num_pos, generator=gen)
+    errors = torch.rand(num_pos, generator=gen)
+    return logits.to(device), labels.to(device), errors.to(device)
+
+
+def against_focal(num: int, num_pos: int, kind: str, device: str, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of aLRP, AP and Focal Loss (forward + backward) on the same
+    batch, timed round-robin."""
+    logits, labels, errors = scored_batch(num, num_pos, kind, device)
+
+    def alrp() -> None:
+        x, e = logits.clone().requires_grad_(), errors.clone().requires_grad_()
+        out = alrp_loss(x, labels, e)
+        (out.cls + out.loc).backward()
+
+    def ap() -> None:
+        x = logits.clone().requires_grad_()
+        ap_loss(x, labels).backward()
+
+    def focal() -> None:
+        x = logits.clone().requires_grad_()
+        sigmoid_focal_loss(x, labels).backward()
+
+    runs = {"aLRP Loss": alrp, "AP Loss": ap, "Focal Loss": focal}
+    best = {name: math.inf for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            best[name] = min(best[name], best_time(fn, device, 1))
+    return best
+
+
+def render_against_focal(rows: list[tuple[str, int, int, str, dict[str, float]]]) -> Table:
+    threads = torch.get_num_threads()
+    table = Table(title=f"Against Focal Loss, forward + backward (CPU threads: {threads})")
+    for name in ("device", "N", "P", "scores", "loss", "ms", "x Focal"):
+        table.add_column(name, justify="right")
+    for device, num, num_pos, kind, best in rows:
+        for name, seconds in best.items():
+            table.add_row(
+                device,
+                f"{num:.1e}",
+                str(num_pos),
+                kind,
+                name,
+                f"{seconds * 1e3:.0f}",
+                f"{seconds / best['Focal Loss']:.2f}",
+            )
+    return table
+
+
 def render(rows: list[Row], repeats: int) -> Table:
     threads = torch.get_num_threads()
     title = f"aLRP Loss, forward + backward (sorted: best of {repeats}; CPU threads: {threads})"
@@ -228,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="CPU threads for torch (default: its own)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the sorted path")
+    parser.add_argument(
+        "--focal-sizes",
+        default=None,
+        help=f"N:P pairs of the table against Focal Loss (default {DEFAULT_FOCAL_SIZES}; none)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes ({QUICK_SIZES})")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -242,7 +321,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
-    sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
+    default_sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    sizes = [] if args.sizes == "none" else parse_sizes(args.sizes or default_sizes)
+    default_focal = QUICK_FOCAL_SIZES if args.quick else DEFAULT_FOCAL_SIZES
+    focal_text = args.focal_sizes or default_focal
+    focal_sizes = [] if focal_text == "none" else parse_sizes(focal_text)
     if args.device == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     elif args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -257,9 +340,19 @@ def main(argv: list[str] | None = None) -> None:
         for num_neg, num_pos in sizes:
             console.log(f"{device}: N={num_neg:.0e}, P={num_pos}")
             rows.append(bench_size(num_neg, num_pos, device, args.repeats))
-    console.print(render(rows, args.repeats))
-    log_speedups = [math.log(r.loop_s / r.sorted_s) for r in rows]
-    console.print(f"geometric-mean speed-up {math.exp(sum(log_speedups) / len(rows)):.0f}x")
+    if rows:
+        console.print(render(rows, args.repeats))
+        log_speedups = [math.log(r.loop_s / r.sorted_s) for r in rows]
+        console.print(f"geometric-mean speed-up {math.exp(sum(log_speedups) / len(rows)):.0f}x")
+    focal_rows = []
+    for device in devices:
+        for num, num_pos in focal_sizes:
+            for kind in ("start", "trained"):
+                console.log(f"{device}: against Focal Loss, N={num:.1e}, P={num_pos}, {kind}")
+                best = against_focal(num, num_pos, kind, device, args.repeats)
+                focal_rows.append((device, num, num_pos, kind, best))
+    if focal_rows:
+        console.print(render_against_focal(focal_rows))
 
 
 if __name__ == "__main__":
