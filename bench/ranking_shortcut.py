@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from loss_speed import scored_batch  # bench/ is the script's folder
 from rich.console import Console
 from rich.table import Table
 
@@ -24,17 +25,9 @@ import alrp_lab.losses.alrp as alrp_module
 from alrp_lab.losses import alrp_loss, sigmoid_focal_loss
 
 
-def _batch(num: int, num_pos: int, kind: str, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(num, generator=gen) * 0.5 - 4.6  # sigmoid(-4.6) ~ the 0.01 prior
-    labels = torch.zeros(num, dtype=torch.long)
-    index = torch.randperm(num, generator=gen)[:num_pos]
-    labels[index] = 1
-    if kind == "trained":
-        logits = torch.randn(num, generator=gen) - 6.0
-        logits[index] = torch.randn(num_pos, generator=gen)
-    errors = torch.rand(num_pos, generator=gen)
-    return logits, labels, errors
+def _batch(num: int, num_pos: int, kind: str):
+    # The same batches as bench/loss_speed.py's table against Focal Loss.
+    return scored_batch(num, num_pos, kind, "cpu")
 
 
 def _best(fn: Callable[[], None], repeats: int) -> float:

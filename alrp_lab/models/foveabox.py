@@ -27,12 +27,9 @@ from alrp_lab.models.parts import (
     BackboneConfig,
     DetectorConfig,
     build_backbone_fpn,
-    build_detector_box_error,
-    build_loc_weight,
-    classifier_options,
 )
 from alrp_lab.models.postprocess import TestConfig
-from alrp_lab.models.retinanet import RetinaHead, RetinaNet
+from alrp_lab.models.retinanet import RetinaHead, RetinaNet, build_dense_parts
 from alrp_lab.ops.box_coder import DEFAULT_WH_CLIP
 
 __all__ = [
@@ -260,9 +257,6 @@ class FoveaBoxConfig(DetectorConfig):
     base_edge_list: list[float]
 
 
-PRIOR_PROB = 0.01
-
-
 def build_foveabox(
     num_classes: int,
     *,
@@ -294,25 +288,22 @@ def build_foveabox(
     )
     priors = FoveaPriorGenerator(strides, detector.base_edge_list)
     fovea_assigner = FoveaAssigner(strides, detector.scale_ranges, detector.sigma)
-    dense_loss = DenseDetectionLoss(
-        loss.name,
-        build_detector_box_error(box_error),
-        build_loc_weight(loss),
+    parts = build_dense_parts(
+        num_classes,
+        priors.num_anchors_per_location,
         FoveaBoxCoder(),
-        **classifier_options(loss),
+        detector=detector,
+        loss=loss,
+        box_error=box_error,
         track_grad_balance=track_grad_balance,
     )
-    head = RetinaHead(
-        detector.fpn_channels,
-        priors.num_anchors_per_location,
-        num_classes,
-        num_convs=detector.head_convs,
-        feat_channels=detector.head_channels,
-        prior_prob=PRIOR_PROB,
-    )
-    test_cfg = TestConfig(
-        detector.score_thr, detector.nms_iou, detector.pre_nms_topk, detector.max_per_img
-    )
     return FoveaBox(
-        backbone_net, fpn, num_classes, head, priors, fovea_assigner, dense_loss, test_cfg
+        backbone_net,
+        fpn,
+        num_classes,
+        parts.head,
+        priors,
+        fovea_assigner,
+        parts.loss,
+        parts.test_cfg,
     )

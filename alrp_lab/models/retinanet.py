@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -311,6 +311,48 @@ def anchor_ratios(assigner: str) -> tuple[float, ...]:
     return (1.0,) if assigner == "atss" else (0.5, 1.0, 2.0)
 
 
+class DenseParts(NamedTuple):
+    """What RetinaNet and FoveaBox build alike from their config sections."""
+
+    head: RetinaHead
+    loss: DenseDetectionLoss
+    test_cfg: TestConfig
+
+
+def build_dense_parts(
+    num_classes: int,
+    num_anchors: int,
+    box_coder: Any,
+    *,
+    detector: Any,
+    loss: Any,
+    box_error: Any,
+    track_grad_balance: bool,
+) -> DenseParts:
+    """The dense loss (with ``box_coder``), the shared head for ``num_anchors`` priors per
+    location and the post-processing settings, read from the config sections."""
+    dense_loss = DenseDetectionLoss(
+        loss.name,
+        build_detector_box_error(box_error),
+        build_loc_weight(loss),
+        box_coder,
+        **classifier_options(loss),
+        track_grad_balance=track_grad_balance,
+    )
+    head = RetinaHead(
+        detector.fpn_channels,
+        num_anchors,
+        num_classes,
+        num_convs=detector.head_convs,
+        feat_channels=detector.head_channels,
+        prior_prob=PRIOR_PROB,
+    )
+    test_cfg = TestConfig(
+        detector.score_thr, detector.nms_iou, detector.pre_nms_topk, detector.max_per_img
+    )
+    return DenseParts(head, dense_loss, test_cfg)
+
+
 def build_retinanet(
     num_classes: int,
     *,
@@ -339,32 +381,22 @@ def build_retinanet(
         detector.scales_per_octave,
         anchor_ratios(assigner.name),
     )
-    dense_loss = DenseDetectionLoss(
-        loss.name,
-        build_detector_box_error(box_error),
-        build_loc_weight(loss),
-        BoxCoder(stds=BOX_CODER_STDS),
-        **classifier_options(loss),
-        track_grad_balance=track_grad_balance,
-    )
-    head = RetinaHead(
-        detector.fpn_channels,
-        anchor_generator.num_anchors_per_location,
+    parts = build_dense_parts(
         num_classes,
-        num_convs=detector.head_convs,
-        feat_channels=detector.head_channels,
-        prior_prob=PRIOR_PROB,
-    )
-    test_cfg = TestConfig(
-        detector.score_thr, detector.nms_iou, detector.pre_nms_topk, detector.max_per_img
+        anchor_generator.num_anchors_per_location,
+        BoxCoder(stds=BOX_CODER_STDS),
+        detector=detector,
+        loss=loss,
+        box_error=box_error,
+        track_grad_balance=track_grad_balance,
     )
     return RetinaNet(
         backbone_net,
         fpn,
         num_classes,
-        head,
+        parts.head,
         anchor_generator,
         build_assigner(assigner),
-        dense_loss,
-        test_cfg,
+        parts.loss,
+        parts.test_cfg,
     )
