@@ -415,7 +415,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         rerun=args.rerun,
         only=args.only or (),
     )
-    table = Table(title=f"{definition.name} ({report.scale}): {report.root}")
+    table = Table(title=escape(f"{definition.name} ({report.scale}): {report.root}"))
     for column in ("run", "status", "overrides"):
         table.add_column(column)
     failed = report.failed
@@ -423,12 +423,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if report.dry_run:
             status = "skip (completed)" if job.run_id in report.skipped else "would run"
         elif job.run_id in failed:
-            status = f"[red]failed[/red]: {failed[job.run_id]}"
+            status = f"[red]failed[/red]: {escape(str(failed[job.run_id]))}"
         elif job.run_id in report.skipped:
             status = "skipped (completed)"
         else:
             status = "completed"
-        table.add_row(job.run_id, status, " ".join(job.overrides))
+        table.add_row(job.run_id, status, escape(" ".join(job.overrides)))
     _out.print(table)
     if report.dry_run:
         summary = f"{len(report.pending)} would run, {len(report.skipped)} completed before"
