@@ -23,6 +23,7 @@ from alrp_lab.errors import ConfigError
 from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
 from alrp_lab.losses.box_error import COORD_REDUCTIONS
 from alrp_lab.models import DETECTORS, NORMS, BackboneConfig
+from alrp_lab.models.parts import LossConfig
 from alrp_lab.pretrain.train import PretrainConfig
 from alrp_lab.tracking.wandb_run import MODES as LOGGER_MODES
 
@@ -35,25 +36,6 @@ REQUIRED = "required"
 # below hold the keys and their types, no defaults. A section with choices (detector, loss,
 # box_error, assigner) has one node per choice, holding only the keys that choice reads, so
 # `loss.alpha=0.5` with loss=alrp is an error rather than a silent no-op.
-
-
-@dataclass
-class LossConfig:
-    """The keys every loss has: the localisation weight and the lr rule's reference."""
-
-    name: str = MISSING
-    self_balance: bool = MISSING
-    sb_init: float = MISSING
-    # Iterations between SB re-estimates; null: once per epoch (Section 4.2).
-    sb_period: int | None = MISSING
-    # First iteration whose losses SB records; null: 0. Until the first period after it
-    # ends, SB keeps sb_init.
-    sb_start: int | None = MISSING
-    wr: float | None = MISSING
-    # The authors' learning rate for this loss and the batch it was set for: the lr rule
-    # (train.lr=null) scales it to this run's batch, times train.lr_scale.
-    ref_lr: float | None = MISSING
-    ref_batch: int | None = MISSING
 
 
 @dataclass

@@ -24,6 +24,7 @@ __all__ = [
     "BackboneConfig",
     "DetectorConfig",
     "LOSS_COMMON_KEYS",
+    "LossConfig",
     "build_assigner",
     "build_backbone_fpn",
     "build_detector_box_error",
@@ -31,12 +32,6 @@ __all__ = [
     "classifier_options",
     "options",
 ]
-
-# The loss section's keys that every loss has: the localisation weight (SB or wr) and the lr
-# rule's reference. The rest of a loss's node are its classifier's own options.
-LOSS_COMMON_KEYS = frozenset(
-    {"name", "self_balance", "sb_init", "sb_period", "sb_start", "wr", "ref_lr", "ref_batch"}
-)
 
 
 @dataclass
@@ -52,6 +47,30 @@ class BackboneConfig:
     frozen_stages: int
     # A local torchvision-format file, None (random), or "builtin"/"required" (config layer).
     weights: str | None
+
+
+@dataclass
+class LossConfig:
+    """The keys every loss of ``conf/loss/*.yaml`` has: the localisation weight and the lr
+    rule's reference; each loss's node (``config.schema``) adds its classifier's options."""
+
+    name: str
+    self_balance: bool
+    sb_init: float
+    # Iterations between SB re-estimates; null: once per epoch (Section 4.2).
+    sb_period: int | None
+    # First iteration whose losses SB records; null: 0. Until the first period after it
+    # ends, SB keeps sb_init.
+    sb_start: int | None
+    wr: float | None
+    # The authors' learning rate for this loss and the batch it was set for: the lr rule
+    # (train.lr=null) scales it to this run's batch, times train.lr_scale.
+    ref_lr: float | None
+    ref_batch: int | None
+
+
+# The rest of a loss's node are its classifier's own options.
+LOSS_COMMON_KEYS = frozenset(f.name for f in fields(LossConfig))
 
 
 @dataclass

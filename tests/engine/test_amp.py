@@ -37,22 +37,13 @@ def test_a_cpu_run_asking_for_amp_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("loss", ["alrp", "ap", "focal"])
 def test_the_loss_runs_in_float32_under_autocast(loss):
     from alrp_lab.models import build_retinanet
-    from tests.models.helpers import config_sections, random_images, random_targets
+    from tests.models.helpers import TINY_DENSE, config_sections, random_images, random_targets
 
     torch.manual_seed(0)
     extra = {} if loss == "alrp" else {"box_error": "smooth_l1" if loss == "ap" else "l1"}
     model = build_retinanet(
         3,
-        **config_sections(
-            "retinanet",
-            depth=18,
-            base_width=8,
-            fpn_channels=16,
-            head_convs=1,
-            head_channels=16,
-            loss=loss,
-            **extra,
-        ),
+        **config_sections("retinanet", **TINY_DENSE, loss=loss, **extra),
     ).train()
     captured = {}
 

@@ -1,5 +1,4 @@
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from alrp_lab.engine.distributed import (
     init_distributed,
     is_distributed,
 )
+from tests.gloo import free_port
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -71,12 +71,6 @@ def test_bad_device_and_backend(no_torchrun, monkeypatch):
         init_distributed("nccl", device="cpu")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank: int, world_size: int, port: int, out_dir: str, seed: int) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -107,7 +101,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, seed: int) -> N
 def test_two_gloo_processes_sum_and_agree(tmp_path):
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     world_size = 2
-    mp.spawn(_worker, args=(world_size, _free_port(), str(tmp_path), seed), nprocs=world_size)
+    mp.spawn(_worker, args=(world_size, free_port(), str(tmp_path), seed), nprocs=world_size)
     out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
     for result in out:
         assert result["counts"].tolist() == [3.0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
@@ -14,14 +13,9 @@ from alrp_lab.data.coco import CocoDetection
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
 from alrp_lab.engine.evaluate import evaluate_model, shard_indices
+from tests.gloo import free_port
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _val_set(root: str) -> CocoDetection:
@@ -35,20 +29,12 @@ def _val_set(root: str) -> CocoDetection:
 
 def _model():
     from alrp_lab.models import build_retinanet
-    from tests.models.helpers import config_sections
+    from tests.models.helpers import TINY_DENSE, config_sections
 
     torch.manual_seed(0)
     # An untrained head scores everything near its prior: score_thr 0 so that every image
     # has detections to merge.
-    sections = config_sections(
-        "retinanet",
-        depth=18,
-        base_width=8,
-        fpn_channels=16,
-        head_convs=1,
-        head_channels=16,
-        score_thr=0.0,
-    )
+    sections = config_sections("retinanet", **TINY_DENSE, score_thr=0.0)
     return build_retinanet(6, **sections)
 
 
@@ -89,7 +75,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
         _model(), _val_set(root), device=torch.device("cpu"), batch_size=2
     )
     assert len({d["image_id"] for d in detections}) == 5
-    mp.spawn(_worker, args=(_free_port(), root, str(tmp_path)), nprocs=WORLD)
+    mp.spawn(_worker, args=(free_port(), root, str(tmp_path)), nprocs=WORLD)
     out = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     # Rank 0 holds the merged detections, in the single process's order, and its metrics.
     assert out[0]["detections"] == detections

@@ -19,6 +19,7 @@ import torch
 from alrp_lab.cli import main
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.tracking.results import read_metrics, read_results
+from tests.gloo import free_port
 
 METRIC_KEYS = {"AP", "AP50", "AP75", "AP90", "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN", "rho"}
 
@@ -140,7 +141,7 @@ def test_torchrun_with_two_cpu_processes(tmp_path, monkeypatch):
 def test_the_worker_composes_from_overrides_under_a_plain_torchrun(tmp_path, monkeypatch):
     """The multi-node recipe on one node: torchrun with a c10d rendezvous, the overrides
     given to the worker itself."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1"]
     command += ["--nproc_per_node", "2", "--rdzv_backend", "c10d"]
@@ -163,14 +164,6 @@ def test_a_sweep_job_with_two_processes_starts_torchrun(tmp_path, monkeypatch):
     assert read_results(tmp_path / "run")["status"] == "completed"
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
     assert (tmp_path / "run" / "torchrun.log").is_file()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker_pids(run_dir: Path, local_rank: int) -> list[int]:

@@ -7,7 +7,6 @@ The processes are spawned here (``torch.multiprocessing``), each with half of th
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -15,14 +14,9 @@ import torch.multiprocessing as mp
 
 from alrp_lab.losses import alrp_loss, ap_loss
 from alrp_lab.losses.global_batch import gather, gather_with_own_grad
+from tests.gloo import free_port
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _join(rank: int, port: int) -> None:
@@ -83,7 +77,7 @@ def _loss_worker(rank: int, port: int, seed: int, sizes: tuple[int, ...], out_di
 def test_gathered_ranking_losses_equal_one_process_on_the_whole_batch(tmp_path):
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     sizes = (300, 170)  # unequal shares, as with images of different sizes
-    mp.spawn(_loss_worker, args=(_free_port(), seed, sizes, str(tmp_path)), nprocs=WORLD)
+    mp.spawn(_loss_worker, args=(free_port(), seed, sizes, str(tmp_path)), nprocs=WORLD)
     parts = _examples(seed, sizes)
     logits = torch.cat([p["logits"] for p in parts]).requires_grad_(True)
     labels = torch.cat([p["labels"] for p in parts])
@@ -120,23 +114,16 @@ def test_without_a_process_group_the_gathers_are_the_identity():
 
 
 # A tiny RetinaNet in DDP: 2 processes x 2 images against 1 process x 4 images.
-_TINY = dict(
-    depth=18,
-    base_width=8,
-    norm="frozen_bn",
-    fpn_channels=16,
-    head_convs=1,
-    head_channels=16,
-)
+
 _STEPS = 3
 
 
 def _model(global_rank: bool):
     from alrp_lab.models import build_retinanet
-    from tests.models.helpers import config_sections
+    from tests.models.helpers import TINY_DENSE, config_sections
 
     torch.manual_seed(0)
-    sections = config_sections("retinanet", **_TINY, global_rank=global_rank)
+    sections = config_sections("retinanet", **TINY_DENSE, norm="frozen_bn", global_rank=global_rank)
     # A constant weight: SB would need the training loop to feed it.
     sections["loss"].self_balance = False
     sections["loss"].wr = 5.0
@@ -193,7 +180,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, globa
     follows 1 process that averages the two halves' losses."""
     torch.set_num_threads(1)
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    mp.spawn(_ddp_worker, args=(_free_port(), seed, global_rank, str(tmp_path)), nprocs=WORLD)
+    mp.spawn(_ddp_worker, args=(free_port(), seed, global_rank, str(tmp_path)), nprocs=WORLD)
     out = [torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in range(WORLD)]
 
     images, targets = _batch(seed)

@@ -54,6 +54,9 @@ def check_detections(
         assert boxes[:, 1::2].min() >= 0 and boxes[:, 1::2].max() <= h
 
 
+# The smallest RetinaNet/FoveaBox the tests build (config_sections keys).
+TINY_DENSE = dict(depth=18, base_width=8, fpn_channels=16, head_convs=1, head_channels=16)
+
 SECTIONS = ("backbone", "detector", "loss", "box_error", "assigner")
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The choices a builder gets unless a keyword names another: the default experiment's.
