@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,13 @@ def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
     # torchrun's and the workers' stderr (a dead rank's multi-page report, tracebacks) go to
     # a log in the run folder; the failure is then one line that names the rank.
     log_path = run_dir / "torchrun.log"
+    results_path = run_dir / "results.json"
+    started = time.time()
     with open(log_path, "w") as log:
         completed = subprocess.run(command, check=False, stderr=log)
-    results = read_results(run_dir) if (run_dir / "results.json").is_file() else {}
+    # Only what this launch wrote: an earlier attempt's results.json (its error) is stale.
+    fresh = results_path.is_file() and results_path.stat().st_mtime >= started
+    results = read_results(run_dir) if fresh else {}
     if completed.returncode != 0:
         # Another rank's death is the cause of whatever rank 0 then recorded ("Connection
         # closed by peer"); rank 0's own error is the cause when it failed first.

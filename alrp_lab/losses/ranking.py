@@ -24,8 +24,13 @@ The step function: ``H(x) = clamp(x / (2 delta) + 1/2, 0, 1)`` with ``x_ij = s_j
 example, Figure 1). Following the authors' code, a positive gets gradient (and spreads error
 over negatives) only where ``FP(i) > eps``, ``eps = 1e-5``.
 
-Sums in the sorted path are accumulated in float64 on scores centred at the median positive, so
-that prefix sums over ten million scores keep their precision whatever the input dtype.
+The negatives, millions of them, are never converted: each is searched once, in its own dtype,
+into the ``2P`` window edges of the positives (:func:`bin_sources`), which cut the line into
+bins where every ``H(v - t_i)`` is linear in ``v``. Per bin the path keeps the count and the sum
+of the negatives' offsets from the bin's start (accumulated in float64), and every sum over
+negatives is then a sum over bins; each negative's gradient is its bin's value plus slope times
+its offset. Bin and positive sums are taken in float64 on scores centred at the median positive,
+so that sums over ten million scores keep their precision whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -38,8 +43,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from alrp_lab.ops.search import searchsorted_right
+
 __all__ = [
     "FP_EPS",
+    "BinnedSources",
     "ErrorDrivenResult",
     "RankingInputs",
     "RankingLossDefinition",
@@ -47,6 +55,9 @@ __all__ = [
     "StepWindows",
     "apply_error_driven",
     "attach_error_driven_gradient",
+    "bin_sources",
+    "binned_step_sums",
+    "binned_step_transpose_sums",
     "check_delta",
     "compute_dtype",
     "error_driven",
@@ -212,6 +223,116 @@ def step_transpose_sums(windows: StepWindows, delta: float, target_weights: Tens
     return out + (windows.sources * ramp_u - ramp_ut) / (2 * delta) + 0.5 * ramp_u
 
 
+class BinnedSources(NamedTuple):
+    """Sources grouped by the bins the targets' window edges cut the line into.
+
+    Within a bin every source has the same window (``lo``, ``hi``), so ``H(v - t_i)`` is linear
+    in ``v`` there and sums over sources need only each bin's count and offset sum.
+
+    ``windows``: one entry per bin (B,), with ``sources`` each bin's mean score (its start
+    where it holds no source or lies on no ramp), so that :func:`step_sums` with the bins'
+    counts as weights sums over the sources exactly.
+    ``starts`` (B,) float64: where each bin starts, minus the centre.
+    ``counts`` (B,) float64: the sources in each bin.
+    ``bins`` (S,) int32: the bin of each source.
+    ``offsets`` (S,) in the sources' dtype: each source minus its bin's start, clamped to
+    ``[0, 2 delta]`` (exact on a ramp, where bins are at most ``2 delta`` wide; elsewhere no
+    sum reads it). None for the unit step, which has no ramp.
+    """
+
+    windows: StepWindows
+    starts: Tensor
+    counts: Tensor
+    bins: Tensor
+    offsets: Tensor | None
+
+
+def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> BinnedSources:
+    """Search every source into the targets' window edges, in the sources' dtype: O(S + T log T).
+
+    Args:
+        sources: (S,) scores ``v_j``, any float dtype (not converted).
+        targets_sorted: (T,) scores ``t_i`` in ascending order, float64.
+        delta: half-width of the ramp of ``H``; 0 for the unit step.
+    """
+    targets = targets_sorted.to(_ACC)
+    num_targets = targets.numel()
+    centre = targets[num_targets // 2] if num_targets else targets.new_zeros(())
+    targets = targets - centre
+    if delta == 0:
+        # Bin b holds the sources above exactly b targets: lo = hi = b, no ramp.
+        edges = targets
+        lo = hi = torch.arange(num_targets + 1, device=targets.device)
+    else:
+        # Upper edges t + delta (above them H = 1) and lower edges t - delta (above them H > 0):
+        # a bin's lo and hi count the edges of each kind below it. A source exactly on an edge
+        # may fall on either side: H is continuous there.
+        edges, kind = torch.sort(torch.cat([targets + delta, targets - delta]))
+        upper = (kind < num_targets).long()
+        lo, hi = _prefix_sum(upper), _prefix_sum(1 - upper)
+    # The edges in the sources' dtype (rounding keeps them ascending); unit step: a source on
+    # a target is not above it, so it goes below (side="left", which needs the binary search).
+    edges_native = (edges + centre).to(sources.dtype)
+    if delta == 0:
+        bins = torch.searchsorted(edges_native, sources, side="left", out_int32=True)
+    else:
+        bins = searchsorted_right(edges_native, sources)
+    num_bins = num_targets + 1 if delta == 0 else 2 * num_targets + 1
+    counts = torch.bincount(bins, minlength=num_bins).to(_ACC)
+    # Bin b >= 1 starts at edge b - 1; bin 0 (below every edge, never on a ramp) at edge 0.
+    # Without targets there is one bin, holding everything; it starts anywhere (at 0).
+    first_start = edges_native[:1] if num_targets else sources.new_zeros(1)
+    starts_native = torch.cat([first_start, edges_native])[:num_bins]
+    starts = starts_native.to(_ACC) - centre
+    if delta == 0 or num_targets == 0:
+        return BinnedSources(
+            StepWindows(lo, hi, centre, starts, targets), starts, counts, bins, None
+        )
+    offsets = sources - starts_native.index_select(0, bins)
+    offsets.clamp_(0, 2 * delta)
+    offset_sums = torch.bincount(bins, weights=offsets.to(_ACC), minlength=num_bins)
+    on_ramp = (hi > lo) & (counts > 0)
+    means = torch.where(on_ramp, starts + offset_sums / counts.clamp(min=1), starts)
+    return BinnedSources(StepWindows(lo, hi, centre, means, targets), starts, counts, bins, offsets)
+
+
+def binned_step_sums(binned: BinnedSources, delta: float) -> Tensor:
+    """``out[i] = sum_j H(v_j - t_i)`` for every target, from the bins: O(B + T).
+
+    Returns:
+        (T,) float64, in the order of the sorted targets.
+    """
+    return step_sums(binned.windows, delta, binned.counts)
+
+
+def binned_step_transpose_sums(
+    binned: BinnedSources, delta: float, target_weights: Tensor
+) -> Tensor:
+    """``out[j] = sum_i u_i H(v_j - t_i)`` for every source: each bin's value at its start plus
+    its slope times the source's offset. O(S + T).
+
+    Args:
+        binned: from :func:`bin_sources`.
+        delta: the same ``delta``.
+        target_weights: (T,) weights ``u_i`` in the order of the sorted targets.
+
+    Returns:
+        (S,) in the sources' dtype, in the order of the sources.
+    """
+    windows = binned.windows._replace(sources=binned.starts)
+    at_start = step_transpose_sums(windows, delta, target_weights)
+    dtype = binned.offsets.dtype if binned.offsets is not None else target_weights.dtype
+    if binned.offsets is None:
+        return at_start.to(dtype).index_select(0, binned.bins)
+    cum_u = _prefix_sum(target_weights.to(_ACC))
+    slope = (cum_u.index_select(0, windows.hi) - cum_u.index_select(0, windows.lo)) / (2 * delta)
+    return torch.addcmul(
+        at_start.to(dtype).index_select(0, binned.bins),
+        slope.to(dtype).index_select(0, binned.bins),
+        binned.offsets,
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Loss definitions and the two paths
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +415,9 @@ def sorted_error_driven(
 ) -> ErrorDrivenResult:
     """The framework for the uniform ``p(j|i) = H(x_ij) / FP(i)`` over sorted scores.
 
-    O(N log P + P log P) time, O(N + P) memory, float64 throughout, no host sync.
+    O(N + P log P) time, O(N + P) memory. The negatives stay in their dtype (one search,
+    a few passes, sums over them in float64); the positives are handled in float64. One host
+    sync on CPU (the search's grid), none on CUDA.
 
     Args:
         pos_scores: (P,) scores of the positives.
@@ -303,7 +426,7 @@ def sorted_error_driven(
         delta: ramp half-width of ``H``; 0 for the unit step.
 
     Returns:
-        :class:`ErrorDrivenResult` with float64 tensors.
+        :class:`ErrorDrivenResult`: ``grad_neg`` in ``neg_scores``' dtype, the rest float64.
     """
     if definition.pmf is not None:
         raise ValueError(
@@ -313,11 +436,11 @@ def sorted_error_driven(
     delta = check_delta(delta)
     pos = pos_scores.to(_ACC)
     sorted_pos, order = torch.sort(pos)
-    neg_windows = step_windows(neg_scores, sorted_pos, delta)
+    neg_bins = bin_sources(neg_scores, sorted_pos, delta)
     pos_windows = step_windows(sorted_pos, sorted_pos, delta)
     # Each positive finds itself at x = 0; take out its own H(0) (1/2 on the ramp, 0 for 1[x>0]).
     self_step = 0.0 if delta == 0 else 0.5
-    fp = step_sums(neg_windows, delta)
+    fp = binned_step_sums(neg_bins, delta)
     rank_pos = 1.0 + step_sums(pos_windows, delta) - self_step
     weighted = None
     if definition.positive_weights is not None:
@@ -336,7 +459,7 @@ def sorted_error_driven(
     coef = _update_coefficients(definition, stats)
     # dL/ds_j = sum_i coef_i H(x_ij) / FP(i); coef is 0 wherever FP(i) <= eps.
     per_fp = coef / stats.fp.clamp(min=FP_EPS)
-    grad_neg = step_transpose_sums(neg_windows, delta, per_fp[order])
+    grad_neg = binned_step_transpose_sums(neg_bins, delta, per_fp[order])
     return ErrorDrivenResult(_loss_value(definition, stats), -coef, grad_neg, stats)
 
 
@@ -484,7 +607,9 @@ def split_ranking_inputs(
         raise ValueError(
             f"logits are on {logits.device} but labels on {labels.device}; move both to one device"
         )
-    if labels.numel() and ((labels < -1) | (labels > 1)).any():
+    # Both bounds in one pass and one sync.
+    low, high = torch.stack(torch.aminmax(labels)).tolist() if labels.numel() else (0, 0)
+    if low < -1 or high > 1:
         bad = sorted(set(labels.unique().tolist()) - {-1, 0, 1})
         raise ValueError(
             f"labels may only hold 1 (positive), 0 (negative) or -1 (ignored); found {bad}"

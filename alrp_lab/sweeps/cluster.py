@@ -62,11 +62,21 @@ class Launcher:
         return executor
 
     def run_all(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """``fn(*call)`` for each call, one submitit job each; their return values in order."""
+        """``fn(*call)`` for each call, one submitit job each; their return values in order.
+
+        A job that raised or that the cluster killed (time limit, memory, scancel) gives its
+        exception in its place, so that one lost job does not cost the others' results.
+        """
         if not calls:
             return []
         jobs = self.executor().map_array(fn, *zip(*calls, strict=True))
-        return [job.result() for job in jobs]
+        outcomes: list[Any] = []
+        for job in jobs:
+            try:
+                outcomes.append(job.result())
+            except Exception as err:  # submitit's FailedJobState, UncompletedJobError, ...
+                outcomes.append(err)
+        return outcomes
 
 
 def _queue_params(name: str, params: dict[str, Any], folder: Path, job_name: str) -> dict:

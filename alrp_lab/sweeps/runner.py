@@ -481,7 +481,16 @@ def run_sweep(
         # cores. A cluster's jobs use what their allocation gives them.
         threads = max(1, _cpu_count() // max(1, len(todo))) if launcher.cluster == "local" else None
         calls = [(runner_for(job), job, root / job.run_id, threads) for job in todo]
-        _collect(report, zip(todo, launcher.run_all(_execute, calls), strict=True))
+        started = time.time()
+        outcomes = launcher.run_all(_execute, calls)
+        # A job the cluster killed never reached _execute's own handler: record it here.
+        outcomes = [
+            _record_failure(root / job.run_id, job.overrides, out, started)
+            if isinstance(out, BaseException)
+            else out
+            for job, out in zip(todo, outcomes, strict=True)
+        ]
+        _collect(report, zip(todo, outcomes, strict=True))
     elif n_jobs == 1 or len(todo) <= 1:
         outcomes = ((job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo)
         _collect(report, outcomes)

@@ -13,6 +13,9 @@ from alrp_lab.losses.ranking import (
     RankingLossDefinition,
     RankingStats,
     attach_error_driven_gradient,
+    bin_sources,
+    binned_step_sums,
+    binned_step_transpose_sums,
     check_delta,
     error_driven,
     pairwise_error_driven,
@@ -60,6 +63,36 @@ def test_step_sums_match_brute_force(delta: float, grid: float | None, seed: int
     torch.testing.assert_close(step_sums(windows, delta), h.sum(1), **TIGHT)
     torch.testing.assert_close(step_sums(windows, delta, w_src), h @ w_src, **TIGHT)
     torch.testing.assert_close(step_transpose_sums(windows, delta, w_tgt), w_tgt @ h, **TIGHT)
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.3, 0.0])
+@pytest.mark.parametrize("grid", [None, 0.5])
+@pytest.mark.parametrize("seed", [111, 112])
+def test_binned_sums_match_brute_force(delta: float, grid: float | None, seed: int) -> None:
+    # Enough sources that the grid search runs (not its binary-search fallback).
+    sources = _scores(seed, 3000, grid)
+    targets = torch.sort(_scores(seed + 50, 40, grid)).values
+    w_tgt = torch.randn(40, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    h = step(sources[None, :] - targets[:, None], delta)  # (T, S)
+    binned = bin_sources(sources, targets, delta)
+    torch.testing.assert_close(binned_step_sums(binned, delta), h.sum(1), **TIGHT)
+    torch.testing.assert_close(binned_step_transpose_sums(binned, delta, w_tgt), w_tgt @ h, **TIGHT)
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e4])
+def test_binned_sums_of_float32_sources(shift: float) -> None:
+    # float32 sources are searched and offset in float32, summed in float64: the sums agree
+    # with float64 arithmetic on the same (rounded) scores to float32 precision, also where
+    # the scores are large and only their differences are O(1).
+    sources = (_scores(121, 5000) + shift).float()
+    targets = torch.sort(_scores(122, 60) + 1 + shift).values.float().double()
+    w_tgt = torch.rand(60, generator=torch.Generator().manual_seed(123), dtype=torch.float64)
+    h = step(sources.double()[None, :] - targets[:, None], 1.0)
+    binned = bin_sources(sources, targets, 1.0)
+    torch.testing.assert_close(binned_step_sums(binned, 1.0), h.sum(1), rtol=1e-6, atol=1e-6)
+    out = binned_step_transpose_sums(binned, 1.0, w_tgt)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), w_tgt @ h, rtol=1e-6, atol=1e-6)
 
 
 def test_step_sums_hand_case() -> None:

@@ -102,3 +102,42 @@ def test_run_multirun_with_the_submitit_local_launcher(tmp_path, monkeypatch):
     assert len(folders) == 2
     for folder in folders:
         assert json.loads((folder / "results.json").read_text())["status"] == "completed"
+
+
+class _Job:
+    """A stand-in submitit job: its result() runs the call, or raises as a killed job does."""
+
+    def __init__(self, call, killed: bool) -> None:
+        self.call, self.killed = call, killed
+
+    def result(self):
+        if self.killed:
+            raise RuntimeError("Job 1234 (task: 0) with path ... has state TIMEOUT")
+        return self.call()
+
+
+class _Executor:
+    def map_array(self, fn, *columns):
+        calls = list(zip(*columns, strict=True))
+        # The second job is killed by the cluster before it writes anything.
+        return [_Job(lambda c=c: fn(*c), killed=i == 1) for i, c in enumerate(calls)]
+
+
+@pytest.mark.slow
+def test_a_job_the_cluster_kills_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(Launcher, "executor", lambda self: _Executor())
+    definition = tmp_path / "tiny.yaml"
+    definition.write_text(TINY_SWEEP)
+    root = tmp_path / "sweep"
+    code = main(
+        ["sweep", str(definition), "--root", str(root), "logger=none",
+         "hydra/launcher=submitit_local"]
+    )  # fmt: skip
+    assert code != 0
+    assert json.loads((root / "alrp" / "seed0" / "results.json").read_text())["status"] == (
+        "completed"
+    )
+    killed = json.loads((root / "focal" / "seed0" / "results.json").read_text())
+    assert killed["status"] == "failed" and "TIMEOUT" in killed["error"]
+    assert (root / "tiny.md").is_file()  # the table of what finished is still written
