@@ -1,4 +1,5 @@
-"""Detection primitives in pure torch: box algebra, delta coding, anchors, NMS and RoIAlign."""
+"""Detection primitives in pure torch: box algebra, delta coding, anchors, NMS, RoIAlign, and
+the ranking losses' search of many scores into few sorted edges."""
 
 from alrp_lab.ops.anchors import AnchorGenerator
 from alrp_lab.ops.box_coder import BoxCoder
@@ -16,6 +17,7 @@ from alrp_lab.ops.boxes import (
 )
 from alrp_lab.ops.nms import batched_nms, nms
 from alrp_lab.ops.roi_align import roi_align
+from alrp_lab.ops.search import searchsorted_right
 
 __all__ = [
     "AnchorGenerator",
@@ -33,4 +35,5 @@ __all__ = [
     "generalized_box_iou",
     "nms",
     "roi_align",
+    "searchsorted_right",
 ]
