@@ -235,6 +235,7 @@ class BinnedSources(NamedTuple):
     ``starts`` (B,) float64: where each bin starts, minus the centre.
     ``counts`` (B,) float64: the sources in each bin.
     ``bins`` (S,) int32: the bin of each source.
+    ``dtype``: the sources' dtype, that of the per-source sums.
     ``offsets`` (S,) in the sources' dtype: each source minus its bin's start, clamped to
     ``[0, 2 delta]`` (exact on a ramp, where bins are at most ``2 delta`` wide; elsewhere no
     sum reads it). None for the unit step, which has no ramp.
@@ -244,6 +245,7 @@ class BinnedSources(NamedTuple):
     starts: Tensor
     counts: Tensor
     bins: Tensor
+    dtype: torch.dtype
     offsets: Tensor | None
 
 
@@ -277,7 +279,7 @@ def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> Binned
         bins = torch.searchsorted(edges_native, sources, side="left", out_int32=True)
     else:
         bins = searchsorted_right(edges_native, sources)
-    num_bins = num_targets + 1 if delta == 0 else 2 * num_targets + 1
+    num_bins = edges.numel() + 1
     counts = torch.bincount(bins, minlength=num_bins).to(_ACC)
     # Bin b >= 1 starts at edge b - 1; bin 0 (below every edge, never on a ramp) at edge 0.
     # Without targets there is one bin, holding everything; it starts anywhere (at 0).
@@ -285,15 +287,15 @@ def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> Binned
     starts_native = torch.cat([first_start, edges_native])[:num_bins]
     starts = starts_native.to(_ACC) - centre
     if delta == 0 or num_targets == 0:
-        return BinnedSources(
-            StepWindows(lo, hi, centre, starts, targets), starts, counts, bins, None
-        )
+        windows = StepWindows(lo, hi, centre, starts, targets)
+        return BinnedSources(windows, starts, counts, bins, sources.dtype, None)
     offsets = sources - starts_native.index_select(0, bins)
     offsets.clamp_(0, 2 * delta)
     offset_sums = torch.bincount(bins, weights=offsets.to(_ACC), minlength=num_bins)
     on_ramp = (hi > lo) & (counts > 0)
     means = torch.where(on_ramp, starts + offset_sums / counts.clamp(min=1), starts)
-    return BinnedSources(StepWindows(lo, hi, centre, means, targets), starts, counts, bins, offsets)
+    windows = StepWindows(lo, hi, centre, means, targets)
+    return BinnedSources(windows, starts, counts, bins, sources.dtype, offsets)
 
 
 def binned_step_sums(binned: BinnedSources, delta: float) -> Tensor:
@@ -321,16 +323,12 @@ def binned_step_transpose_sums(
     """
     windows = binned.windows._replace(sources=binned.starts)
     at_start = step_transpose_sums(windows, delta, target_weights)
-    dtype = binned.offsets.dtype if binned.offsets is not None else target_weights.dtype
-    if binned.offsets is None:
-        return at_start.to(dtype).index_select(0, binned.bins)
+    out = at_start.to(binned.dtype).index_select(0, binned.bins)
+    if binned.offsets is None:  # no ramp: H is constant within a bin
+        return out
     cum_u = _prefix_sum(target_weights.to(_ACC))
     slope = (cum_u.index_select(0, windows.hi) - cum_u.index_select(0, windows.lo)) / (2 * delta)
-    return torch.addcmul(
-        at_start.to(dtype).index_select(0, binned.bins),
-        slope.to(dtype).index_select(0, binned.bins),
-        binned.offsets,
-    )
+    return out.addcmul_(slope.to(binned.dtype).index_select(0, binned.bins), binned.offsets)
 
 
 # ----------------------------------------------------------------------------------------------
