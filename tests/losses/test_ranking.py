@@ -272,3 +272,119 @@ def test_negatives_below_the_lowest_positive_are_dropped_exactly(delta):
     y = logits.clone().requires_grad_()
     ap_loss(y, labels, delta).backward()
     torch.testing.assert_close(y.grad, ap_loss_reference(logits, labels, delta).grad_logits)
+
+
+# Calls that make the host wait for the device (the ones the losses could reach).
+_SYNCING = {
+    torch.Tensor.item: "item",
+    torch.Tensor.tolist: "tolist",
+    torch.nonzero: "nonzero",
+    torch.Tensor.nonzero: "nonzero",
+    torch.Tensor.__bool__: "bool",
+    torch.Tensor.__int__: "int",
+    torch.Tensor.__float__: "float",
+    torch.Tensor.__index__: "index",
+    torch.masked_select: "masked_select",
+    torch.Tensor.masked_select: "masked_select",
+    torch.unique: "unique",
+    torch.Tensor.unique: "unique",
+}
+
+
+class _SyncCounter(torch.overrides.TorchFunctionMode):
+    """Records every torch call that needs a host sync on a GPU, and boolean-mask indexing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _SYNCING:
+            self.calls.append(_SYNCING[func])
+        elif func is torch.Tensor.__getitem__ or func is torch.Tensor.__setitem__:
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index):
+                self.calls.append("bool-index")
+        return func(*args, **(kwargs or {}))
+
+
+def _ranking_loss(name: str, logits, labels, errors, delta):
+    from alrp_lab.losses import alrp_loss, ap_loss
+    from alrp_lab.losses.ndcg import ndcg_loss
+
+    if name == "alrp":
+        return alrp_loss(logits, labels, errors, delta)[0]
+    return {"ap": ap_loss, "ndcg": ndcg_loss}[name](logits, labels, delta)
+
+
+@pytest.mark.parametrize("num_pos", [7, 0])
+@pytest.mark.parametrize("delta", [1.0, 0.0])
+def test_one_host_sync_per_call_on_the_device_path(monkeypatch, num_pos: int, delta: float):
+    """As on a GPU (static indices, the binary search), each ranking loss reads the host once
+    (the split's one read of the label bounds and counts), forward and backward. The
+    gradients equal the CPU path's."""
+    from alrp_lab.losses import ranking
+
+    gen = torch.Generator().manual_seed(7302)
+    logits = torch.randn(5000, generator=gen, dtype=torch.float64)
+    labels = torch.zeros(5000, dtype=torch.long)
+    labels[torch.randperm(5000, generator=gen)[:num_pos]] = 1
+    labels[:50] = -1
+    errors = torch.rand(num_pos, generator=gen, dtype=torch.float64)
+    names = ("alrp", "ap", "ndcg")
+
+    cpu_path = {}
+    for name in names:
+        x = logits.clone().requires_grad_()
+        _ranking_loss(name, x, labels, errors, delta).backward()
+        cpu_path[name] = x.grad
+
+    monkeypatch.setattr(ranking, "reads_without_sync", lambda device: True)
+    monkeypatch.setattr(
+        ranking,
+        "searchsorted_right",
+        lambda edges, values: torch.searchsorted(edges, values, side="right", out_int32=True),
+    )
+    for name in names:
+        x = logits.clone().requires_grad_()
+        with _SyncCounter() as counter:
+            _ranking_loss(name, x, labels, errors, delta).backward()
+        assert counter.calls == ["tolist"], name
+        assert torch.equal(x.grad, cpu_path[name]), name
+
+
+def test_the_counter_sees_syncs():
+    """The counter above is not blind: the CPU path's nonzero and the grid's read show."""
+    from alrp_lab.losses import alrp_loss
+
+    gen = torch.Generator().manual_seed(7303)
+    logits = torch.randn(5000, generator=gen)
+    labels = (torch.rand(5000, generator=gen) < 0.01).long()
+    with _SyncCounter() as counter:
+        alrp_loss(logits, labels, torch.rand(int(labels.sum()), generator=gen))
+    assert counter.calls.count("nonzero") == 2 and "tolist" in counter.calls
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.0, None])
+@pytest.mark.parametrize("seed", [7304, 7305])
+def test_split_with_one_read_equals_the_cpu_split(monkeypatch, delta, seed: int):
+    """The GPU's split (one read, static indices) gives the CPU split's every tensor,
+    with and without positives, ignored entries and the shortcut, and raises alike."""
+    from alrp_lab.losses import ranking
+
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for p_pos in (0.0, 0.01, 0.5, 1.0):
+        logits = torch.randn(3000, generator=gen) * 3
+        labels = (torch.rand(3000, generator=gen) < p_pos).long()
+        labels[torch.rand(3000, generator=gen) < 0.1] = -1
+        cases.append((logits, labels))
+    cases.append((torch.zeros(0), torch.zeros(0, dtype=torch.long)))
+    expected = [split_ranking_inputs(x, y, delta) for x, y in cases]
+    monkeypatch.setattr(ranking, "reads_without_sync", lambda device: True)
+    for (x, y), want in zip(cases, expected, strict=True):
+        got = split_ranking_inputs(x, y, delta)
+        for name, a, b in zip(want._fields, got, want, strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+    with pytest.raises(ValueError, match=r"found \[2\]"):
+        split_ranking_inputs(torch.zeros(3), torch.tensor([0, 1, 2]), delta)
