@@ -161,11 +161,15 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
     figure = Figure(figsize=(7.0, 4.2), layout="constrained")
     axes = figure.add_subplot()
     drawn = 0
+    values: list[float] = []
+    reach: list[float] = []
     for offset, series in enumerate(defn.trend.series):
         points = [
             (x, results[name])
             for x, name in zip(defn.trend.x, series.claims, strict=True)
-            if results.get(name) is not None and results[name].value is not None
+            if name is not None
+            and results.get(name) is not None
+            and results[name].value is not None
         ]
         if not points:
             continue
@@ -175,9 +179,21 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
         below = [r.value - r.low if r.low is not None else 0.0 for _, r in points]
         above = [r.high - r.value if r.high is not None else 0.0 for _, r in points]
         axes.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=series.label)
+        values += ys
+        reach += [y - b for y, b in zip(ys, below, strict=True)]
+        reach += [y + a for y, a in zip(ys, above, strict=True)]
         drawn += 1
     if not drawn:
         raise ResultsError(f"no claim of {root}'s trend has a value yet: run the sweep first")
+    # Two seeds with one collapse give an interval ten times the gaps: keep the means
+    # readable and say where a bar runs off the axes.
+    pad = max(10.0, max(values) - min(values))
+    low, high = min(0.0, *values) - pad, max(0.0, *values) + pad
+    if min(reach) < low or max(reach) > high:
+        axes.set_ylim(low, high)
+        axes.text(
+            0.01, 0.01, "bars clipped at the axes", transform=axes.transAxes, fontsize="small"
+        )
     axes.axhline(0.0, color="black", linestyle="--", linewidth=0.8, zorder=1)
     if all(x > 0 and math.log2(x).is_integer() for x in defn.trend.x):
         axes.set_xscale("log", base=2)

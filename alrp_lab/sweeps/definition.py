@@ -13,7 +13,7 @@ example)::
     figure: grad_balance        # optional: also draw Figure 4's plot from the runs
     figure: claim_trend         # or: claims' differences against a factor (needs `trend`)
     trend:                      # claim_trend only
-      x: [1, 2, 4, 8]           # one value per claim of every series
+      x: [1, 2, 4, 8]           # one value per claim of every series (null: none at that x)
       xlabel: "schedule length (x 2100 iterations)"
       series:
         - {label: "aLRP - AP Loss (AP)", claims: [c1, c2, c3, c4]}
@@ -231,10 +231,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class TrendSeries:
-    """One line of a claim-trend figure: ``claims`` (names), one per x value."""
+    """One line of a claim-trend figure: ``claims`` (names), one per x value; None where the
+    series has no claim at that x."""
 
     label: str
-    claims: tuple[str, ...]
+    claims: tuple[str | None, ...]
 
 
 @dataclass(frozen=True)
@@ -596,10 +597,12 @@ def _trend(
         listed = entry.get("claims")
         if not isinstance(listed, list) or len(listed) != len(xs):
             check.fail(f"trend.series[{i}].claims must list one claim per x value ({len(xs)})")
-        unknown = [str(n) for n in listed if n not in names]
+        unknown = [str(n) for n in listed if n is not None and n not in names]
         if unknown:
             check.fail(f"trend.series[{i}] names unknown claims: {', '.join(unknown)}")
-        series.append(TrendSeries(label, tuple(str(n) for n in listed)))
+        if all(n is None for n in listed):
+            check.fail(f"trend.series[{i}].claims must name at least one claim")
+        series.append(TrendSeries(label, tuple(None if n is None else str(n) for n in listed)))
     xlabel = check.text(top.get("xlabel"), "trend.xlabel", required=False)
     return Trend(tuple(float(v) for v in xs), xlabel, tuple(series))
 

@@ -70,6 +70,25 @@ def test_trend_plot_from_results_files(tmp_path):
     assert out.is_file() and out.stat().st_size > 1000
 
 
+def test_a_series_may_skip_an_x_with_null(tmp_path):
+    """A series measured at some x values only: null leaves its gap out there."""
+    import copy
+
+    raw = copy.deepcopy(RAW)
+    raw["trend"]["series"].append({"label": "a2 - b2 only", "claims": [None, "gap2"]})
+    defn = parse_sweep(raw, name="toy")
+    assert defn.trend.series[1].claims == (None, "gap2")
+    atomic_write_json(
+        tmp_path / SWEEP_FILE,
+        {"name": "toy", "definition": raw, "scale": "cpu", "seeds": [0, 1], "jobs": []},
+    )
+    for seed in (0, 1):
+        for row, ap in zip(defn.rows, (0.30, 0.32, 0.36, 0.33), strict=True):
+            _complete(tmp_path / row.id / f"seed{seed}", ap + 0.01 * seed)
+    out = plot_claim_trend(tmp_path, tmp_path / "trend.png")
+    assert out.is_file() and out.stat().st_size > 1000
+
+
 def test_a_definition_without_trend_is_one_error(tmp_path):
     raw = {k: v for k, v in RAW.items() if k not in ("figure", "trend")}
     atomic_write_json(tmp_path / SWEEP_FILE, {"name": "toy", "definition": raw, "seeds": [0]})
@@ -83,6 +102,7 @@ def test_a_definition_without_trend_is_one_error(tmp_path):
         (lambda r: r["trend"].update(x=[1]), "one claim per x value"),
         (lambda r: r["trend"]["series"][0].update(claims=["gap1", "nope"]), "unknown claims"),
         (lambda r: r.pop("trend"), "needs a `trend`"),
+        (lambda r: r["trend"]["series"][0].update(claims=[None, None]), "at least one claim"),
     ],
 )
 def test_bad_trends_name_the_problem(change, needle):
