@@ -249,6 +249,22 @@ class BinnedSources(NamedTuple):
     offsets: Tensor | None
 
 
+def bin_totals(bins: Tensor, num_bins: int, weights: Tensor | None = None) -> Tensor:
+    """(num_bins,) float64: how many of ``bins`` (S,) int fall in each bin, or the sum of their
+    ``weights`` (S,).
+
+    ``torch.bincount`` on CPU; elsewhere an ``index_add_`` into a tensor of the known size,
+    because CUDA's bincount reads the indices' minimum and maximum back to the host.
+    """
+    if not reads_without_sync(bins.device):
+        totals = torch.bincount(
+            bins, weights=None if weights is None else weights.to(_ACC), minlength=num_bins
+        )
+        return totals.to(_ACC)
+    values = torch.ones_like(bins, dtype=_ACC) if weights is None else weights.to(_ACC)
+    return torch.zeros(num_bins, dtype=_ACC, device=bins.device).index_add_(0, bins, values)
+
+
 def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> BinnedSources:
     """Search every source into the targets' window edges, in the sources' dtype: O(S + T log T).
 
@@ -280,7 +296,7 @@ def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> Binned
     else:
         bins = searchsorted_right(edges_native, sources)
     num_bins = edges.numel() + 1
-    counts = torch.bincount(bins, minlength=num_bins).to(_ACC)
+    counts = bin_totals(bins, num_bins)
     # Bin b >= 1 starts at edge b - 1; bin 0 (below every edge, never on a ramp) at edge 0.
     # Without targets there is one bin, holding everything; it starts anywhere (at 0).
     first_start = edges_native[:1] if num_targets else sources.new_zeros(1)
@@ -291,7 +307,7 @@ def bin_sources(sources: Tensor, targets_sorted: Tensor, delta: float) -> Binned
         return BinnedSources(windows, starts, counts, bins, sources.dtype, None)
     offsets = sources - starts_native.index_select(0, bins)
     offsets.clamp_(0, 2 * delta)
-    offset_sums = torch.bincount(bins, weights=offsets.to(_ACC), minlength=num_bins)
+    offset_sums = bin_totals(bins, num_bins, offsets)
     on_ramp = (hi > lo) & (counts > 0)
     means = torch.where(on_ramp, starts + offset_sums / counts.clamp(min=1), starts)
     windows = StepWindows(lo, hi, centre, means, targets)
@@ -415,7 +431,8 @@ def sorted_error_driven(
 
     O(N + P log P) time, O(N + P) memory. The negatives stay in their dtype (one search,
     a few passes, sums over them in float64); the positives are handled in float64. One host
-    sync on CPU (the search's grid), none on CUDA.
+    read on CPU (the search's grid), none elsewhere (no bincount there: see
+    :func:`bin_totals`).
 
     Args:
         pos_scores: (P,) scores of the positives.
@@ -647,7 +664,7 @@ def _split_with_one_read(scores: Tensor, labels: Tensor, delta: float | None) ->
         # The lowest positive's score, left on the device; without positives every negative
         # is kept.
         lowest = scores.masked_fill(~positive, float("inf")).amin()
-        negative &= scores >= torch.where(positive.any(), lowest - delta, float("-inf"))
+        negative &= (scores >= lowest - delta) | ~positive.any()
     sizes = [0, 0, 0, 0]
     if labels.numel():
         low, high = torch.aminmax(labels)
