@@ -140,7 +140,8 @@ DATA_KEYS = {
 class TrainConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
-    # null: the lr rule, loss.ref_lr x (batch_size x nproc_per_node) / loss.ref_batch x lr_scale.
+    # null: the lr rule, loss.ref_lr x (batch_size x nproc_per_node x nnodes) / loss.ref_batch
+    # x lr_scale.
     lr: float | None = MISSING
     lr_scale: float = MISSING
     momentum: float = MISSING
@@ -155,6 +156,9 @@ class TrainConfig:
     device: str = MISSING
     # Processes on this machine; > 1 launches torchrun (one per GPU, or CPU processes on gloo).
     nproc_per_node: int = MISSING
+    # Machines the run spans (torchrun's --nnodes); every process checks that WORLD_SIZE is
+    # nproc_per_node x nnodes, which the lr rule and the recorded config count on.
+    nnodes: int = MISSING
     resume: bool = MISSING
     log_every: int = MISSING
     grad_balance: bool = MISSING
@@ -294,9 +298,10 @@ def _check_semantics(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.sb_start must be at least 0 or null, got {cfg.loss.sb_start}")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip must be positive or null, got {cfg.train.grad_clip}")
-    if cfg.train.nproc_per_node < 1:
+    if cfg.train.nproc_per_node < 1 or cfg.train.nnodes < 1:
         raise ConfigError(
-            f"train.nproc_per_node must be at least 1, got {cfg.train.nproc_per_node}"
+            f"train.nproc_per_node and train.nnodes must be at least 1, got "
+            f"{cfg.train.nproc_per_node} and {cfg.train.nnodes}"
         )
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
@@ -410,7 +415,7 @@ def _apply_lr_rule(cfg: DictConfig) -> None:
     cfg.train.lr = lr_rule(
         cfg.loss.ref_lr,
         cfg.loss.ref_batch,
-        cfg.train.batch_size * cfg.train.nproc_per_node,
+        cfg.train.batch_size * cfg.train.nproc_per_node * cfg.train.nnodes,
         cfg.train.lr_scale,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from alrp_lab.errors import RunError
+from alrp_lab.errors import ConfigError, RunError
 from alrp_lab.tracking.results import read_results
 
 __all__ = ["launch_torchrun"]
@@ -26,7 +26,13 @@ __all__ = ["launch_torchrun"]
 def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
     """Run the validated ``cfg`` in ``train.nproc_per_node`` processes; returns the run's
     results dict. Raises :class:`RunError` with one line naming the cause when a rank fails
-    (torchrun then stops the others)."""
+    (torchrun then stops the others), and :class:`ConfigError` for ``train.nnodes > 1``."""
+    if cfg.train.get("nnodes", 1) != 1:
+        raise ConfigError(
+            f"train.nnodes={cfg.train.nnodes}: alrp-lab run starts one machine's processes; "
+            "across machines start torchrun on every node with -m alrp_lab.engine.worker "
+            "RUN_DIR and the overrides (README: Scale-out)"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     command = [

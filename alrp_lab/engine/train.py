@@ -361,6 +361,20 @@ class _Loop:
         return metrics
 
 
+def check_world_size(cfg: DictConfig, world_size: int) -> None:
+    """Refuse a run whose processes (``WORLD_SIZE``) are not the config's
+    ``train.nproc_per_node x train.nnodes``: the lr rule scales with that product and the
+    recorded config would misstate the run."""
+    expected = cfg.train.nproc_per_node * cfg.train.nnodes
+    if world_size != expected:
+        raise ConfigError(
+            f"this run has {world_size} process(es) but the config asks for "
+            f"train.nproc_per_node={cfg.train.nproc_per_node} x train.nnodes={cfg.train.nnodes}"
+            f" = {expected}: give the overrides torchrun's values (--nproc_per_node and "
+            "--nnodes), e.g. train.nproc_per_node=4 train.nnodes=2"
+        )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and evaluate the experiment ``cfg`` (validated) into ``run_dir``.
 
@@ -370,6 +384,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``train.resume`` is false.
     """
     ctx = init_distributed()
+    check_world_size(cfg, ctx.world_size)
     device = _resolve_device(cfg.train.device, ctx)
     check_amp(cfg.train.amp, device)
     run_dir = Path(run_dir)

@@ -9,7 +9,11 @@ Across machines, start it with torchrun yourself and give the overrides instead 
 node composes the same config from them; RUN_DIR on a shared file system)::
 
     torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
-        -m alrp_lab.engine.worker /shared/runs/r50 experiment=... data.root=...
+        -m alrp_lab.engine.worker /shared/runs/r50 train.nnodes=2 train.nproc_per_node=4 \
+        experiment=... data.root=...
+
+(every process checks that ``WORLD_SIZE`` is ``train.nproc_per_node x train.nnodes``: the lr
+rule scales with it).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "box_error.coord_reduction": "sum",
     "train.eval_bounds": False,
     "train.nproc_per_node": 1,
+    "train.nnodes": 1,
 }
 
 __all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "first_difference", "run_digest"]

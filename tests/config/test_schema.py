@@ -91,6 +91,7 @@ def test_grad_clip_must_be_positive():
         (["train.lr=null", "loss=focal", "box_error=l1", "train.batch_size=16"], 0.01),
         # The global batch counts every process.
         (["train.lr=null", "train.nproc_per_node=4"], 0.008),
+        (["train.lr=null", "train.nproc_per_node=2", "train.nnodes=2"], 0.008),
         # A number wins over the rule.
         (["train.lr=0.03", "train.lr_scale=2.5"], 0.03),
     ],

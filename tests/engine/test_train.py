@@ -147,6 +147,7 @@ def test_the_worker_composes_from_overrides_under_a_plain_torchrun(tmp_path, mon
     command += ["--nproc_per_node", "2", "--rdzv_backend", "c10d"]
     command += ["--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "alrp_lab.engine.worker"]
     command += [str(tmp_path / "run"), "debug=smoke", "loss=ap", "box_error=smooth_l1"]
+    command += ["train.nproc_per_node=2", "train.nnodes=1"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = read_results(tmp_path / "run")
@@ -164,6 +165,38 @@ def test_a_sweep_job_with_two_processes_starts_torchrun(tmp_path, monkeypatch):
     assert read_results(tmp_path / "run")["status"] == "completed"
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
     assert (tmp_path / "run" / "torchrun.log").is_file()
+
+
+@pytest.mark.parametrize(
+    "nproc, nnodes, world_size, ok",
+    [(1, 1, 1, True), (4, 2, 8, True), (1, 1, 2, False), (4, 1, 8, False), (4, 2, 4, False)],
+)
+def test_the_run_refuses_a_world_size_the_config_does_not_state(nproc, nnodes, world_size, ok):
+    """torchrun --nnodes 2 --nproc_per_node 4 with the config's defaults (1 x 1) would scale
+    the lr for one process: the run stops and names the overrides."""
+    from omegaconf import OmegaConf
+
+    from alrp_lab.engine.train import check_world_size
+    from alrp_lab.errors import ConfigError
+
+    cfg = OmegaConf.create({"train": {"nproc_per_node": nproc, "nnodes": nnodes}})
+    if ok:
+        check_world_size(cfg, world_size)
+    else:
+        with pytest.raises(ConfigError, match="train.nproc_per_node=4 train.nnodes=2"):
+            check_world_size(cfg, world_size)
+
+
+def test_alrp_lab_run_does_not_start_several_nodes(tmp_path):
+    from omegaconf import OmegaConf
+
+    from alrp_lab.engine import launch
+    from alrp_lab.errors import ConfigError
+
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2, "nnodes": 2}})
+    with pytest.raises(ConfigError, match="every node"):
+        launch.launch_torchrun(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_failed_launch_does_not_report_an_earlier_attempts_error(tmp_path, monkeypatch):
