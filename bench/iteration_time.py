@@ -170,8 +170,9 @@ def main() -> None:
 
     focal = statistics.median(times["Focal Loss + GIoU"])
     focal_loss = statistics.median(loss_times["Focal Loss + GIoU"])
-    model = next(iter(models.values()))[0]
-    num_anchors = recorder.args[0].shape[1]
+    # Every variant shares the detector: read its size from the Focal Loss one's last inputs.
+    model, _, focal_recorder = models["Focal Loss + GIoU"]
+    num_anchors = focal_recorder.args[0].shape[1]  # logits (B, A, C)
     table = Table(
         title=f"{args.preset}: one training iteration, batch {len(targets)} at "
         f"{tuple(images.shape[-2:])}, {num_anchors} anchors x {model.num_classes} classes an "
