@@ -19,9 +19,15 @@ import torch
 
 from alrp_lab.errors import ConfigError
 
-__all__ = ["AMP_MODES", "autocast", "check_amp", "grad_scaler"]
+__all__ = ["AMP_MODES", "MIN_LOSS_SCALE", "autocast", "check_amp", "grad_scaler", "scale_collapsed"]
 
 AMP_MODES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# fp16's scaler skips a step whose gradients overflow and halves its scale. From torch's
+# initial 2**16, 30 such steps in a row take it below this floor: at a scale that small the
+# gradients are non-finite without any scaling, so the run has diverged (fairseq stops at the
+# same floor). Without the floor such a run skips every step to the end, silently.
+MIN_LOSS_SCALE = 1.0e-4
 
 
 def check_amp(amp: str | None, device: torch.device) -> None:
@@ -51,3 +57,15 @@ def autocast(amp: str | None, device: torch.device) -> contextlib.AbstractContex
 def grad_scaler(amp: str | None, device: torch.device) -> torch.amp.GradScaler:
     """A scaler that is on for fp16 only; off, its calls pass straight through."""
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+
+def scale_collapsed(scaler: torch.amp.GradScaler) -> float | None:
+    """The scaler's scale when it has fallen below :data:`MIN_LOSS_SCALE`, else None.
+
+    Always None for a disabled scaler (bf16 and full precision). Reads the scale to the
+    host, once a step; the step's own finite-gradient check reads the host anyway.
+    """
+    if not scaler.is_enabled():
+        return None
+    scale = float(scaler.get_scale())
+    return scale if scale < MIN_LOSS_SCALE else None

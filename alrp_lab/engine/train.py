@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
 from alrp_lab.data.collate import collate_detection
-from alrp_lab.engine.amp import autocast, check_amp, grad_scaler
+from alrp_lab.engine.amp import MIN_LOSS_SCALE, autocast, check_amp, grad_scaler, scale_collapsed
 from alrp_lab.engine.builders import build_datasets, build_model, model_signature
 from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
@@ -263,6 +263,15 @@ class _Loop:
             )
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        collapsed = scale_collapsed(self.scaler)
+        if collapsed is not None:
+            # Every step since the scale left its normal range was skipped: the weights are
+            # those of the last finite step, and the run would skip every step to the end.
+            raise NonFiniteLossError(
+                f"fp16's loss scale fell to {collapsed:.3g} (below {MIN_LOSS_SCALE:g}) at "
+                f"epoch {epoch + 1}, iteration {self.iteration}: the gradients stayed "
+                f"non-finite at every scale tried; {_kept(epoch)}. {_RESUME_ADVICE}"
+            )
         # Before loss.sb_start, SB records nothing: it keeps sb_init, and the first estimate
         # comes from a head that has left its initial state.
         if cfg.loss.sb_start is None or self.iteration >= cfg.loss.sb_start:

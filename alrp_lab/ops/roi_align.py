@@ -85,15 +85,27 @@ def roi_align(
     out_h, out_w = _pair(output_size)
     _check_inputs(features, rois, spatial_scale)
     if use_torchvision and _torchvision_roi_align is not None:
+        # The kernel takes the boxes in the features' dtype: reduced-precision features are
+        # pooled in float32 so that the boxes are not rounded (see roi_align_torch).
+        work = _sampling_dtype(features.dtype)
         return _torchvision_roi_align(
-            features,
-            rois.to(features.dtype),
+            features.to(work),
+            rois.to(work),
             (out_h, out_w),
             float(spatial_scale),
             int(sampling_ratio),
             bool(aligned),
-        )
+        ).to(features.dtype)
     return roi_align_torch(features, rois, (out_h, out_w), spatial_scale, sampling_ratio, aligned)
+
+
+def _sampling_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype boxes and samples are computed in: float32 or wider.
+
+    bfloat16 keeps 8 significant bits, so a box at x = 700 px would move in steps of 4 px and
+    float16's 11 bits in steps of 0.5 px; mixed precision must not move the RoIs.
+    """
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _sample_positions(start: Tensor, bin_size: Tensor, bins: int, grid: int) -> Tensor:
@@ -128,10 +140,14 @@ def roi_align_torch(
     _check_inputs(features, rois, spatial_scale)
     num_rois = rois.shape[0]
     _, channels, height, width = features.shape
-    dtype = features.dtype
+    out_dtype = features.dtype
     if num_rois == 0:
         return features.new_zeros(0, channels, out_h, out_w)
 
+    # Reduced-precision features (bf16 / fp16 under AMP) are sampled in float32 and the
+    # result cast back: the boxes must not be rounded to the features' precision.
+    dtype = _sampling_dtype(out_dtype)
+    features = features.to(dtype)
     rois = rois.detach().to(dtype)
     batch_index = rois[:, 0].round().long()
     if batch_index.min() < 0 or batch_index.max() >= features.shape[0]:
@@ -183,6 +199,6 @@ def roi_align_torch(
         pooled.append((samples.sum(dim=(3, 5)) / (gh * gw)).permute(1, 0, 2, 3))
         indices.append(idx)
     out = features.new_zeros(num_rois, channels, out_h, out_w)
-    if not pooled:
-        return out
-    return out.index_copy(0, torch.cat(indices), torch.cat(pooled))
+    if pooled:
+        out = out.index_copy(0, torch.cat(indices), torch.cat(pooled))
+    return out.to(out_dtype)

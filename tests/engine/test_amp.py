@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alrp_lab.cli import main
-from alrp_lab.engine.amp import autocast, check_amp, grad_scaler
+from alrp_lab.engine.amp import MIN_LOSS_SCALE, autocast, check_amp, grad_scaler, scale_collapsed
 from alrp_lab.errors import ConfigError
 
 
@@ -61,3 +61,57 @@ def test_the_loss_runs_in_float32_under_autocast(loss):
     for key in ("loss", "loss_cls", "loss_loc"):
         assert under[key].dtype == torch.float32
         assert torch.equal(under[key], plain[key]), key
+
+
+def _scaler_steps(grad_value: float, steps: int) -> list[float | None]:
+    """scale_collapsed after each of ``steps`` fp16-style steps whose gradients are all
+    ``grad_value`` (torch's CPU scaler, from its default initial scale 2**16)."""
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    seen = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        scaler.scale(weight.sum()).backward()
+        weight.grad.fill_(grad_value)
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        seen.append(scale_collapsed(scaler))
+    return seen
+
+
+def test_the_loss_scale_collapses_after_30_overflows_in_a_row():
+    seen = _scaler_steps(float("inf"), 30)
+    # Each overflow halves the scale: 2**16 / 2**29 = 1.2e-4 is above the floor, 2**-14 not.
+    assert seen[:29] == [None] * 29  # down to 2**-13
+    assert seen[29] == 2.0**-14 and seen[29] < MIN_LOSS_SCALE
+
+
+def test_finite_gradients_never_collapse_the_scale():
+    assert _scaler_steps(0.5, 40) == [None] * 40
+    assert scale_collapsed(grad_scaler(None, torch.device("cpu"))) is None
+
+
+def test_a_run_whose_fp16_gradients_never_turn_finite_stops(tmp_path, capsys, monkeypatch):
+    # No fp16 on a CPU: an enabled CPU scaler whose every gradient overflows stands in for one.
+    from alrp_lab.engine import train as train_module
+
+    class OverflowingScaler(torch.amp.GradScaler):
+        def unscale_(self, optimizer):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.fill_(float("inf"))
+            super().unscale_(optimizer)
+
+    def scaler(amp, device):
+        return OverflowingScaler("cpu", init_scale=2.0**-10, enabled=True)
+
+    monkeypatch.setattr(train_module, "grad_scaler", scaler)
+    run = ["run", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}", "train.epochs=2"]
+    code = main([*run, "train.max_iters_per_epoch=3"])
+    err = capsys.readouterr().err
+    # 2**-10 halves to 2**-14 < 1e-4 on the fourth skipped step: epoch 2, iteration 3.
+    assert code == 2 and "fp16's loss scale fell to 6.1e-05 (below 0.0001) at epoch 2" in err
+    assert "iteration 3" in err and "keeps epoch 1, with finite weights" in err

@@ -152,3 +152,21 @@ def test_bad_inputs_raise_clear_errors(features, rois, message) -> None:
 def test_bad_output_size_raises() -> None:
     with pytest.raises(ValueError, match="output_size"):
         roi_align(torch.zeros(1, 1, 2, 2), torch.zeros(0, 5), 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_features_do_not_round_the_boxes(dtype) -> None:
+    # A (2, 3, 40, 40) map at stride 32 (a 1280 px image) and boxes at fractional pixels of
+    # 500-1100 px, where bfloat16 would round a coordinate to a multiple of 4 or 8 px.
+    gen = torch.Generator().manual_seed(11)
+    features = torch.randn(2, 3, 40, 40, generator=gen).to(dtype)
+    xy = 500.0 + torch.rand(12, 2, generator=gen, dtype=torch.float64) * 300.0
+    wh = 40.0 + torch.rand(12, 2, generator=gen, dtype=torch.float64) * 260.0
+    index = torch.randint(0, 2, (12, 1), generator=gen).to(torch.float64)
+    rois = torch.cat((index, xy, xy + wh), dim=1).float()
+    expected = _reference(features.double(), rois.double(), 3, 3, 1 / 32, 2, True)
+    got = roi_align(features, rois, 3, 1 / 32, 2, True)
+    assert got.dtype == dtype
+    # Only the output's own rounding is left (8 or 11 significant bits).
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(got.double(), expected, rtol=eps, atol=eps * 4)
