@@ -10,7 +10,10 @@ thing as the config the run recorded in its ``results.json``. Left out of the co
   name is derived from parameters the config holds;
 - keys the run's choices do not read: a section with choices keeps only its choice's keys
   (``config.schema.section_keys``), so a run recorded when every loss carried Focal Loss's
-  ``alpha`` still matches; ``pretrain`` unless ``backbone.weights`` is ``builtin``;
+  ``alpha`` still matches; ``pretrain`` unless ``backbone.weights`` is ``builtin``; SB's
+  options (``loss.sb_init``, ``sb_period``, ``sb_start``) when ``loss.self_balance`` is
+  false, and ``loss.wr`` when it is true, so a scale that sets SB's cadence for every job
+  leaves its constant-weight runs valid;
 - nulls, and an option added after runs were recorded, at the value that reproduces the
   behaviour before it (``LEGACY_VALUES``): ``loss.interpolated`` false leaves earlier AP
   Loss runs valid, while a YAML file that sets it to something else makes them stale.
@@ -41,6 +44,9 @@ LEGACY_VALUES: dict[str, Any] = {
     "train.nproc_per_node": 1,
     "train.nnodes": 1,
 }
+
+# Loss keys a run does not read, by loss.self_balance.
+_UNREAD_LOSS_KEYS = {True: ("wr",), False: ("sb_init", "sb_period", "sb_start")}
 
 __all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "first_difference", "run_digest"]
 
@@ -83,6 +89,11 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
         data.pop("root", None)  # ~/.cache/alrp-lab/shapes-s0-n1200-...: the machine's cache
     if (out.get("backbone") or {}).get("weights") != "builtin":
         out.pop("pretrain", None)  # only the built-in weights are made from it
+    loss = out.get("loss")
+    if isinstance(loss, dict) and "self_balance" in loss:
+        # models.parts.build_loc_weight reads SB's options or the constant wr, never both.
+        for key in _UNREAD_LOSS_KEYS[bool(loss["self_balance"])]:
+            loss.pop(key, None)
     return _drop_unset(out)
 
 

@@ -401,6 +401,22 @@ def test_runs_recorded_under_an_older_schema_stay_valid(defn, tmp_path):
     ).skipped == [job.run_id]
 
 
+def test_sb_options_count_only_for_sb_runs_and_wr_only_for_constant_ones(defn, tmp_path):
+    job = expand_jobs(defn)[0]  # IoU, wr 1: SB off
+    _complete_as_composed(tmp_path, defn, job)
+    sb_cadence = ["loss.sb_start=300", "loss.sb_period=150", "loss.sb_init=7"]
+    report = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=sb_cadence)
+    assert job.run_id in report.skipped, "a constant-weight run reads none of SB's options"
+    with pytest.raises(ValueError, match="loss.wr: recorded 1.0, now 2.0"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["loss.wr=2"])
+    # The same run with SB on: its options count, the wr it does not read does not.
+    sb = ["loss.self_balance=true", "loss.wr=null"]
+    _complete_as_composed(tmp_path, defn, job, **{"loss.self_balance": True, "loss.wr": 3})
+    assert run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=sb).skipped == [job.run_id]
+    with pytest.raises(ValueError, match="loss.sb_start: recorded '<unset>', now 300"):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=[*sb, "loss.sb_start=300"])
+
+
 def test_only_runs_the_matching_jobs_and_keeps_the_others_in_the_tables(defn, tmp_path):
     report = run_sweep(defn, root=tmp_path, run_job=fake_job, only=["*__wr1"])
     assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"] and not report.failed
