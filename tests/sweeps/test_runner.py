@@ -364,16 +364,17 @@ def test_a_group_chosen_on_the_command_line_wins_over_the_scale():
 
 
 def test_an_option_added_later_with_a_null_default_keeps_old_runs_valid(defn, tmp_path):
-    job = expand_jobs(defn)[0]
+    sb = ["loss.self_balance=true", "loss.wr=null"]  # an SB run, which reads loss.sb_period
+    job = expand_jobs(defn, "cpu", sb)[0]
     config = runner_module._resolved(job, defn, "cpu")
     assert config["loss"].pop("sb_period") is None  # as recorded before the option existed
     atomic_write_json(
         tmp_path / job.run_id / "results.json",
         {"status": "completed", "metrics": {"AP": 0.3}, "config": config},
     )
-    assert run_sweep(defn, root=tmp_path, dry_run=True).skipped == [job.run_id]
+    assert run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=sb).skipped == [job.run_id]
     with pytest.raises(ValueError, match="loss.sb_period: recorded '<unset>', now 100"):
-        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["loss.sb_period=100"])
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=[*sb, "loss.sb_period=100"])
 
 
 def test_runs_recorded_under_an_older_schema_stay_valid(defn, tmp_path):
