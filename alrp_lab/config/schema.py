@@ -167,6 +167,8 @@ class TrainConfig:
     eval_bounds: bool = MISSING
     # Mixed precision on CUDA: bf16, or fp16 with a gradient scaler; null: off.
     amp: str | None = MISSING
+    # 4-D weights and images in channels-last (NHWC) memory: faster convolutions on CPU.
+    channels_last: bool = MISSING
 
 
 @dataclass

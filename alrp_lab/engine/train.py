@@ -90,6 +90,11 @@ def _make_loader(dataset, cfg: DictConfig, ctx: DistributedContext, epoch: int) 
     )
 
 
+def _memory_format(cfg: DictConfig) -> torch.memory_format:
+    """The layout of the model's 4-D weights and of the images (train.channels_last)."""
+    return torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+
+
 def _iterations_per_epoch(loader: DataLoader, cap: int | None) -> int:
     return len(loader) if cap is None else min(len(loader), cap)
 
@@ -234,7 +239,7 @@ class _Loop:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True, memory_format=_memory_format(cfg))
         sizes = [tuple(int(v) for v in t["size"]) for t in targets]
         with autocast(cfg.train.amp, self.device):
             losses = self.ddp_model(images, _to_device(targets, self.device), image_sizes=sizes)
@@ -404,7 +409,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     _seed_everything(cfg.seed)
     train_set, val_set = build_datasets(cfg.data, ctx=ctx)
     _check_data(cfg, train_set, val_set, ctx)
-    model = build_model(cfg, num_classes=train_set.num_classes).to(device)
+    model = build_model(cfg, num_classes=train_set.num_classes)
+    # Evaluation needs no conversion of its images: a convolution whose weight is
+    # channels-last computes (and returns) channels-last.
+    model = model.to(device, memory_format=_memory_format(cfg))
     signature = model_signature(cfg, train_set.num_classes)
     optimizer = torch.optim.SGD(
         model.parameters(),

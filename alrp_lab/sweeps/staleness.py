@@ -43,6 +43,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "train.eval_bounds": False,
     "train.nproc_per_node": 1,
     "train.nnodes": 1,
+    "train.channels_last": False,
 }
 
 # Loss keys a run does not read, by loss.self_balance.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -38,3 +39,49 @@ def test_builtin_weights_are_built_once_and_loaded():
 def test_weights_path_passes_a_file_and_null_through(tmp_path):
     assert backbone_weights_path(_cfg()) is None
     assert backbone_weights_path(_cfg(f"backbone.weights={tmp_path}/r.pth")) == f"{tmp_path}/r.pth"
+
+
+def _batch(cfg, count: int = 2):
+    from torch.utils.data import DataLoader
+
+    from alrp_lab.data.collate import collate_detection
+    from alrp_lab.engine.builders import build_datasets
+
+    train_set, _ = build_datasets(cfg.data)
+    loader = DataLoader(train_set, batch_size=count, shuffle=False, collate_fn=collate_detection)
+    images, targets = next(iter(loader))
+    sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+    return images, targets, sizes, train_set.num_classes
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("assigner=max_iou",),
+        ("detector=foveabox", "loss=focal"),
+        ("detector=faster_rcnn", "assigner=max_iou"),
+    ],
+)
+def test_channels_last_computes_what_the_contiguous_layout_does(overrides):
+    """train.channels_last changes memory strides only: in float64 one training forward and
+    backward gives the contiguous model's loss and gradients (a reshape that assumed the
+    default strides would mix up anchors or channels here)."""
+    cfg = _cfg(*overrides)
+    images, targets, sizes, num_classes = _batch(cfg)
+    runs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = build_model(cfg, num_classes=num_classes).double().to(memory_format=layout)
+        model.train()
+        losses = model(images.double().to(memory_format=layout), targets, image_sizes=sizes)
+        losses["loss"].backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((losses["loss"].detach(), grads))
+    (loss, grads), (loss_cl, grads_cl) = runs
+    assert torch.isfinite(loss) and loss > 0
+    torch.testing.assert_close(loss_cl, loss, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == grads_cl.keys() and len(grads) > 10
+    for name in grads:
+        torch.testing.assert_close(grads_cl[name], grads[name], rtol=1e-8, atol=1e-10, msg=name)
+    backbone_conv = model.backbone.conv1.weight
+    assert backbone_conv.is_contiguous(memory_format=torch.channels_last)

@@ -431,3 +431,18 @@ def test_sb_start_keeps_sb_init_until_a_period_after_it(tmp_path):
     assert _run(tmp_path / "ref", *common) == 0
     ref = [r["loc_weight"] for r in read_metrics(tmp_path / "ref") if "loc_weight" in r]
     assert ref[3] != 50.0, "without sb_start the first epoch's estimate is used"
+
+
+def _is_channels_last(weight: torch.Tensor) -> bool:
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_a_channels_last_run_keeps_its_layout_and_resumes_exactly(tmp_path):
+    common = ("train.max_iters_per_epoch=2", "train.channels_last=true")
+    assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
+    assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
+    assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    weights = _weights(tmp_path / "straight")
+    convs = [w for w in weights.values() if w.dim() == 4 and w.shape[-1] > 1]
+    assert convs and all(_is_channels_last(w) for w in convs)
