@@ -23,7 +23,7 @@ JOB_COUNTS = {
     "figureA7": 2,
 }
 # Studies of this tool's own (cpu scale only, no paper numbers per row): job counts.
-STUDIES = {"regime": 43}
+STUDIES = {"regime": 44, "default": 3}
 PAPER_USER = ["data.root=/data/coco", "backbone.weights=/weights/resnet50.pth"]
 
 
