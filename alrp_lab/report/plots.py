@@ -161,6 +161,7 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
     figure = Figure(figsize=(7.0, 4.2), layout="constrained")
     axes = figure.add_subplot()
     drawn = 0
+    hollow = False
     values: list[float] = []
     reach: list[float] = []
     for offset, series in enumerate(defn.trend.series):
@@ -178,7 +179,15 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
         ys = [r.value for _, r in points]
         below = [r.value - r.low if r.low is not None else 0.0 for _, r in points]
         above = [r.high - r.value if r.high is not None else 0.0 for _, r in points]
-        axes.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=series.label)
+        line = axes.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=series.label)
+        # A gap with one seed on either side has no interval: a hollow marker says so,
+        # so that a missing bar is never read as a tight one.
+        lone = [i for i, (_, r) in enumerate(points) if r.low is None]
+        if lone:
+            color = line.lines[0].get_color()
+            lone_x, lone_y = [xs[i] for i in lone], [ys[i] for i in lone]
+            axes.plot(lone_x, lone_y, "o", color=color, markerfacecolor="white", zorder=3)
+            hollow = True
         values += ys
         reach += [y - b for y, b in zip(ys, below, strict=True)]
         reach += [y + a for y, a in zip(ys, above, strict=True)]
@@ -199,6 +208,15 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
         axes.set_xscale("log", base=2)
         axes.set_xticks(list(defn.trend.x), [f"{x:g}" for x in defn.trend.x])
         axes.set_xlim(min(defn.trend.x) / 1.3, max(defn.trend.x) * 1.3)
+    if hollow:  # a legend entry of its own, without data
+        axes.plot(
+            [],
+            [],
+            "o",
+            color="gray",
+            markerfacecolor="white",
+            label="one seed on a side: no interval",
+        )
     axes.set_xlabel(defn.trend.xlabel or "x")
     axes.set_ylabel("difference (mean, 95% interval over seeds)")
     axes.set_title(defn.title)

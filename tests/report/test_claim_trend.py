@@ -112,3 +112,32 @@ def test_bad_trends_name_the_problem(change, needle):
     change(raw)
     with pytest.raises(ValueError, match=needle):
         parse_sweep(raw, name="toy")
+
+
+def test_a_gap_with_one_seed_a_side_is_drawn_without_an_interval(tmp_path, monkeypatch):
+    """gap2 has one seed a side (no interval): it is still drawn, as a hollow marker."""
+    from matplotlib.axes import Axes
+
+    defn = parse_sweep(RAW, name="toy")
+    atomic_write_json(
+        tmp_path / SWEEP_FILE,
+        {"name": "toy", "definition": RAW, "scale": "cpu", "seeds": [0, 1], "jobs": []},
+    )
+    for seed in (0, 1):
+        for row, ap in zip(defn.rows, (0.30, 0.32, 0.36, 0.33), strict=True):
+            if seed == 0 or row.label in ("a1", "b1"):
+                _complete(tmp_path / row.id / f"seed{seed}", ap + 0.01 * seed)
+    hollow = []
+    plot = Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        if kwargs.get("markerfacecolor") == "white":
+            hollow.append(args[:2])
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    out = plot_claim_trend(tmp_path, tmp_path / "trend.png")
+    assert out.is_file()
+    assert len(hollow) == 2  # the point, and its legend entry
+    (xs, ys) = hollow[0]
+    assert xs == [2] and ys[0] == pytest.approx(3.0)
