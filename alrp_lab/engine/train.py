@@ -156,6 +156,24 @@ class _Resumed(NamedTuple):
     sb_sums: list | None
 
 
+def _match_layouts(optimizer) -> None:
+    """Give every optimizer state tensor its parameter's memory layout: a checkpoint saved
+    under the other ``train.channels_last`` loads its momentum in the old layout (the
+    values are the same; a mixed layout only slows the step)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.dim() == 4:
+                    layout = (
+                        torch.channels_last
+                        if param.is_contiguous(memory_format=torch.channels_last)
+                        and not param.is_contiguous()
+                        else torch.contiguous_format
+                    )
+                    state[key] = value.contiguous(memory_format=layout)
+
+
 def _resume_or_start(
     cfg: DictConfig, ckpt_path: Path, model, optimizer, signature, ctx: DistributedContext, scaler
 ) -> _Resumed:
@@ -170,6 +188,7 @@ def _resume_or_start(
             restore_rng=False,
         )
         log.info("resumed from %s at epoch %d", ckpt_path, int(state["epoch"]))
+        _match_layouts(optimizer)
         extra = state.get("extra") or {}
         if scaler.is_enabled() and extra.get("grad_scaler"):
             scaler.load_state_dict(extra["grad_scaler"])

@@ -142,7 +142,8 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
     """Draw the ``trend`` of a sweep folder's definition (``figure: claim_trend``).
 
     One line per series: each claim's difference (ours, the claim's metric) at its x value
-    with its 95% interval as an error bar; claims without a value yet are left out. The x
+    with its 95% interval as an error bar (hollow, without one, where a side has a single
+    seed); claims without a value yet are left out. The x
     axis is log2 when every x is a positive power of two (schedule multiples). Raises
     :class:`ResultsError` when the definition has no trend or no claim has a value yet.
     """
@@ -215,7 +216,7 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
             "o",
             color="gray",
             markerfacecolor="white",
-            label="one seed on a side: no interval",
+            label="no interval: one seed on a side",
         )
     axes.set_xlabel(defn.trend.xlabel or "x")
     axes.set_ylabel("difference (mean, 95% interval over seeds)")

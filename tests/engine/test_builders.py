@@ -64,8 +64,8 @@ def _batch(cfg, count: int = 2):
 )
 def test_channels_last_computes_what_the_contiguous_layout_does(overrides):
     """train.channels_last changes memory strides only: in float64 one training forward and
-    backward gives the contiguous model's loss and gradients (a reshape that assumed the
-    default strides would mix up anchors or channels here)."""
+    backward gives the contiguous model's loss and gradients (code that read a tensor's raw
+    memory as if it had the default strides would mix up anchors or channels here)."""
     cfg = _cfg(*overrides)
     images, targets, sizes, num_classes = _batch(cfg)
     runs = []

@@ -446,3 +446,16 @@ def test_a_channels_last_run_keeps_its_layout_and_resumes_exactly(tmp_path):
     weights = _weights(tmp_path / "straight")
     convs = [w for w in weights.values() if w.dim() == 4 and w.shape[-1] > 1]
     assert convs and all(_is_channels_last(w) for w in convs)
+
+
+def test_a_resume_in_the_other_layout_moves_the_momentum_too(tmp_path):
+    """A contiguous run resumed with train.channels_last=true: weights and SGD momentum both
+    end channels-last (a checkpoint loads its momentum in the layout it was saved in)."""
+    common = ("train.max_iters_per_epoch=2",)
+    assert _run(tmp_path / "run", "train.epochs=1", *common) == 0
+    args = ("train.epochs=2", "train.resume=true", "train.channels_last=true", *common)
+    assert _run(tmp_path / "run", *args) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    buffers = [s["momentum_buffer"] for s in state["optimizer"]["state"].values()]
+    convs = [b for b in buffers if b.dim() == 4 and b.shape[-1] > 1]
+    assert convs and all(_is_channels_last(b) for b in convs)
