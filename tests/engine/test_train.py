@@ -67,6 +67,15 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return state["model"]
 
 
+def _spatial(weight: torch.Tensor) -> bool:
+    """A 4-D tensor whose two layouts differ (kernels wider than 1 x 1)."""
+    return weight.dim() == 4 and weight.shape[-1] > 1
+
+
+def _is_channels_last(weight: torch.Tensor) -> bool:
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def _assert_same_run(straight_dir: Path, resumed_dir: Path) -> None:
     """Bitwise-equal final weights and equal metrics."""
     straight, resumed = _weights(straight_dir), _weights(resumed_dir)
@@ -78,14 +87,19 @@ def _assert_same_run(straight_dir: Path, resumed_dir: Path) -> None:
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, channels_last):
     common = ("train.max_iters_per_epoch=2", "data.augment=ssd")
+    common += (f"train.channels_last={str(channels_last).lower()}",)
     assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
     assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     steps = [r["step"] for r in read_metrics(tmp_path / "resumed")]
     assert steps == sorted(set(steps)) and steps[-1] == 3
+    # The layout the run asked for is the one its weights kept.
+    convs = [w for w in _weights(tmp_path / "straight").values() if _spatial(w)]
+    assert convs and all(_is_channels_last(w) == channels_last for w in convs)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
@@ -433,21 +447,6 @@ def test_sb_start_keeps_sb_init_until_a_period_after_it(tmp_path):
     assert ref[3] != 50.0, "without sb_start the first epoch's estimate is used"
 
 
-def _is_channels_last(weight: torch.Tensor) -> bool:
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-
-
-def test_a_channels_last_run_keeps_its_layout_and_resumes_exactly(tmp_path):
-    common = ("train.max_iters_per_epoch=2", "train.channels_last=true")
-    assert _run(tmp_path / "straight", "train.epochs=2", *common) == 0
-    assert _run(tmp_path / "resumed", "train.epochs=1", *common) == 0
-    assert _run(tmp_path / "resumed", "train.epochs=2", "train.resume=true", *common) == 0
-    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
-    weights = _weights(tmp_path / "straight")
-    convs = [w for w in weights.values() if w.dim() == 4 and w.shape[-1] > 1]
-    assert convs and all(_is_channels_last(w) for w in convs)
-
-
 def test_a_resume_in_the_other_layout_moves_the_momentum_too(tmp_path):
     """A contiguous run resumed with train.channels_last=true: weights and SGD momentum both
     end channels-last (a checkpoint loads its momentum in the layout it was saved in)."""
@@ -457,5 +456,5 @@ def test_a_resume_in_the_other_layout_moves_the_momentum_too(tmp_path):
     assert _run(tmp_path / "run", *args) == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     buffers = [s["momentum_buffer"] for s in state["optimizer"]["state"].values()]
-    convs = [b for b in buffers if b.dim() == 4 and b.shape[-1] > 1]
+    convs = [b for b in buffers if _spatial(b)]
     assert convs and all(_is_channels_last(b) for b in convs)
