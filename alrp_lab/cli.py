@@ -322,20 +322,25 @@ class _FolderSnapshot:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from alrp_lab.data.shapes import build_shapes_dataset
+    from omegaconf import OmegaConf
 
-    cache = os.environ.get("ALRP_LAB_DATA", "~/.cache/alrp-lab")
-    root = args.root or (
-        f"{cache}/shapes-s{args.seed}-n{args.num_train}-v{args.num_val}-"
-        f"{args.image_size}px-c{args.num_classes}"
-    )
-    splits = build_shapes_dataset(
-        Path(root).expanduser(),
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
+    from alrp_lab.data import BUILTIN_DATASETS
+
+    if args.name not in BUILTIN_DATASETS:
+        raise ConfigError(
+            f"unknown built-in data set {args.name!r}: choose one of {', '.join(BUILTIN_DATASETS)}"
+        )
+    # The run's own defaults and cache folder (conf/data/NAME.yaml), so that a set built
+    # here is the one `alrp-lab run data=NAME` with the same values reads.
+    node = OmegaConf.load(CONF_DIR / "data" / f"{args.name}.yaml")
+    keys = ("seed", "num_train", "num_val", "image_size", "num_classes")
+    for key in keys:
+        if getattr(args, key) is not None:
+            node[key] = getattr(args, key)
+    if args.root is not None:
+        node.root = args.root
+    splits = BUILTIN_DATASETS[args.name](
+        Path(node.root).expanduser(), **{key: int(node[key]) for key in keys}
     )
     for name, path in splits._asdict().items():
         _out.print(f"{name}: {escape(str(path))}")
@@ -496,13 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and evaluate one experiment (Hydra overrides; -m for a multirun sweep)",
         add_help=False,
     )
-    data = verbs.add_parser("data", help="build the built-in synthetic data set")
+    data = verbs.add_parser(
+        "data", help="build a built-in synthetic data set (defaults: conf/data/NAME.yaml)"
+    )
+    data.add_argument("--name", default="shapes", help="shapes or textures (data.name)")
     data.add_argument("--root", default=None, help="cache folder (default: the run's)")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--num-train", type=int, default=2000)
-    data.add_argument("--num-val", type=int, default=200)
-    data.add_argument("--image-size", type=int, default=128)
-    data.add_argument("--num-classes", type=int, default=6)
+    data.add_argument("--seed", type=int, default=None)
+    data.add_argument("--num-train", type=int, default=None)
+    data.add_argument("--num-val", type=int, default=None)
+    data.add_argument("--image-size", type=int, default=None)
+    data.add_argument("--num-classes", type=int, default=None)
     pre = verbs.add_parser(
         "pretrain",
         help="pretrain a backbone on fractals into the cache (what backbone.weights=builtin uses)",

@@ -223,3 +223,21 @@ def test_an_internal_error_keeps_its_traceback_and_says_it_is_a_bug(monkeypatch,
     err = capsys.readouterr().err
     assert "Traceback" in err and "TypeError: an internal mistake" in err
     assert "bug in alrp-lab" in err
+
+
+@pytest.mark.parametrize("name", ["shapes", "textures"])
+def test_data_builds_into_the_folder_a_run_reads(tmp_path, monkeypatch, capsys, name):
+    monkeypatch.setenv("ALRP_LAB_DATA", str(tmp_path))
+    args = ["--num-train", "2", "--num-val", "2", "--image-size", "32"]
+    assert main(["data", "--name", name, *args]) == 0
+    # conf/data/NAME.yaml's cache folder, with its other defaults (seed 0, 6 classes).
+    root = tmp_path / f"{name}-s0-n2-v2-32px-c6"
+    printed = capsys.readouterr().out.replace("\n", "")  # rich wraps long paths
+    assert f"train_ann: {root / 'annotations' / 'instances_train.json'}" in printed
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["generator"] == f"alrp-lab {name}" and manifest["params"]["num_classes"] == 6
+
+
+def test_data_refuses_an_unknown_name(capsys):
+    assert main(["data", "--name", "coco"]) == 2
+    assert "shapes, textures" in capsys.readouterr().err

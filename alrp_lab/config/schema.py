@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from alrp_lab.assigners import ASSIGNERS
-from alrp_lab.data import AUGMENTS, DATASETS
+from alrp_lab.data import AUGMENTS, BUILTIN_DATASETS, DATASETS
 from alrp_lab.engine.amp import AMP_MODES
 from alrp_lab.errors import ConfigError
 from alrp_lab.losses import BOX_ERRORS, CLASSIFICATION_LOSSES
@@ -117,7 +117,7 @@ class DataConfig:
     test_size: int = MISSING
     augment: str = MISSING
     num_workers: int = MISSING
-    # data=shapes only.
+    # The built-in sets only (data=shapes, data=textures).
     seed: int | None = None
     num_train: int | None = None
     num_val: int | None = None
@@ -129,9 +129,10 @@ class DataConfig:
 
 
 _DATA_COMMON = ("name", "root", "train_size", "test_size", "augment", "num_workers")
+_BUILTIN_KEYS = (*_DATA_COMMON, "seed", "num_train", "num_val", "image_size", "num_classes")
 # The keys each data set reads.
 DATA_KEYS = {
-    "shapes": (*_DATA_COMMON, "seed", "num_train", "num_val", "image_size", "num_classes"),
+    **dict.fromkeys(BUILTIN_DATASETS, _BUILTIN_KEYS),
     "coco": (*_DATA_COMMON, "train_split", "val_split"),
 }
 

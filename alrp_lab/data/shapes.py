@@ -10,42 +10,34 @@ columns ``x0..x1`` gives ``bbox = [x0, y0, x1 - x0 + 1, y1 - y0 + 1]`` (pixel ed
 never changes a box; the final colour jitter and sensor noise act on every pixel alike.
 
 Category ids are deliberately not contiguous (1, 2, 3, 5, 7, ...), as in real COCO, so the
-id mapping of :class:`~alrp_lab.data.coco.CocoDetection` is exercised.
-
-Layout written under ``root``::
-
-    manifest.json                     generation parameters + format version
-    train/000001.png ...              images
-    val/000001.png ...
-    annotations/instances_train.json  COCO: images, annotations, categories
-    annotations/instances_val.json
-
-The folder is built in a temporary sibling and published with one ``rename``, so an
-interrupted build never leaves a half cache and two processes building at once agree.
+id mapping of :class:`~alrp_lab.data.coco.CocoDetection` is exercised. The folder layout
+and the atomic cache are :mod:`~alrp_lab.data.synthetic`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from alrp_lab.errors import DataError, RunError
+from alrp_lab.data.synthetic import (
+    MIN_PIXELS,
+    DrawnObject,
+    Occlusion,
+    SyntheticSplits,
+    build_cached,
+    write_split,
+)
+from alrp_lab.errors import DataError
 
 __all__ = ["SHAPE_CLASSES", "ShapesSplits", "build_shapes_dataset", "FORMAT_VERSION"]
 
 # Bump when the drawing changes: a cache with another version is rebuilt.
 FORMAT_VERSION = 1
 _GENERATOR = "alrp-lab shapes"
-# Fewest pixels an object may show: below this no shape is recognisable.
-_MIN_PIXELS = 4
 
 # (name, COCO category id): ids skip values on purpose, like COCO's 1..90 with gaps.
 SHAPE_CLASSES: tuple[tuple[str, int], ...] = (
@@ -72,21 +64,8 @@ _ASPECT = {
     "star": (0.85, 1.15),
 }
 
-
-class ShapesSplits(NamedTuple):
-    """Where the generated splits live: image folders and COCO annotation files."""
-
-    train_images: Path
-    train_ann: Path
-    val_images: Path
-    val_ann: Path
-
-
-def _splits(root: Path) -> ShapesSplits:
-    ann = root / "annotations"
-    return ShapesSplits(
-        root / "train", ann / "instances_train.json", root / "val", ann / "instances_val.json"
-    )
+# The splits of a shapes cache (the name predates the second built-in set).
+ShapesSplits = SyntheticSplits
 
 
 # ----------------------------------------------------------------------------- masks
@@ -212,7 +191,7 @@ def _render_image(
     max_frac: float,
     min_visible: float,
     max_clutter: int,
-) -> tuple[np.ndarray, list[tuple[int, list[float], float]], np.ndarray]:
+) -> tuple[np.ndarray, list[DrawnObject], np.ndarray]:
     """Draw one image.
 
     Returns (pixels uint8 (s, s, 3), objects [(class index, bbox xywh, visible area)],
@@ -220,27 +199,17 @@ def _render_image(
     """
     s = image_size
     img = _draw_clutter(rng, _background(rng, s), int(rng.integers(0, max_clutter + 1)))
-    ids = np.zeros((s, s), dtype=np.int16)  # 0 = background, k = object k (1-based)
-    full: list[int] = [0]  # full (unoccluded) pixel count per object id
-    visible = np.zeros(num_objects + 1, dtype=np.int64)
-    labels: list[int] = []
-    windows: list[tuple[int, int, int, int]] = []  # (x0, y0, w, h) of each drawn mask
+    canvas = Occlusion(s, num_objects, min_visible)
     for _ in range(num_objects):
         for _attempt in range(10):
             cls = int(rng.integers(len(classes)))
             x0, y0, mask = _place(rng, classes[cls], s, min_frac, max_frac)
-            area = int(mask.sum())
-            if area < _MIN_PIXELS:
+            if int(mask.sum()) < MIN_PIXELS:
+                continue
+            remaining = canvas.fits(x0, y0, mask)
+            if remaining is None:
                 continue
             h, w = mask.shape
-            window = ids[y0 : y0 + h, x0 : x0 + w]
-            covered = np.bincount(window[mask], minlength=len(full))
-            remaining = visible[: len(full)] - covered
-            # Every earlier object keeps its share and at least 4 pixels (so it has a box).
-            needed = np.maximum(min_visible * np.asarray(full[1:]), _MIN_PIXELS)
-            if np.any(remaining[1:] < needed):
-                continue
-            k = len(full)
             # A colour that stands out from what lies under the shape.
             under = img[y0 : y0 + h, x0 : x0 + w][mask].mean(axis=0)
             colour = rng.uniform(0, 255, size=3)
@@ -248,13 +217,8 @@ def _render_image(
                 if np.abs(colour - under).sum() > 120:
                     break
                 colour = rng.uniform(0, 255, size=3)
-            window[mask] = k
             img[y0 : y0 + h, x0 : x0 + w][mask] = colour
-            visible[: len(full)] = remaining
-            visible[k] = area
-            full.append(area)
-            labels.append(cls)
-            windows.append((x0, y0, w, h))
+            canvas.add(cls, x0, y0, mask, remaining)
             break
     # Colour jitter and sensor noise act on every pixel alike, so masks (and boxes) stay put.
     alpha = rng.uniform(0.75, 1.25)
@@ -262,18 +226,7 @@ def _render_image(
     noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
     img = img * np.float32(alpha) + np.float32(beta) + noise
     out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-    objects = []
-    for k, (cls, (wx, wy, ww, wh)) in enumerate(zip(labels, windows, strict=True), start=1):
-        # Occluders only remove pixels, so the visible ones lie inside the drawn window.
-        m = ids[wy : wy + wh, wx : wx + ww] == k
-        cols = np.flatnonzero(m.any(axis=0))
-        rows = np.flatnonzero(m.any(axis=1))
-        x0, x1 = wx + int(cols[0]), wx + int(cols[-1])
-        y0, y1 = wy + int(rows[0]), wy + int(rows[-1])
-        bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
-        objects.append((cls, bbox, float(visible[k])))
-    return out, objects, ids
+    return out, canvas.objects(), canvas.ids
 
 
 def _write_split(
@@ -283,22 +236,10 @@ def _write_split(
     num_images: int,
     params: dict[str, Any],
 ) -> None:
-    names = [name for name, _ in SHAPE_CLASSES[: params["num_classes"]]]
-    cat_ids = [cid for _, cid in SHAPE_CLASSES[: params["num_classes"]]]
-    out_dir.mkdir(parents=True)
-    images, annotations = [], []
-    any_empty = False
-    for index in range(num_images):
-        # One stream per image: an image depends only on (seed, split, index).
-        rng = np.random.default_rng([params["seed"], split_code, index])
-        n = (
-            0
-            if rng.random() < params["empty_fraction"]
-            else int(rng.integers(1, params["max_objects"] + 1))
-        )
-        if index == num_images - 1 and num_images >= 2 and not any_empty:
-            n = 0  # COCO has images without objects; every split gets at least one
-        any_empty |= n == 0
+    categories = SHAPE_CLASSES[: params["num_classes"]]
+    names = [name for name, _ in categories]
+
+    def render(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[DrawnObject]]:
         pixels, objects, _ = _render_image(
             rng,
             params["image_size"],
@@ -309,88 +250,23 @@ def _write_split(
             params["min_visible"],
             params["max_clutter"],
         )
-        image_id = index + 1
-        file_name = f"{image_id:06d}.png"
-        # compress_level=1: generation speed matters more than cache size here.
-        Image.fromarray(pixels).save(out_dir / file_name, format="PNG", compress_level=1)
-        s = params["image_size"]
-        images.append({"id": image_id, "file_name": file_name, "width": s, "height": s})
-        for cls, bbox, area in objects:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_ids[cls],
-                    "bbox": bbox,
-                    "area": area,
-                    "iscrowd": 0,
-                    "segmentation": [],
-                }
-            )
-    data = {
-        "info": {"description": "alrp-lab synthetic shapes", "version": str(FORMAT_VERSION)},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": cid, "name": name, "supercategory": "shape"}
-            for name, cid in zip(names, cat_ids, strict=True)
-        ],
-    }
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    ann_file.write_text(json.dumps(data, separators=(",", ":")))
+        return pixels, objects
 
-
-# ------------------------------------------------------------------------------ cache
-
-
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def _is_valid_cache(root: Path, params: dict[str, Any]) -> bool:
-    manifest = _read_manifest(root)
-    if manifest is None or manifest.get("version") != FORMAT_VERSION:
-        return False
-    if manifest.get("params") != params:
-        return False
-    return all(p.exists() for p in _splits(root))
-
-
-def _is_ours(root: Path) -> bool:
-    """True when ``root`` is absent, empty, or a shapes cache (safe to replace)."""
-    if not root.exists():
-        return True
-    if not root.is_dir():
-        return False
-    manifest = _read_manifest(root)
-    if manifest is not None and manifest.get("generator") == _GENERATOR:
-        return True
-    return not any(root.iterdir())
-
-
-def _publish(tmp: Path, root: Path, is_current: Callable[[Path], bool]) -> None:
-    """Move the finished ``tmp`` to ``root`` with one rename; a stale ``root`` goes first."""
-    for _ in range(5):
-        try:
-            os.rename(tmp, root)  # atomic; fails when root is a non-empty directory
-            return
-        except OSError:
-            if is_current(root):  # another process published the same data first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            trash = root.with_name(f".{root.name}.stale-{uuid.uuid4().hex[:12]}")
-            try:
-                os.rename(root, trash)
-            except FileNotFoundError:
-                pass  # someone else moved it aside already
-            shutil.rmtree(trash, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise RunError(f"could not publish the shapes data set to {root}; remove it and retry")
+    write_split(
+        out_dir,
+        ann_file,
+        seed=params["seed"],
+        split_code=split_code,
+        num_images=num_images,
+        image_size=params["image_size"],
+        empty_fraction=params["empty_fraction"],
+        max_objects=params["max_objects"],
+        render=render,
+        categories=categories,
+        supercategory="shape",
+        description="alrp-lab synthetic shapes",
+        version=FORMAT_VERSION,
+    )
 
 
 def build_shapes_dataset(
@@ -459,26 +335,16 @@ def build_shapes_dataset(
         "min_visible": float(min_visible),
         "max_clutter": int(max_clutter),
     }
-    root = Path(root).expanduser()
-    if _is_valid_cache(root, params):
-        return _splits(root)
-    if not _is_ours(root):
-        raise DataError(
-            f"{root} exists and is not a shapes cache (no manifest.json of ours); "
-            "point data.root at an empty or new folder"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        tmp_splits = _splits(tmp)
-        _write_split(tmp_splits.train_images, tmp_splits.train_ann, 0, num_train, params)
-        _write_split(tmp_splits.val_images, tmp_splits.val_ann, 1, num_val, params)
-        # Written last: a folder with a manifest is a finished one.
-        manifest = {"generator": _GENERATOR, "version": FORMAT_VERSION, "params": params}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _publish(tmp, root, lambda r: _is_valid_cache(r, params))
-    return _splits(root)
+
+    def write(splits: SyntheticSplits) -> None:
+        # Looked up at call time, so tests can stand in for one split's writer.
+        _write_split(splits.train_images, splits.train_ann, 0, num_train, params)
+        _write_split(splits.val_images, splits.val_ann, 1, num_val, params)
+
+    return build_cached(
+        Path(root).expanduser(),
+        generator=_GENERATOR,
+        version=FORMAT_VERSION,
+        params=params,
+        write=write,
+    )

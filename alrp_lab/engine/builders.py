@@ -13,8 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from alrp_lab.data import BUILTIN_DATASETS
 from alrp_lab.data.coco import CocoDetection, coco_paths
-from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.data.transforms import build_transforms
 from alrp_lab.errors import DataError
 from alrp_lab.models import DETECTORS
@@ -32,14 +32,15 @@ def backbone_weights_path(cfg: DictConfig) -> str | None:
 def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, CocoDetection]:
     """(train, val) data sets for ``data`` (the ``data`` config node).
 
-    The built-in set is generated on first use (rank 0 first under torchrun, so the
+    A built-in set is generated on first use (rank 0 first under torchrun, so the
     others read a finished cache).
     """
-    if data.name == "shapes":
+    if data.name in BUILTIN_DATASETS:
         root = Path(data.root).expanduser()
+        build = BUILTIN_DATASETS[data.name]
 
         def make():
-            return build_shapes_dataset(
+            return build(
                 root,
                 seed=data.seed,
                 num_train=data.num_train,
@@ -60,7 +61,9 @@ def build_datasets(data: DictConfig, ctx: Any = None) -> tuple[CocoDetection, Co
         train_dir, train_ann = coco_paths(root, data.train_split)
         val_dir, val_ann = coco_paths(root, data.val_split)
     else:  # the schema has already rejected other names
-        raise ValueError(f"unknown data set {data.name!r}: use data=shapes or data=coco")
+        raise ValueError(
+            f"unknown data set {data.name!r}: use data=shapes, data=textures or data=coco"
+        )
 
     train_set = CocoDetection(
         train_dir,

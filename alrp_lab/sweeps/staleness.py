@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from alrp_lab.config.schema import CHOICE_NODES, section_keys
+from alrp_lab.data import BUILTIN_DATASETS
 from alrp_lab.tracking.results import config_digest
 
 # Top-level sections and dotted keys that do not change what a run computes. The lr rule's
@@ -86,7 +87,7 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
             if keys is not None:
                 out[section] = {k: v for k, v in node.items() if k in keys}
     data = out.get("data")
-    if isinstance(data, dict) and data.get("name") == "shapes":
+    if isinstance(data, dict) and data.get("name") in BUILTIN_DATASETS:
         data.pop("root", None)  # ~/.cache/alrp-lab/shapes-s0-n1200-...: the machine's cache
     if (out.get("backbone") or {}).get("weights") != "builtin":
         out.pop("pretrain", None)  # only the built-in weights are made from it

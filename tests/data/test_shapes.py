@@ -130,26 +130,9 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
-def test_publish_when_another_process_won_or_cache_is_stale(tmp_path: Path) -> None:
-    root, tmp = tmp_path / "cache", tmp_path / ".cache.building"
-    root.mkdir()
-    (root / "theirs").write_text("published first")
-    tmp.mkdir()
-    (tmp / "ours").write_text("late")
-    # The other process's copy is current: keep it, discard ours.
-    shapes._publish(tmp, root, lambda r: True)
-    assert (root / "theirs").exists() and not tmp.exists()
-    # The copy in place is stale: ours replaces it whole.
-    tmp.mkdir()
-    (tmp / "ours").write_text("fresh")
-    shapes._publish(tmp, root, lambda r: False)
-    assert sorted(p.name for p in root.iterdir()) == ["ours"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
-
-
 def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("user data")
-    with pytest.raises(ValueError, match="not a shapes cache"):
+    with pytest.raises(ValueError, match="not a built-in data cache"):
         build_shapes_dataset(tmp_path, **SMALL)
     assert (tmp_path / "mine.txt").exists()
 

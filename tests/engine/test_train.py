@@ -55,6 +55,7 @@ def test_smoke_run_writes_a_completed_results_file(tmp_path):
         ("detector=foveabox", "loss=focal", "box_error=smooth_l1", "box_error.beta=0.11"),
         ("detector=faster_rcnn", "assigner=max_iou", "train.lr=0.004"),
         ("detector=faster_rcnn", "loss=ce", "box_error=l1"),
+        ("data=textures", "loss=ap", "box_error=smooth_l1"),
     ],
 )
 def test_every_loss_choice_runs(tmp_path, overrides):
