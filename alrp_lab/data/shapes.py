@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from alrp_lab.data.synthetic import (
+    GENERATOR_PREFIX,
     MIN_PIXELS,
     DrawnObject,
     Occlusion,
@@ -37,7 +38,7 @@ __all__ = ["SHAPE_CLASSES", "ShapesSplits", "build_shapes_dataset", "FORMAT_VERS
 
 # Bump when the drawing changes: a cache with another version is rebuilt.
 FORMAT_VERSION = 1
-_GENERATOR = "alrp-lab shapes"
+_GENERATOR = f"{GENERATOR_PREFIX}shapes"
 
 # (name, COCO category id): ids skip values on purpose, like COCO's 1..90 with gaps.
 SHAPE_CLASSES: tuple[tuple[str, int], ...] = (

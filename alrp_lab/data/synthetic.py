@@ -31,7 +31,22 @@ from PIL import Image
 
 from alrp_lab.errors import DataError, RunError
 
-__all__ = ["MIN_PIXELS", "Occlusion", "SyntheticSplits", "build_cached", "splits_of", "write_split"]
+__all__ = [
+    "GENERATOR_PREFIX",
+    "MIN_PIXELS",
+    "DrawnObject",
+    "Occlusion",
+    "SyntheticSplits",
+    "build_cached",
+    "publish",
+    "read_manifest",
+    "splits_of",
+    "write_split",
+]
+
+# Every built-in set's manifest names its generator "alrp-lab NAME": a cache of one set may
+# be replaced by another's, never a folder of anyone else's.
+GENERATOR_PREFIX = "alrp-lab "
 
 # Fewest pixels an object may show: below this no object is recognisable.
 MIN_PIXELS = 4
@@ -63,7 +78,8 @@ def splits_of(root: Path) -> SyntheticSplits:
 
 
 class Occlusion:
-    """Which object owns each pixel of one image, as objects are drawn front to back.
+    """Which object owns each pixel of one image, as objects are drawn back to front (each
+    new one on top).
 
     A later object may hide at most ``1 - min_visible`` of every earlier one's pixels, and
     never leave one with fewer than :data:`MIN_PIXELS`, so every object keeps a box.
@@ -206,14 +222,15 @@ def _is_valid_cache(root: Path, generator: str, version: int, params: dict[str, 
     return all(p.exists() for p in splits_of(root))
 
 
-def _is_replaceable(root: Path, generators: Sequence[str]) -> bool:
-    """True when ``root`` is absent, empty, or a cache of one of ``generators``."""
+def _is_replaceable(root: Path) -> bool:
+    """True when ``root`` is absent, empty, or a cache of one of the built-in sets."""
     if not root.exists():
         return True
     if not root.is_dir():
         return False
     manifest = read_manifest(root)
-    if manifest is not None and manifest.get("generator") in generators:
+    generator = manifest.get("generator") if manifest is not None else None
+    if isinstance(generator, str) and generator.startswith(GENERATOR_PREFIX):
         return True
     return not any(root.iterdir())
 
@@ -238,10 +255,6 @@ def publish(tmp: Path, root: Path, is_current: Callable[[Path], bool]) -> None:
     raise RunError(f"could not publish the data set to {root}; remove it and retry")
 
 
-# Every generator's manifest name: a cache of one may be replaced by another's.
-GENERATORS = ("alrp-lab shapes", "alrp-lab textures")
-
-
 def build_cached(
     root: Path,
     *,
@@ -255,7 +268,9 @@ def build_cached(
     """
     if _is_valid_cache(root, generator, version, params):
         return splits_of(root)
-    if not _is_replaceable(root, GENERATORS):
+    if not generator.startswith(GENERATOR_PREFIX):
+        raise ValueError(f"a generator's name starts with {GENERATOR_PREFIX!r}: {generator!r}")
+    if not _is_replaceable(root):
         raise DataError(
             f"{root} exists and is not a built-in data cache (no manifest.json of ours); "
             "point data.root at an empty or new folder"

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from alrp_lab.data.synthetic import (
+    GENERATOR_PREFIX,
     MIN_PIXELS,
     DrawnObject,
     Occlusion,
@@ -43,7 +44,7 @@ __all__ = ["TEXTURE_CLASSES", "build_textures_dataset", "FORMAT_VERSION"]
 
 # Bump when the drawing changes: a cache with another version is rebuilt.
 FORMAT_VERSION = 1
-_GENERATOR = "alrp-lab textures"
+_GENERATOR = f"{GENERATOR_PREFIX}textures"
 
 # (name, COCO category id): ids skip values on purpose, as in the shapes set and COCO.
 TEXTURE_CLASSES: tuple[tuple[str, int], ...] = (
@@ -66,6 +67,7 @@ _RIM = np.linspace(0, 2 * np.pi, 256, endpoint=False, dtype=np.float32)
 
 
 def _rotated(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates x (1, w), y (h, 1) turned by ``angle``: (a, b), each (h, w)."""
     c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     return c * x + s * y, c * y - s * x
 
@@ -74,7 +76,8 @@ def _texture(rng: np.random.Generator, name: str, x: np.ndarray, y: np.ndarray) 
     """One instance of a class's texture: x (1, w), y (h, 1) pixel offsets from the
     object's centre -> t (h, w) float32 in [0, 1], the mix between its two colours.
 
-    Periods are 3-9 px, so a 15 px object shows two or more of them."""
+    Its features (a stripe, a check, a dot, a ring, a blob, a 2 px grain) are 2-9 px
+    across, so an object 15 px long shows both colours (tested on 15 x 8 windows)."""
     a, b = _rotated(x, y, rng.uniform(0, np.pi))
     phase = np.float32(rng.uniform(0, 1))
     two_pi = np.float32(2 * np.pi)
@@ -98,7 +101,10 @@ def _texture(rng: np.random.Generator, name: str, x: np.ndarray, y: np.ndarray) 
         line_b = np.abs((b / period) % 1 - 0.5) < 0.14
         return (line_a | line_b).astype(np.float32)
     if name == "speckle":
-        return (rng.random(np.broadcast_shapes(x.shape, y.shape)) < 0.25).astype(np.float32)
+        # Grains of 2 x 2 px: single pixels would be lost to the blur and sensor noise.
+        h, w = np.broadcast_shapes(x.shape, y.shape)
+        grains = rng.random(((h + 1) // 2, (w + 1) // 2)) < 0.25
+        return grains.repeat(2, axis=0).repeat(2, axis=1)[:h, :w].astype(np.float32)
     if name == "waves":
         period = np.float32(rng.uniform(5, 8))
         amplitude = np.float32(rng.uniform(1.5, 3.0))
@@ -107,11 +113,17 @@ def _texture(rng: np.random.Generator, name: str, x: np.ndarray, y: np.ndarray) 
         return 0.5 + 0.5 * np.sin(two_pi * ((a + bend) / period + phase))
     if name == "blotches":
         h, w = np.broadcast_shapes(x.shape, y.shape)
-        # Blobs about 6-9 px across: a coarse random grid, upsampled and thresholded.
-        cell = rng.uniform(6, 9)
-        grid = rng.integers(0, 256, size=(int(h / cell) + 2, int(w / cell) + 2), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(grid).resize((w, h), Image.BILINEAR))
-        return (smooth > 127).astype(np.float32)
+        # Blobs about one cell (4-6 px) across, whatever the window's size: a random grid
+        # of that pitch, interpolated bilinearly at each pixel and thresholded.
+        cell = np.float32(rng.uniform(4, 6))
+        grid = rng.random((int(h / cell) + 3, int(w / cell) + 3), dtype=np.float32)
+        ry = (np.arange(h, dtype=np.float32) / cell + np.float32(rng.uniform(0, 1)))[:, None]
+        rx = (np.arange(w, dtype=np.float32) / cell + np.float32(rng.uniform(0, 1)))[None, :]
+        i, j = ry.astype(np.int64), rx.astype(np.int64)
+        fy, fx = ry - i, rx - j
+        top = grid[i, j] * (1 - fx) + grid[i, j + 1] * fx
+        bottom = grid[i + 1, j] * (1 - fx) + grid[i + 1, j + 1] * fx
+        return ((top * (1 - fy) + bottom * fy) > 0.5).astype(np.float32)
     raise DataError(f"unknown texture {name!r}")
 
 
@@ -121,16 +133,26 @@ def _texture(rng: np.random.Generator, name: str, x: np.ndarray, y: np.ndarray) 
 def _silhouette(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """A random star-convex outline: u (1, w), v (h, 1) in [-1, 1] -> inside, bool (h, w).
 
-    Its radius peaks at 1, so the outline reaches the window's edge in some direction, and
-    never falls under 0.25 (no lobe is cut off from the rest)."""
+    The outline's extent is stretched onto the window, so it touches all four sides (to
+    the pixel) and the object's box is the window's; its radius never falls under a
+    quarter of its peak, so no lobe hangs by a thin neck."""
     amps = rng.uniform(0, 0.4, size=4).astype(np.float32) / (_HARMONICS - 1) ** 0.7
     phases = rng.uniform(0, 2 * np.pi, size=4).astype(np.float32)
 
-    def radius(t: np.ndarray) -> np.ndarray:
+    def raw(t: np.ndarray) -> np.ndarray:
         return 1 + (amps * np.cos(_HARMONICS * t[..., None] + phases)).sum(-1)
 
-    peak = radius(_RIM).max()
-    return np.hypot(u, v) <= np.maximum(radius(np.arctan2(v, u)) / peak, 0.25)
+    floor = np.float32(0.25) * raw(_RIM).max()
+
+    def radius(t: np.ndarray) -> np.ndarray:
+        return np.maximum(raw(t), floor)
+
+    rim = radius(_RIM)
+    rx, ry = rim * np.cos(_RIM), rim * np.sin(_RIM)
+    # Map [-1, 1] onto the outline's own extent, which need not be centred.
+    x = rx.min() + (u + 1) / 2 * (rx.max() - rx.min())
+    y = ry.min() + (v + 1) / 2 * (ry.max() - ry.min())
+    return np.hypot(x, y) <= radius(np.arctan2(y, x))
 
 
 def _place(

@@ -11,6 +11,8 @@ from alrp_lab.data import shapes
 from alrp_lab.data.coco import CocoDetection
 from alrp_lab.data.shapes import SHAPE_CLASSES, build_shapes_dataset
 
+# sha256 over (relative path + bytes) of every file of the 48 px build in the test below.
+GOLDEN_V1 = "b2ceab9256c76af7f1d97f3b4b6fa106b5e8045e70832b4845af08d908bb4e72"
 SMALL = {"seed": 3, "num_train": 12, "num_val": 5, "image_size": 64, "num_classes": 5}
 
 
@@ -85,6 +87,20 @@ def test_shapes_span_sizes_and_aspect_ratios() -> None:
             assert x0 + mask.shape[1] <= 200 and y0 + mask.shape[0] <= 200
     assert min(longest) < 0.1 and max(longest) > 0.5
     assert min(ratios) < 1 / 3 and max(ratios) > 3  # bars, upright and flat
+
+
+def test_the_generated_bytes_are_those_of_format_version_1(tmp_path: Path) -> None:
+    """A change to the drawing (or to the shared writer) must bump FORMAT_VERSION: the
+    committed results were trained on these bytes and every machine's cache holds them."""
+    import hashlib
+
+    root = tmp_path / "c"
+    build_shapes_dataset(root, seed=0, num_train=4, num_val=2, image_size=48, num_classes=6)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    assert shapes.FORMAT_VERSION == 1
+    assert digest.hexdigest() == GOLDEN_V1
 
 
 def test_same_seed_gives_identical_files(tmp_path: Path, built: shapes.ShapesSplits) -> None:

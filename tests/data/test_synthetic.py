@@ -29,7 +29,7 @@ def test_occlusion_keeps_every_earlier_object_visible_and_its_box_tight() -> Non
 
 
 def test_write_split_gives_each_image_its_own_stream(tmp_path: Path) -> None:
-    seen = []
+    seen: list[tuple[float, int]] = []
 
     def render(rng: np.random.Generator, n: int):
         seen.append((float(rng.random()), n))
@@ -37,6 +37,7 @@ def test_write_split_gives_each_image_its_own_stream(tmp_path: Path) -> None:
 
     common = dict(
         seed=5,
+        num_images=3,
         image_size=8,
         empty_fraction=0.0,
         max_objects=2,
@@ -46,15 +47,22 @@ def test_write_split_gives_each_image_its_own_stream(tmp_path: Path) -> None:
         description="test",
         version=1,
     )
-    synthetic.write_split(tmp_path / "a", tmp_path / "a.json", split_code=0, num_images=3, **common)
-    first = list(seen)
+    synthetic.write_split(tmp_path / "a", tmp_path / "a.json", split_code=0, **common)
+    # Image k draws from default_rng([seed, split, k]) alone: its object count, then what
+    # the renderer draws.
+    for k, (draw, n) in enumerate(seen):
+        rng = np.random.default_rng([5, 0, k])
+        rng.random()  # the empty-image draw
+        expected_n = int(rng.integers(1, 3))
+        assert draw == rng.random()
+        assert n == (0 if k == 2 else expected_n)  # the last is made empty when none was
+    first = [draw for draw, _ in seen]
     seen.clear()
-    synthetic.write_split(tmp_path / "b", tmp_path / "b.json", split_code=0, num_images=2, **common)
-    # Image k's stream does not depend on how many images follow it.
-    assert [draw for draw, _ in seen] == [draw for draw, _ in first[:2]]
+    synthetic.write_split(tmp_path / "b", tmp_path / "b.json", split_code=1, **common)
+    assert not set(first) & {draw for draw, _ in seen}  # the other split draws other images
     data = json.loads((tmp_path / "a.json").read_text())
     assert {a["category_id"] for a in data["annotations"]} == {9}
-    assert first[-1][1] == 0  # the last image is made empty when none was
+    assert [c["id"] for c in data["categories"]] == [4, 9]
 
 
 def test_publish_when_another_process_won_or_cache_is_stale(tmp_path: Path) -> None:
