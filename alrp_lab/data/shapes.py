@@ -30,6 +30,7 @@ from alrp_lab.data.synthetic import (
     Occlusion,
     SyntheticSplits,
     build_cached,
+    generation_params,
     write_split,
 )
 from alrp_lab.errors import DataError
@@ -256,12 +257,9 @@ def _write_split(
     write_split(
         out_dir,
         ann_file,
-        seed=params["seed"],
         split_code=split_code,
         num_images=num_images,
-        image_size=params["image_size"],
-        empty_fraction=params["empty_fraction"],
-        max_objects=params["max_objects"],
+        params=params,
         render=render,
         categories=categories,
         supercategory="shape",
@@ -307,45 +305,27 @@ def build_shapes_dataset(
     Returns:
         :class:`ShapesSplits` with the image folders and annotation files of both splits.
     """
-    checks = [
-        (num_train >= 1 and num_val >= 1, "num_train and num_val must be at least 1"),
-        (image_size >= 32, f"image_size must be at least 32 pixels, got {image_size}"),
-        (
-            1 <= num_classes <= len(SHAPE_CLASSES),
-            f"num_classes must be in 1..{len(SHAPE_CLASSES)}, got {num_classes}",
-        ),
-        (max_objects >= 1, f"max_objects must be at least 1, got {max_objects}"),
-        (0.0 <= empty_fraction <= 1.0, "empty_fraction must be in [0, 1]"),
-        (0.0 < min_size <= max_size <= 1.0, "need 0 < min_size <= max_size <= 1"),
-        (0.0 <= min_visible <= 1.0, "min_visible must be in [0, 1]"),
-        (max_clutter >= 0, "max_clutter must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(f"build_shapes_dataset: {message}")
-    params: dict[str, Any] = {
-        "seed": int(seed),
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "image_size": int(image_size),
-        "num_classes": int(num_classes),
-        "max_objects": int(max_objects),
-        "empty_fraction": float(empty_fraction),
-        "min_size": float(min_size),
-        "max_size": float(max_size),
-        "min_visible": float(min_visible),
-        "max_clutter": int(max_clutter),
-    }
-
-    def write(splits: SyntheticSplits) -> None:
-        # Looked up at call time, so tests can stand in for one split's writer.
-        _write_split(splits.train_images, splits.train_ann, 0, num_train, params)
-        _write_split(splits.val_images, splits.val_ann, 1, num_val, params)
+    params = generation_params(
+        "build_shapes_dataset",
+        len(SHAPE_CLASSES),
+        seed=seed,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        num_classes=num_classes,
+        max_objects=max_objects,
+        empty_fraction=empty_fraction,
+        min_size=min_size,
+        max_size=max_size,
+        min_visible=min_visible,
+        max_clutter=max_clutter,
+    )
 
     return build_cached(
         Path(root).expanduser(),
         generator=_GENERATOR,
         version=FORMAT_VERSION,
         params=params,
-        write=write,
+        # Looked up at call time, so tests can stand in for one split's writer.
+        write_one=lambda *args: _write_split(*args),
     )

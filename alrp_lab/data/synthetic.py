@@ -38,6 +38,7 @@ __all__ = [
     "Occlusion",
     "SyntheticSplits",
     "build_cached",
+    "generation_params",
     "publish",
     "read_manifest",
     "splits_of",
@@ -133,6 +134,59 @@ class Occlusion:
         return out
 
 
+# ------------------------------------------------------------------------ parameters
+
+
+def generation_params(
+    builder: str,
+    known_classes: int,
+    *,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    image_size: int,
+    num_classes: int,
+    max_objects: int,
+    empty_fraction: float,
+    min_size: float,
+    max_size: float,
+    min_visible: float,
+    max_clutter: int,
+) -> dict[str, Any]:
+    """Check the parameters every built-in set takes and return them as its manifest
+    records them (plain ints and floats). ``builder`` names the function in errors;
+    ``known_classes`` is how many classes the set can draw."""
+    checks = [
+        (num_train >= 1 and num_val >= 1, "num_train and num_val must be at least 1"),
+        (image_size >= 32, f"image_size must be at least 32 pixels, got {image_size}"),
+        (
+            1 <= num_classes <= known_classes,
+            f"num_classes must be in 1..{known_classes}, got {num_classes}",
+        ),
+        (max_objects >= 1, f"max_objects must be at least 1, got {max_objects}"),
+        (0.0 <= empty_fraction <= 1.0, "empty_fraction must be in [0, 1]"),
+        (0.0 < min_size <= max_size <= 1.0, "need 0 < min_size <= max_size <= 1"),
+        (0.0 <= min_visible <= 1.0, "min_visible must be in [0, 1]"),
+        (max_clutter >= 0, "max_clutter must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(f"{builder}: {message}")
+    return {
+        "seed": int(seed),
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": int(image_size),
+        "num_classes": int(num_classes),
+        "max_objects": int(max_objects),
+        "empty_fraction": float(empty_fraction),
+        "min_size": float(min_size),
+        "max_size": float(max_size),
+        "min_visible": float(min_visible),
+        "max_clutter": int(max_clutter),
+    }
+
+
 # ------------------------------------------------------------------------------ COCO
 
 
@@ -140,12 +194,9 @@ def write_split(
     out_dir: Path,
     ann_file: Path,
     *,
-    seed: int,
     split_code: int,
     num_images: int,
-    image_size: int,
-    empty_fraction: float,
-    max_objects: int,
+    params: dict[str, Any],
     render: Renderer,
     categories: Sequence[tuple[str, int]],
     supercategory: str,
@@ -154,11 +205,14 @@ def write_split(
 ) -> None:
     """Draw ``num_images`` images with ``render`` into ``out_dir`` and their COCO file.
 
-    Each image has its own random stream, ``default_rng([seed, split_code, index])``, so
-    an image depends only on those three numbers. Objects per image: none with probability
+    ``params`` are the set's generation parameters (:func:`generation_params`). Each image
+    has its own random stream, ``default_rng([seed, split_code, index])``, so an image
+    depends only on those three numbers. Objects per image: none with probability
     ``empty_fraction``, else uniform in 1..max_objects; every split of two or more images
     gets at least one image without objects, as COCO has.
     """
+    seed, image_size = params["seed"], params["image_size"]
+    empty_fraction, max_objects = params["empty_fraction"], params["max_objects"]
     out_dir.mkdir(parents=True)
     images, annotations = [], []
     any_empty = False
@@ -261,10 +315,12 @@ def build_cached(
     generator: str,
     version: int,
     params: dict[str, Any],
-    write: Callable[[SyntheticSplits], None],
+    write_one: Callable[[Path, Path, int, int, dict[str, Any]], None],
 ) -> SyntheticSplits:
     """Reuse ``root`` when its manifest records ``generator``, ``version`` and ``params``;
-    otherwise build it with ``write`` (given the splits of a temporary folder) and publish.
+    otherwise build it in a temporary folder and publish it. ``write_one(image_dir,
+    ann_file, split_code, num_images, params)`` writes one split: the train split is code
+    0 with ``params["num_train"]`` images, the val split code 1 with ``num_val``.
     """
     if _is_valid_cache(root, generator, version, params):
         return splits_of(root)
@@ -279,7 +335,9 @@ def build_cached(
     tmp = root.with_name(f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir()
-        write(splits_of(tmp))
+        splits = splits_of(tmp)
+        write_one(splits.train_images, splits.train_ann, 0, params["num_train"], params)
+        write_one(splits.val_images, splits.val_ann, 1, params["num_val"], params)
         # Written last: a folder with a manifest is a finished one.
         manifest = {"generator": generator, "version": version, "params": params}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

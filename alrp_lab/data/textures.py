@@ -36,6 +36,7 @@ from alrp_lab.data.synthetic import (
     Occlusion,
     SyntheticSplits,
     build_cached,
+    generation_params,
     write_split,
 )
 from alrp_lab.errors import DataError
@@ -302,12 +303,9 @@ def _write_split(
     write_split(
         out_dir,
         ann_file,
-        seed=params["seed"],
         split_code=split_code,
         num_images=num_images,
-        image_size=params["image_size"],
-        empty_fraction=params["empty_fraction"],
-        max_objects=params["max_objects"],
+        params=params,
         render=render,
         categories=categories,
         supercategory="texture",
@@ -357,46 +355,30 @@ def build_textures_dataset(
     Returns:
         :class:`~alrp_lab.data.synthetic.SyntheticSplits` of both splits.
     """
-    checks: list[tuple[bool, str]] = [
-        (num_train >= 1 and num_val >= 1, "num_train and num_val must be at least 1"),
-        (image_size >= 32, f"image_size must be at least 32 pixels, got {image_size}"),
-        (
-            1 <= num_classes <= len(TEXTURE_CLASSES),
-            f"num_classes must be in 1..{len(TEXTURE_CLASSES)}, got {num_classes}",
-        ),
-        (max_objects >= 1, f"max_objects must be at least 1, got {max_objects}"),
-        (0.0 <= empty_fraction <= 1.0, "empty_fraction must be in [0, 1]"),
-        (0.0 < min_size <= max_size <= 1.0, "need 0 < min_size <= max_size <= 1"),
-        (0.0 <= min_visible <= 1.0, "min_visible must be in [0, 1]"),
-        (max_clutter >= 0, "max_clutter must be >= 0"),
-        (max_blur >= 0.0, "max_blur must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(f"build_textures_dataset: {message}")
-    params: dict[str, Any] = {
-        "seed": int(seed),
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "image_size": int(image_size),
-        "num_classes": int(num_classes),
-        "max_objects": int(max_objects),
-        "empty_fraction": float(empty_fraction),
-        "min_size": float(min_size),
-        "max_size": float(max_size),
-        "min_visible": float(min_visible),
-        "max_clutter": int(max_clutter),
-        "max_blur": float(max_blur),
-    }
-
-    def write(splits: SyntheticSplits) -> None:
-        _write_split(splits.train_images, splits.train_ann, 0, num_train, params)
-        _write_split(splits.val_images, splits.val_ann, 1, num_val, params)
+    params = generation_params(
+        "build_textures_dataset",
+        len(TEXTURE_CLASSES),
+        seed=seed,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        num_classes=num_classes,
+        max_objects=max_objects,
+        empty_fraction=empty_fraction,
+        min_size=min_size,
+        max_size=max_size,
+        min_visible=min_visible,
+        max_clutter=max_clutter,
+    )
+    if max_blur < 0.0:
+        raise DataError(f"build_textures_dataset: max_blur must be >= 0, got {max_blur}")
+    params["max_blur"] = float(max_blur)
 
     return build_cached(
         Path(root).expanduser(),
         generator=_GENERATOR,
         version=FORMAT_VERSION,
         params=params,
-        write=write,
+        # Looked up at call time, so tests can stand in for one split's writer.
+        write_one=lambda *args: _write_split(*args),
     )

@@ -36,11 +36,8 @@ def test_write_split_gives_each_image_its_own_stream(tmp_path: Path) -> None:
         return np.zeros((8, 8, 3), np.uint8), [(1, [0.0, 0.0, 2.0, 2.0], 4.0)] * n
 
     common = dict(
-        seed=5,
         num_images=3,
-        image_size=8,
-        empty_fraction=0.0,
-        max_objects=2,
+        params={"seed": 5, "image_size": 8, "empty_fraction": 0.0, "max_objects": 2},
         render=render,
         categories=[("a", 4), ("b", 9)],
         supercategory="test",
@@ -85,25 +82,27 @@ def test_publish_when_another_process_won_or_cache_is_stale(tmp_path: Path) -> N
 def test_a_cache_of_another_generator_is_rebuilt_not_reused(tmp_path: Path) -> None:
     written = []
 
-    def write(splits: synthetic.SyntheticSplits) -> None:
-        written.append(1)
-        for path in (splits.train_ann, splits.val_ann):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("{}")
-        splits.train_images.mkdir()
-        splits.val_images.mkdir()
+    def write(image_dir: Path, ann_file: Path, split_code: int, n: int, params: dict) -> None:
+        written.append((split_code, n))
+        ann_file.parent.mkdir(parents=True, exist_ok=True)
+        ann_file.write_text("{}")
+        image_dir.mkdir()
 
-    params = {"seed": 0}
+    params = {"seed": 0, "num_train": 3, "num_val": 2}
     for generator in ("alrp-lab shapes", "alrp-lab shapes", "alrp-lab textures"):
         synthetic.build_cached(
-            tmp_path / "c", generator=generator, version=1, params=params, write=write
+            tmp_path / "c", generator=generator, version=1, params=params, write_one=write
         )
-    assert len(written) == 2
+    assert written == [(0, 3), (1, 2)] * 2  # built, reused, rebuilt for the other generator
     manifest = synthetic.read_manifest(tmp_path / "c")
     assert manifest is not None and manifest["generator"] == "alrp-lab textures"
     with pytest.raises(ValueError, match="not a built-in data cache"):
         (tmp_path / "foreign").mkdir()
         (tmp_path / "foreign" / "notes.txt").write_text("mine")
         synthetic.build_cached(
-            tmp_path / "foreign", generator="alrp-lab shapes", version=1, params={}, write=write
+            tmp_path / "foreign",
+            generator="alrp-lab shapes",
+            version=1,
+            params=params,
+            write_one=write,
         )
