@@ -31,6 +31,7 @@ from alrp_lab.data.synthetic import (
     SyntheticSplits,
     build_cached,
     generation_params,
+    jitter_and_noise,
     write_split,
 )
 from alrp_lab.errors import DataError
@@ -222,13 +223,7 @@ def _render_image(
             img[y0 : y0 + h, x0 : x0 + w][mask] = colour
             canvas.add(cls, x0, y0, mask, remaining)
             break
-    # Colour jitter and sensor noise act on every pixel alike, so masks (and boxes) stay put.
-    alpha = rng.uniform(0.75, 1.25)
-    beta = rng.uniform(-25, 25)
-    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
-    img = img * np.float32(alpha) + np.float32(beta) + noise
-    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return out, canvas.objects(), canvas.ids
+    return jitter_and_noise(rng, img), canvas.objects(), canvas.ids
 
 
 def _write_split(

@@ -39,6 +39,7 @@ __all__ = [
     "SyntheticSplits",
     "build_cached",
     "generation_params",
+    "jitter_and_noise",
     "publish",
     "read_manifest",
     "splits_of",
@@ -132,6 +133,21 @@ class Occlusion:
             bbox = [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
             out.append((cls, bbox, float(self.visible[k])))
         return out
+
+
+# -------------------------------------------------------------------------- pixels
+
+
+def jitter_and_noise(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """The last step of every built-in image: float (s, s, 3) -> uint8 (s, s, 3).
+
+    A colour jitter (gain 0.75-1.25, offset +-25) and Gaussian sensor noise (sigma up to
+    8) act on every pixel alike, so masks (and boxes) stay put."""
+    alpha = rng.uniform(0.75, 1.25)
+    beta = rng.uniform(-25, 25)
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    img = img * np.float32(alpha) + np.float32(beta) + noise
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------ parameters

@@ -37,6 +37,7 @@ from alrp_lab.data.synthetic import (
     SyntheticSplits,
     build_cached,
     generation_params,
+    jitter_and_noise,
     write_split,
 )
 from alrp_lab.errors import DataError
@@ -143,12 +144,13 @@ def _silhouette(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.nd
     def raw(t: np.ndarray) -> np.ndarray:
         return 1 + (amps * np.cos(_HARMONICS * t[..., None] + phases)).sum(-1)
 
-    floor = np.float32(0.25) * raw(_RIM).max()
+    raw_rim = raw(_RIM)
+    floor = np.float32(0.25) * raw_rim.max()
 
     def radius(t: np.ndarray) -> np.ndarray:
         return np.maximum(raw(t), floor)
 
-    rim = radius(_RIM)
+    rim = np.maximum(raw_rim, floor)
     rx, ry = rim * np.cos(_RIM), rim * np.sin(_RIM)
     # Map [-1, 1] onto the outline's own extent, which need not be centred.
     x = rx.min() + (u + 1) / 2 * (rx.max() - rx.min())
@@ -272,12 +274,7 @@ def _render_image(
         ImageFilter.GaussianBlur(float(rng.uniform(0, max_blur)))
     )
     img = np.asarray(blurred, dtype=np.float32)
-    # Colour jitter and sensor noise act on every pixel alike, so masks (and boxes) stay put.
-    alpha = rng.uniform(0.75, 1.25)
-    beta = rng.uniform(-25, 25)
-    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
-    img = img * np.float32(alpha) + np.float32(beta) + noise
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), canvas.objects(), canvas.ids
+    return jitter_and_noise(rng, img), canvas.objects(), canvas.ids
 
 
 def _write_split(
