@@ -304,14 +304,16 @@ class _Loop:
         if self.grad_csv is not None and ratio is not None:
             append_grad_balance(self.grad_csv, self.iteration, epoch, ratio)
         if self.iteration % cfg.train.log_every == 0 or step == n_iters - 1:
-            self._log(losses, loss, lr, epoch, step, tic, ratio)
+            self._log(losses, loss, lr, epoch, step, tic, ratio, float(norm))
         self.progress.advance_iteration(float(loss.detach()))
         self.iteration += 1
         period = cfg.loss.sb_period
         if period is not None and self.iteration % period == 0:
             _step_balances(self.balances, self.ctx)
 
-    def _log(self, losses, loss, lr: float, epoch: int, step: int, tic: float, ratio) -> None:
+    def _log(
+        self, losses, loss, lr: float, epoch: int, step: int, tic: float, ratio, norm: float
+    ) -> None:
         record = {
             "epoch": epoch,
             "loss": float(loss.detach()),
@@ -320,6 +322,8 @@ class _Loop:
             "loc_weight": self.balances[0].value,
             "num_pos": float(losses["num_pos"]),
             "lr": lr,
+            # Before clipping: above train.grad_clip, the clip acted on this step.
+            "grad_norm": norm,
             "sec_per_iter": (time.perf_counter() - tic) / (step + 1),
         }
         if ratio is not None:

@@ -30,6 +30,8 @@ def test_experiment_composes_at_the_paper_scale(name):
     cfg = validate_config(_compose(f"experiment={name}", *USER))
     assert cfg.data.name == "coco" and cfg.train.epochs == 100
     assert cfg.train.grad_clip is None and cfg.train.warmup_iters == 500
+    # The authors' SB: recorded from the first iteration (the default experiment's waits).
+    assert cfg.loss.sb_start is None
     assert cfg.backbone.depth in (50, 101) and cfg.backbone.norm == "frozen_bn"
     assert cfg.detector.fpn_channels == 256
     expected_loss = "ap" if name.startswith("ap_loss") else "alrp" if "alrp" in name else None

@@ -26,6 +26,10 @@ def test_defaults_compose_to_the_main_experiment():
         "atss",
     )
     assert cfg.loss.self_balance and cfg.loss.sb_init == 50.0
+    # The default recipe: from scratch, the lr rule (x2.5), SB from the second epoch,
+    # gradient norm clipped at 35.
+    assert cfg.backbone.weights is None and cfg.train.grad_clip == 35
+    assert cfg.train.lr == pytest.approx(0.005) and cfg.loss.sb_start == 250
     assert cfg.data.name == "shapes"
     assert "~" not in cfg.data.root or cfg.data.root.startswith("~")
 
@@ -83,15 +87,17 @@ def test_grad_clip_must_be_positive():
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        # aLRP: 0.008 at 32 images -> 0.002 at 8, times the scale.
-        (["train.lr=null"], 0.002),
-        (["train.lr=null", "train.lr_scale=2.5"], 0.005),
+        # The default experiment: aLRP's 0.008 at 32 images -> 0.002 at 8, x2.5.
+        ([], 0.005),
+        (["train.lr_scale=1"], 0.002),
         # AP Loss: 0.002 at 32; Focal Loss: 0.01 at 16 (mmdetection's RetinaNet).
-        (["train.lr=null", "loss=ap", "box_error=smooth_l1", "train.lr_scale=2.5"], 0.00125),
-        (["train.lr=null", "loss=focal", "box_error=l1", "train.batch_size=16"], 0.01),
+        (["loss=ap", "box_error=smooth_l1"], 0.00125),
+        (["loss=focal", "box_error=l1", "train.batch_size=16", "train.lr_scale=1"], 0.01),
         # The global batch counts every process.
-        (["train.lr=null", "train.nproc_per_node=4"], 0.008),
-        (["train.lr=null", "train.nproc_per_node=2", "train.nnodes=2"], 0.008),
+        (["train.nproc_per_node=4", "train.lr_scale=1"], 0.008),
+        (["train.nproc_per_node=2", "train.nnodes=2", "train.lr_scale=1"], 0.008),
+        # The paper scale and the authors' configs give their lr, whatever the cpu factor.
+        (["scale=paper", "data.root=/coco", "backbone.weights=/w.pth"], 0.008),
         # A number wins over the rule.
         (["train.lr=0.03", "train.lr_scale=2.5"], 0.03),
     ],
@@ -103,7 +109,7 @@ def test_lr_rule(overrides, expected):
 
 def test_lr_rule_needs_a_reference():
     with pytest.raises(ConfigError, match="loss.ref_lr"):
-        validate_config(_compose("train.lr=null", "loss.ref_lr=null"))
+        validate_config(_compose("loss.ref_lr=null"))
     with pytest.raises(ConfigError, match="lr_scale"):
         validate_config(_compose("train.lr_scale=0"))
 

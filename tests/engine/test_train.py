@@ -398,24 +398,44 @@ def test_invalid_boxes_are_reported_once_and_dropped(tmp_path):
     )
 
 
-def test_a_non_finite_gradient_stops_the_run_before_the_step(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("clip", ["null", "35"])
+def test_a_non_finite_gradient_stops_the_run_before_the_step(tmp_path, capsys, monkeypatch, clip):
     from alrp_lab.engine import train as train_module
 
-    real, calls = train_module.gradient_norm, []
+    # The norm comes from gradient_norm without clipping, from clip_grad_norm_ with it.
+    owner, name = (
+        (train_module, "gradient_norm") if clip == "null" else (torch.nn.utils, "clip_grad_norm_")
+    )
+    real, calls = getattr(owner, name), []
 
-    def norm_that_fails_at_iteration_2(parameters):
+    def norm_that_fails_at_iteration_2(parameters, *args, **kwargs):
         calls.append(1)
-        value = real(parameters)
+        value = real(parameters, *args, **kwargs)
         return value * float("inf") if len(calls) == 3 else value
 
-    monkeypatch.setattr(train_module, "gradient_norm", norm_that_fails_at_iteration_2)
-    code = _run(tmp_path / "run", "train.epochs=2", "train.max_iters_per_epoch=2")
+    monkeypatch.setattr(owner, name, norm_that_fails_at_iteration_2)
+    code = _run(
+        tmp_path / "run", "train.epochs=2", "train.max_iters_per_epoch=2", f"train.grad_clip={clip}"
+    )
     err = capsys.readouterr().err
+    assert len(calls) == 3, "the patched norm is the one the loop reads"
     assert code == 2 and "gradient became non-finite at epoch 2, iteration 2" in err
     assert "keeps epoch 1, with finite weights" in err and "repeats the same steps" in err
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 1
     assert read_results(tmp_path / "run")["status"] == "failed"
+
+
+def test_the_log_records_the_gradient_norm_before_clipping(tmp_path):
+    common = ("train.max_iters_per_epoch=3", "train.log_every=1")
+    assert _run(tmp_path / "clipped", *common, "train.grad_clip=1e-6") == 0
+    assert _run(tmp_path / "free", *common, "train.grad_clip=null") == 0
+    clipped = [r["grad_norm"] for r in read_metrics(tmp_path / "clipped")]
+    free = [r["grad_norm"] for r in read_metrics(tmp_path / "free")]
+    # The first step starts from the same weights: the same norm, far above the clip.
+    assert len(clipped) == 3 and clipped[0] == free[0] > 1e-3
+    # Clipped to 1e-6, that step hardly moved the weights: the next norms differ.
+    assert clipped[1] != free[1]
 
 
 def test_sb_period_re_estimates_sb_every_n_iterations(tmp_path):

@@ -23,7 +23,7 @@ JOB_COUNTS = {
     "figureA7": 2,
 }
 # Studies of this tool's own (cpu scale only, no paper numbers per row): job counts.
-STUDIES = {"regime": 44, "default": 3, "transfer": 6}
+STUDIES = {"regime": 44, "default": 7, "transfer": 6}
 # Studies of this tool's own stand-ins (the built-in backbone), with no paper number to test.
 OWN_STUDIES = {"transfer"}
 PAPER_USER = ["data.root=/data/coco", "backbone.weights=/weights/resnet50.pth"]
@@ -100,3 +100,16 @@ def test_every_definition_states_claims_that_hold_on_the_papers_own_numbers(name
             assert result.paper > claim.margin, f"{name}/{claim.name}: {result.paper}"
         else:
             assert result.paper < claim.margin, f"{name}/{claim.name}: {result.paper}"
+
+
+@pytest.mark.parametrize("name", sorted(JOB_COUNTS))
+def test_the_paper_scale_keeps_the_authors_recipe(name):
+    # conf/scale/paper.yaml: whatever the default experiment's cpu recipe, a paper-scale job
+    # records SB from the first iteration, clips nothing, and uses the authors' lr (a row's
+    # own number, or the rule at factor 1).
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for job in expand_jobs(load_sweep(name), "paper", PAPER_USER, seeds=1):
+            cfg = validate_config(compose("config", overrides=job.overrides))
+            assert cfg.data.name == "coco" and cfg.backbone.depth == 50, job.id
+            assert cfg.loss.sb_start is None and cfg.train.grad_clip is None, job.id
+            assert cfg.train.lr_scale == 1.0 and cfg.train.batch_size == 32, job.id

@@ -24,7 +24,8 @@ RAW = {
     "metric": "AP",
     "base": ["loss=alrp"],
     "scales": {
-        "cpu": {"overrides": ["train.epochs=1"]},
+        # A fixed lr and SB from the first iteration: the staleness tests below change them.
+        "cpu": {"overrides": ["train.epochs=1", "train.lr=0.02", "loss.sb_start=null"]},
         "paper": {"overrides": ["data=coco"], "requires": ["data.root", "backbone.weights"]},
     },
     "rows": [
@@ -90,6 +91,8 @@ def test_expand_jobs_orders_overrides_and_names_jobs(defn):
     assert jobs[0].overrides == [
         "loss=alrp",
         "train.epochs=1",
+        "train.lr=0.02",
+        "loss.sb_start=null",
         "box_error=iou",
         "loss.self_balance=false",
         "loss.wr=1",
