@@ -8,6 +8,7 @@ writes files and logs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -32,7 +33,8 @@ from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
-from alrp_lab.tracking.results import RunRecorder, is_completed
+from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
+from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
 
@@ -145,6 +147,25 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
         f"{run_dir} holds a completed run: continue it with train.resume=true, run into "
         "another folder (hydra.run.dir=...), or delete this one to start over"
     )
+
+
+def _warn_if_config_changed(run_dir: Path, config: dict[str, Any]) -> None:
+    # Allowed (a diverged run may continue from its last finite checkpoint at a lower lr),
+    # but the run is then a mix of two configs: say so. A sweep refuses such a resume. More
+    # epochs are not a change: the schedule's steps and warm-up do not depend on the total.
+    recorded = read_results(run_dir).get("config") if (run_dir / RESULTS_FILE).is_file() else None
+    if not isinstance(recorded, dict):
+        return
+    old, new = copy.deepcopy(recorded), copy.deepcopy(config)
+    for each in (old, new):
+        (each.get("train") or {}).pop("epochs", None)
+    if run_digest(old) != run_digest(new):
+        log.warning(
+            "resuming %s with another config than it was started with (%s): its results will "
+            "mix the two; start a new folder to keep one config per run",
+            run_dir,
+            first_difference(old, new),
+        )
 
 
 class _Resumed(NamedTuple):
@@ -446,6 +467,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     scaler = grad_scaler(cfg.train.amp, device)
     resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx, scaler)
+    if ctx.is_main and cfg.train.resume and ckpt_path.exists():
+        # After the checkpoint was accepted: a refused resume writes nothing.
+        _warn_if_config_changed(run_dir, config_dict)
     if ctx.is_main:
         # Only now: a refused resume (above) leaves the folder as it was.
         run_dir.mkdir(parents=True, exist_ok=True)

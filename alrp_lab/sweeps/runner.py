@@ -3,7 +3,7 @@
 Every job runs once per seed (``seed=N``, seeds 0..k-1 from ``--seeds`` or the definition's
 ``seeds``), each run in its own folder ``ROOT/JOB_ID/seedN``. A run whose ``results.json``
 says ``completed`` is skipped (so ``--seeds 5`` after ``--seeds 3`` runs two more per job)
-when the config it recorded computes what the job asks for now (:mod:`.staleness`);
+when the config it recorded computes what the job asks for now (:mod:`alrp_lab.tracking.staleness`);
 otherwise the sweep stops before any work, unless ``rerun`` replaces such runs. So an
 interrupted sweep continues where it stopped (a job with a
 checkpoint but no result resumes from it); a failing job is recorded as ``failed`` in its
@@ -42,8 +42,8 @@ from alrp_lab.sweeps.definition import (
     recorded_seeds,
 )
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
-from alrp_lab.sweeps.staleness import first_difference, run_digest
 from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
+from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -315,9 +315,13 @@ def _execute(run_job: RunJob, job: Job, run_dir: Path, threads: int | None) -> s
     return None
 
 
+def _checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.pt"
+
+
 def _with_resume(job: Job, run_dir: Path) -> Job:
     """Continue a job that stopped after a checkpoint instead of starting it over."""
-    if (run_dir / "checkpoints" / "last.pt").is_file() and not any(
+    if _checkpoint(run_dir).is_file() and not any(
         _override_key(o) == "train.resume" for o in job.overrides
     ):
         return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column, job.seed)
@@ -338,11 +342,12 @@ def _resolved(job: Job, defn: SweepDefinition, scale: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _stale_runs(defn: SweepDefinition, root: Path, done: Sequence[Job], scale: str) -> list[Job]:
-    """The completed runs whose recorded config computes something else than the job now
-    asks for (a changed definition, other command-line overrides)."""
+def _stale_runs(defn: SweepDefinition, root: Path, runs: Sequence[Job], scale: str) -> list[Job]:
+    """The runs (completed, or stopped with a checkpoint) whose recorded config computes
+    something else than the job now asks for (a changed definition, other command-line
+    overrides)."""
     stale = []
-    for job in done:
+    for job in runs:
         recorded = read_results(root / job.run_id).get("config")
         if not isinstance(recorded, Mapping) or run_digest(recorded) != run_digest(
             _resolved(job, defn, scale)
@@ -405,8 +410,9 @@ def run_sweep(
         write_tables: write the md/csv/tex tables (and the plot) into ``root`` afterwards.
         seeds: a count k (seeds 0..k-1) or a list of seeds; default the definition's
             ``seeds``. Each job runs once per seed into ``root/JOB_ID/seedN``.
-        rerun: replace completed runs whose recorded config differs from the one the sweep
-            composes now (by default such runs stop the sweep before any work).
+        rerun: replace completed runs, and stopped runs it would resume, whose recorded
+            config differs from the one the sweep composes now (by default such runs stop
+            the sweep before any work).
         only: shell patterns of job ids (``2x--*``): run only the jobs they match. The
             tables still show every job (``sweep.json`` lists them all), with the others'
             results as they are on disk.
@@ -429,16 +435,19 @@ def run_sweep(
     stale: list[Job] = []
     if run_job is None:
         check_jobs(defn, todo)
-        stale = _stale_runs(defn, root, done, scale)
+        # A stopped run with a checkpoint is resumed below: it must be the same run too, or
+        # its results would mix two configs.
+        resumable = [job for job in todo if _checkpoint(root / job.run_id).is_file()]
+        stale = _stale_runs(defn, root, [*done, *resumable], scale)
         if stale and not rerun:
             job = stale[0]
             wanted = _resolved(job, defn, scale)
             recorded = read_results(root / job.run_id).get("config") or {}
             more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
             raise SweepError(
-                f"{len(stale)} completed run(s) in {root} were made with another config "
-                f"({job.run_id}{more}; {first_difference(recorded, wanted)}): sweep into a "
-                "new folder with --root DIR, or replace them with --rerun"
+                f"{len(stale)} completed or resumable run(s) in {root} were made with another "
+                f"config ({job.run_id}{more}; {first_difference(recorded, wanted)}): sweep "
+                "into a new folder with --root DIR, or replace them with --rerun"
             )
     stale_ids = {job.run_id for job in stale}
     for job in done:

@@ -19,6 +19,7 @@ import torch
 from alrp_lab.cli import main
 from alrp_lab.data.shapes import build_shapes_dataset
 from alrp_lab.tracking.results import read_metrics, read_results
+from alrp_lab.utils.io import atomic_write_json
 from tests.gloo import free_port
 
 METRIC_KEYS = {"AP", "AP50", "AP75", "AP90", "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN", "rho"}
@@ -325,6 +326,35 @@ def test_a_completed_run_folder_is_never_replaced_without_being_asked(tmp_path, 
     assert "holds a completed run" in err and "train.resume=true" in err
     assert len(err.splitlines()) == 1
     assert _snapshot(tmp_path / "run") == before, "the folder is left byte for byte"
+
+
+def test_a_resume_with_another_config_is_named_in_a_warning(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from alrp_lab.config.compose import compose_config
+    from alrp_lab.engine.train import _warn_if_config_changed
+
+    def resolved(*overrides):
+        return OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
+
+    atomic_write_json(tmp_path / "results.json", {"status": "running", "config": resolved()})
+    # More epochs (extending a run) and another logger are the same run.
+    _warn_if_config_changed(tmp_path, resolved("train.epochs=30", "logger=none"))
+    assert not caplog.records
+    _warn_if_config_changed(tmp_path, resolved("train.lr=0.001"))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "train.lr: recorded 0.005, now 0.001" in record.message
+
+
+def test_a_resumed_run_logs_the_changed_key(tmp_path):
+    common = ("train.max_iters_per_epoch=2",)
+    assert _run(tmp_path / "run", *common, "train.epochs=1") == 0
+    assert _run(tmp_path / "run", *common, "train.epochs=2", "train.resume=true") == 0
+    assert "another config" not in (tmp_path / "run" / "train.log").read_text()
+    assert (
+        _run(tmp_path / "run", *common, "train.epochs=3", "train.resume=true", "train.lr=1e-4") == 0
+    )
+    assert "(train.lr: recorded" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_the_engine_refuses_a_completed_folder_too(tmp_path):

@@ -113,3 +113,6 @@ def test_the_paper_scale_keeps_the_authors_recipe(name):
             assert cfg.data.name == "coco" and cfg.backbone.depth == 50, job.id
             assert cfg.loss.sb_start is None and cfg.train.grad_clip is None, job.id
             assert cfg.train.lr_scale == 1.0 and cfg.train.batch_size == 32, job.id
+            # The lr is the row's own number, one the authors (or mmdetection) give.
+            assert any(o.startswith("train.lr=") for o in job.overrides), job.id
+            assert cfg.train.lr in {0.002, 0.008, 0.012, 0.02, 0.04}, (job.id, cfg.train.lr)

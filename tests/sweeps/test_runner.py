@@ -332,7 +332,7 @@ def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path)
     # Other overrides on the command line: the old runs are not this sweep's.
     with pytest.raises(
         ValueError,
-        match=r"2 completed run\(s\) .* another config "
+        match=r"2 completed or resumable run\(s\) .* another config "
         r"\(iou__wr1/seed0 and 1 more; train.lr: recorded 0.02, now 0.5\).*"
         r"--root DIR, or replace them with --rerun",
     ):
@@ -342,6 +342,26 @@ def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path)
     )
     assert again.skipped == [] and again.pending[:2] == [jobs[0].run_id, jobs[1].run_id]
     assert (tmp_path / jobs[0].run_id / "results.json").is_file(), "a dry run deletes nothing"
+
+
+def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    config = runner_module._resolved(job, defn, "cpu")
+    atomic_write_json(
+        tmp_path / job.run_id / "results.json", {"status": "running", "config": config}
+    )
+    (tmp_path / job.run_id / "checkpoints").mkdir()
+    (tmp_path / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+    assert job.run_id in run_sweep(defn, root=tmp_path, dry_run=True).pending
+    # Resumed under other overrides it would finish as a mix of two configs: refused.
+    with pytest.raises(
+        ValueError, match=r"1 completed or resumable run\(s\) .*train.lr: recorded 0.02, now 0.5"
+    ):
+        run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.lr=0.5"])
+    again = run_sweep(
+        defn, root=tmp_path, dry_run=True, rerun=True, extra_overrides=["train.lr=0.5"]
+    )
+    assert job.run_id in again.pending
 
 
 def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):
@@ -356,7 +376,7 @@ def test_a_group_chosen_on_the_command_line_wins_over_the_scale():
     job = expand_jobs(defn, "cpu", ["debug=smoke"], seeds=1)[0]
     cfg = compose_job_config(job.overrides)
     assert (cfg.train.epochs, cfg.data.num_train, cfg.loss.name) == (1, 16, "ap")
-    assert cfg.train.grad_clip == 35, "keys of the scale that the group does not set stay"
+    assert cfg.train.lr == 0.02, "keys of the scale that the group does not set stay"
     # Table 3's own epochs at the cpu scale are a key=value, dropped under debug=smoke too.
     job = expand_jobs(load_sweep("table3"), "cpu", ["debug=smoke"], seeds=1)[0]
     assert "train.epochs=10" not in job.overrides
