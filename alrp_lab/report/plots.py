@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -138,13 +138,28 @@ def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png:
     return out
 
 
+def _log2_axis(xs: Sequence[float]) -> bool:
+    """Whether the x values ``xs`` are drawn on a log2 axis: every one a positive power of
+    two (schedule multiples 1, 2, 8), or a geometric grid of three or more (learning rates
+    0.005, 0.01, 0.02, 0.04), so that each doubling is one step on the page."""
+    values = sorted(xs)
+    if not values or values[0] <= 0:
+        return False
+    if all(math.log2(x).is_integer() for x in values):
+        return True
+    ratios = [b / a for a, b in zip(values, values[1:], strict=False)]
+    # Two points make a grid of any ratio: a geometric one needs three or more.
+    return len(ratios) > 1 and ratios[0] > 1 and all(math.isclose(r, ratios[0]) for r in ratios)
+
+
 def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
     """Draw the ``trend`` of a sweep folder's definition (``figure: claim_trend``).
 
     One line per series: each claim's difference (ours, the claim's metric) at its x value
     with its 95% interval as an error bar (hollow, without one, where a side has a single
     seed); claims without a value yet are left out. The x
-    axis is log2 when every x is a positive power of two (schedule multiples). Raises
+    axis is log2 when every x is a positive power of two (schedule multiples) or the x
+    values form a geometric grid (learning rates). Raises
     :class:`ResultsError` when the definition has no trend or no claim has a value yet.
     """
     from matplotlib.figure import Figure
@@ -205,7 +220,7 @@ def plot_claim_trend(sweep_dir: PathLike, out_png: PathLike) -> Path:
             0.01, 0.01, "bars clipped at the axes", transform=axes.transAxes, fontsize="small"
         )
     axes.axhline(0.0, color="black", linestyle="--", linewidth=0.8, zorder=1)
-    if all(x > 0 and math.log2(x).is_integer() for x in defn.trend.x):
+    if _log2_axis(defn.trend.x):
         axes.set_xscale("log", base=2)
         axes.set_xticks(list(defn.trend.x), [f"{x:g}" for x in defn.trend.x])
         axes.set_xlim(min(defn.trend.x) / 1.3, max(defn.trend.x) * 1.3)

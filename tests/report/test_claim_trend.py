@@ -141,3 +141,57 @@ def test_a_gap_with_one_seed_a_side_is_drawn_without_an_interval(tmp_path, monke
     assert len(hollow) == 2  # the point, and its legend entry
     (xs, ys) = hollow[0]
     assert xs == [2] and ys[0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    "xs, log2",
+    [
+        ([1, 2, 4, 8], True),  # schedule multiples
+        ([1, 2, 8], True),  # powers of two, not evenly spaced
+        ([0.005, 0.01, 0.02, 0.04], True),  # learning rates, doubling
+        ([0.02, 0.005, 0.01], True),  # the grid's order does not matter
+        ([0.005, 0.01, 0.03], False),
+        ([1, 3], False),
+        ([0.0, 1.0, 2.0], False),
+        ([-1.0, -2.0], False),
+    ],
+)
+def test_the_x_axis_is_log2_for_doublings(tmp_path, monkeypatch, xs, log2):
+    """A geometric grid of x values (a doubled lr) is drawn on a log2 axis, other x linearly."""
+    import copy
+
+    from matplotlib.axes import Axes
+
+    raw = copy.deepcopy(RAW)
+    raw["rows"] = [
+        {"label": f"{side}{i}", "overrides": [f"loss={loss}", f"train.epochs={i + 1}"]}
+        for i in range(len(xs))
+        for side, loss in (("a", "alrp"), ("b", "ap"))
+    ]
+    raw["claims"] = [
+        {**RAW["claims"][0], "name": f"gap{i}", "a": {"row": f"a{i}"}, "b": {"row": f"b{i}"}}
+        for i in range(len(xs))
+    ]
+    raw["trend"] = {
+        "x": xs,
+        "xlabel": "x",
+        "series": [{"label": "a - b", "claims": [f"gap{i}" for i in range(len(xs))]}],
+    }
+    defn = parse_sweep(raw, name="toy")
+    atomic_write_json(
+        tmp_path / SWEEP_FILE,
+        {"name": "toy", "definition": raw, "scale": "cpu", "seeds": [0, 1], "jobs": []},
+    )
+    for seed in (0, 1):
+        for row in defn.rows:
+            _complete(tmp_path / row.id / f"seed{seed}", 0.3 + 0.01 * seed)
+    scales = []
+    set_xscale = Axes.set_xscale
+
+    def recording(self, value, **kwargs):
+        scales.append(value)
+        return set_xscale(self, value, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_xscale", recording)
+    plot_claim_trend(tmp_path, tmp_path / "trend.png")
+    assert (scales == ["log"]) is log2
