@@ -419,13 +419,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         rerun=args.rerun,
         only=args.only or (),
+        reuse=args.reuse or (),
     )
     table = Table(title=escape(f"{definition.name} ({report.scale}): {report.root}"))
     for column in ("run", "status", "overrides"):
         table.add_column(column)
     failed = report.failed
     for job in report.jobs:
-        if report.dry_run:
+        if job.run_id in report.copied:
+            verb = "would copy" if report.dry_run else "copied"
+            status = f"{verb} from {escape(report.copied[job.run_id])}"
+        elif report.dry_run:
             status = "skip (completed)" if job.run_id in report.skipped else "would run"
         elif job.run_id in failed:
             status = f"[red]failed[/red]: {escape(str(failed[job.run_id]))}"
@@ -442,6 +446,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{len(report.completed)} completed, {len(report.skipped)} skipped (completed "
             f"before), {len(failed)} failed"
         )
+    if report.copied:
+        summary += f", {len(report.copied)} {'would be ' if report.dry_run else ''}copied"
     _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
     for fmt, path in report.tables.items():
         _out.print(f"table ({fmt}): {escape(str(path))}")
@@ -551,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="PATTERN",
         help="run only the jobs whose id matches this shell pattern (repeatable), e.g. '2x--*'",
+    )
+    sweep.add_argument(
+        "--reuse",
+        action="append",
+        metavar="DIR",
+        help="copy, instead of training, a run that a completed run under DIR (another "
+        "sweep's folder; repeatable) already computed with the same config and seed",
     )
     table = verbs.add_parser("table", help="rebuild a table from results files alone")
     table.add_argument("source", help="a sweep name or a folder of runs")

@@ -106,6 +106,7 @@ def test_sweep_dry_run_takes_overrides_after_options(tmp_path, capsys):
         (["sweep", "table99"], "unknown sweep"),
         (["table", "{tmp}"], "run the sweep first"),
         (["table", "{tmp}/missing"], "neither a folder nor a sweep name"),
+        (["sweep", "table2", "--dry-run", "--reuse", "{tmp}/missing"], "no such folder of runs"),
     ],
 )
 def test_sweep_and_table_errors_are_one_line(tmp_path, capsys, args, needle):
@@ -127,6 +128,26 @@ def test_sweep_with_seeds_lists_every_run(tmp_path, capsys):
     assert "48 runs: 48 would run, 0 completed before" in out
     assert out.count("would run") == 49
     assert "giou__sb/seed2" in out
+
+
+def test_sweep_reuse_lists_the_runs_it_would_copy(tmp_path, capsys):
+    from alrp_lab.sweeps import load_sweep
+    from alrp_lab.sweeps.runner import _resolved, expand_jobs
+    from alrp_lab.utils.io import atomic_write_json
+
+    defn = load_sweep("table2")
+    job = expand_jobs(defn, "cpu", seeds=1)[0]
+    atomic_write_json(
+        tmp_path / "other" / "row" / "seed0" / "results.json",
+        {"status": "completed", "metrics": {"AP": 0.3}, "config": _resolved(job, defn, "cpu")},
+    )
+    root = tmp_path / "table2"
+    args = ["sweep", "table2", "--seeds", "1", "--dry-run", "--root", str(root)]
+    assert main([*args, "--reuse", str(tmp_path / "other")]) == 0
+    out = capsys.readouterr().out
+    assert f"{job.run_id}" in out and "would copy from" in out
+    assert "5 runs: 4 would run, 0 completed before, 1 would be copied" in out
+    assert not root.exists()
 
 
 def test_claims_prints_every_sweeps_claims_and_exits_0(tmp_path, capsys):

@@ -10,6 +10,9 @@ checkpoint but no result resumes from it); a failing job is recorded as ``failed
 ``results.json`` and the others go on. Afterwards the tables (md, csv, tex) are written into
 ``ROOT`` from the results files, and Figure 4's plot when the definition asks for it.
 
+With ``reuse``, a pending run that a completed run of another folder already computed (same
+config, same seed) is copied from it instead (:mod:`alrp_lab.sweeps.reuse`).
+
 ``ROOT/sweep.json`` keeps the definition, the scale and the job list, so ``alrp-lab table
 ROOT`` rebuilds the tables later from the folder alone.
 """
@@ -42,6 +45,7 @@ from alrp_lab.sweeps.definition import (
     recorded_seeds,
 )
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
+from alrp_lab.sweeps.reuse import copy_run, index_completed_runs
 from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
 from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.utils.io import atomic_write_json
@@ -87,8 +91,9 @@ class Job:
 
 @dataclass
 class SweepReport:
-    """What :func:`run_sweep` did. ``failed`` maps a job id to its error message;
-    ``pending`` lists the jobs a dry run would have run."""
+    """What :func:`run_sweep` did. ``failed`` maps a run id to its error message;
+    ``pending`` lists the runs a dry run would have run; ``copied`` maps a run id to the
+    folder of the finished run it was copied from (or, in a dry run, would be)."""
 
     name: str
     scale: str
@@ -98,6 +103,7 @@ class SweepReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    copied: dict[str, str] = field(default_factory=dict)
     tables: dict[str, Path] = field(default_factory=dict)
     plot: Path | None = None
     dry_run: bool = False
@@ -356,6 +362,26 @@ def _stale_runs(defn: SweepDefinition, root: Path, runs: Sequence[Job], scale: s
     return stale
 
 
+def _reusable(
+    defn: SweepDefinition,
+    root: Path,
+    todo: Sequence[Job],
+    scale: str,
+    reuse: Sequence[str | os.PathLike[str]],
+) -> dict[str, Path]:
+    """``{run_id: source}`` for the pending runs that a completed run under ``reuse``
+    already computed (same digest, so same seed); runs that resume are left out."""
+    index = index_completed_runs(reuse, exclude=root)
+    sources = {}
+    for job in todo:
+        if _checkpoint(root / job.run_id).is_file():
+            continue
+        source = index.get(run_digest(_resolved(job, defn, scale)))
+        if source is not None:
+            sources[job.run_id] = source
+    return sources
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -392,6 +418,7 @@ def run_sweep(
     rerun: bool = False,
     only: Sequence[str] = (),
     launcher: Launcher | None = None,
+    reuse: Sequence[str | os.PathLike[str]] = (),
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -418,6 +445,10 @@ def run_sweep(
             results as they are on disk.
         launcher: submit each run as a submitit job (``sweeps.cluster.Launcher``: SLURM or
             local processes) instead of running them here; ``n_jobs`` is then unused.
+        reuse: folders of finished runs (other sweeps' roots): a pending run that computes
+            what a completed run there computed, at the same seed, is copied from it
+            instead of trained (:mod:`alrp_lab.sweeps.reuse`). A run with a checkpoint of
+            its own resumes instead.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -464,8 +495,10 @@ def run_sweep(
         group, tags = _group_and_tags(defn, job, scale)
         return functools.partial(run_job_default, group=group, tags=tags)
 
+    sources = _reusable(defn, root, todo, scale, reuse) if reuse else {}
     if dry_run:
-        report.pending = [job.run_id for job in todo]
+        report.copied = {run_id: str(source) for run_id, source in sources.items()}
+        report.pending = [job.run_id for job in todo if job.run_id not in sources]
         return report
 
     root.mkdir(parents=True, exist_ok=True)
@@ -484,7 +517,10 @@ def run_sweep(
     for job in stale:
         # --rerun: the user chose to replace these; start them from nothing.
         shutil.rmtree(root / job.run_id)
-    todo = [_with_resume(job, root / job.run_id) for job in todo]
+    for run_id, source in sources.items():
+        copy_run(source, root / run_id)
+        report.copied[run_id] = str(source)
+    todo = [_with_resume(job, root / job.run_id) for job in todo if job.run_id not in sources]
     if launcher is not None:
         # Local submitit jobs all run at once on this machine: each gets its share of the
         # cores. A cluster's jobs use what their allocation gives them.

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "append_jsonl",
+    "atomic_copy_file",
     "atomic_torch_save",
     "atomic_write_json",
     "atomic_write_text",
@@ -152,6 +154,13 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     """
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
     atomic_write_text(path, text + "\n")
+
+
+def atomic_copy_file(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Copy ``source``'s bytes to ``path`` atomically (all of them or, after a crash, the old
+    file)."""
+    with open(source, "rb") as src:
+        _atomic_write(Path(path), lambda handle: shutil.copyfileobj(src, handle))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -10,6 +10,7 @@ import torch
 from alrp_lab.utils import io
 from alrp_lab.utils.io import (
     append_jsonl,
+    atomic_copy_file,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -30,13 +31,22 @@ def test_atomic_write_text_replaces_content_and_leaves_no_temp(tmp_path):
     assert _leftovers(target.parent) == []
 
 
+def test_atomic_copy_file_copies_bytes_into_new_folders(tmp_path):
+    source = tmp_path / "a.bin"
+    source.write_bytes(bytes(range(256)) * 100)
+    target = tmp_path / "x" / "y" / "a.bin"
+    atomic_copy_file(source, target)
+    assert target.read_bytes() == source.read_bytes()
+    assert _leftovers(target.parent) == []
+
+
 def test_new_file_gets_umask_permissions_not_mkstemp_0600(tmp_path):
     target = tmp_path / "a.txt"
     atomic_write_text(target, "x")
     assert target.stat().st_mode & 0o777 == 0o666 & ~io._UMASK
 
 
-@pytest.mark.parametrize("write", ["text", "json", "torch"])
+@pytest.mark.parametrize("write", ["text", "json", "torch", "copy"])
 def test_failed_replace_keeps_old_file_and_removes_temp(tmp_path, monkeypatch, write):
     target = tmp_path / "file"
     target.write_bytes(b"old content")
@@ -50,6 +60,9 @@ def test_failed_replace_keeps_old_file_and_removes_temp(tmp_path, monkeypatch, w
             atomic_write_text(target, "new")
         elif write == "json":
             atomic_write_json(target, {"new": 1})
+        elif write == "copy":
+            (tmp_path / "source").write_bytes(b"new content")
+            atomic_copy_file(tmp_path / "source", target)
         else:
             atomic_torch_save({"w": torch.ones(3)}, target)
     assert target.read_bytes() == b"old content"
