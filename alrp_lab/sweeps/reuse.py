@@ -11,8 +11,8 @@ run of its own folder is done) and copies that run's files into the job's folder
 What is copied: every file of the run folder except its checkpoints and lock, each file
 atomically, ``results.json`` last, so an interrupted copy leaves a run that is not
 completed and is copied (or trained) again next time. The copy's ``results.json`` names its
-source (``copied_from``); its provenance (commit, times, versions) stays the source's, as
-the run was made there.
+source (``copied_from``, relative to the copy's folder); its provenance (commit, times,
+versions) stays the source's, as the run was made there.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def index_completed_runs(
 
     Returns ``{run_digest(config): run_folder}``; where two runs compute the same thing the
     first found (sorted paths) is kept. Raises :class:`SweepError` when a root is not a
-    folder.
+    folder or lies inside ``exclude`` (all its runs would be left out); logs a warning for
+    a root without a completed run.
     """
     excluded = Path(exclude).resolve() if exclude is not None else None
     index: dict[str, Path] = {}
@@ -56,6 +57,12 @@ def index_completed_runs(
         root = Path(root)
         if not root.is_dir():
             raise SweepError(f"--reuse {root}: no such folder of runs")
+        if excluded is not None and root.resolve().is_relative_to(excluded):
+            raise SweepError(
+                f"--reuse {root} is inside the sweep's own folder {exclude}, whose runs are "
+                "never copied: name another sweep's folder"
+            )
+        found = 0
         for run_dir in find_runs(root):
             if excluded is not None and run_dir.resolve().is_relative_to(excluded):
                 continue
@@ -66,34 +73,48 @@ def index_completed_runs(
             config = results.get("config")
             if results.get("status") == "completed" and isinstance(config, Mapping):
                 index.setdefault(run_digest(config), run_dir)
+                found += 1
+        if not found:
+            log.warning("--reuse %s: no completed run there, nothing to copy", root)
     return index
 
 
 def copy_run(source: Path, target: Path) -> None:
     """Copy the completed run in ``source`` into the run folder ``target``.
 
-    ``target`` holds no run or a failed attempt (the sweep reuses nothing into a folder
-    with a checkpoint: that run resumes); the attempt's files are removed first, so its
-    logs cannot mix with the copy's. Holds ``target``'s lock, so a sweep training there
-    makes this raise :class:`~alrp_lab.sweeps.processes.RunLocked`.
+    ``target`` holds no run or a failed attempt without a checkpoint; the attempt's files
+    are removed first, so its logs cannot mix with the copy's. Raises :class:`SweepError`
+    when ``target`` holds a checkpoint (that run resumes: nothing of it is deleted) and
+    :class:`~alrp_lab.sweeps.processes.RunLocked` when a sweep is training there.
+
+    ``copied_from`` is the source's path relative to ``target`` (valid in any clone of a
+    repository that holds both), the first source's where ``source`` is itself a copy.
     """
     results = read_results(source)
+    origin = source
+    if results.get(COPIED_FROM):
+        origin = Path(os.path.normpath(source / results[COPIED_FROM]))
     with run_lock(target):
-        for path in _run_files(target):
+        if (target / "checkpoints" / "last.pt").is_file():
+            raise SweepError(f"{target} holds a checkpoint: resume it instead of copying over it")
+        for path in _run_files(target, keep_checkpoints=False):
             path.unlink()
         for path in _run_files(source):
             atomic_copy_file(path, target / path.relative_to(source))
         # Last: until it is there the folder holds no completed run.
-        atomic_write_json(target / RESULTS_FILE, {**results, COPIED_FROM: str(source)})
-    log.info("copied %s from %s", target, source)
+        relative = os.path.relpath(origin.resolve(), target.resolve())
+        atomic_write_json(target / RESULTS_FILE, {**results, COPIED_FROM: relative})
+    log.info("copied %s from %s", target, origin)
 
 
-def _run_files(run_dir: Path) -> list[Path]:
-    """A run folder's files other than its checkpoints, lock and ``results.json``."""
+def _run_files(run_dir: Path, *, keep_checkpoints: bool = True) -> list[Path]:
+    """A run folder's files other than its lock, ``results.json`` and (unless
+    ``keep_checkpoints`` is false) its checkpoints."""
+    skipped = SKIPPED_DIRS if keep_checkpoints else ()
     return [
         path
         for path in sorted(run_dir.rglob("*"))
         if path.is_file()
-        and path.relative_to(run_dir).parts[0] not in SKIPPED_DIRS
+        and path.relative_to(run_dir).parts[0] not in skipped
         and path.name not in (LOCK_FILE, RESULTS_FILE)
     ]

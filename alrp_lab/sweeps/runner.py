@@ -366,15 +366,17 @@ def _reusable(
     defn: SweepDefinition,
     root: Path,
     todo: Sequence[Job],
+    stale_ids: set[str],
     scale: str,
     reuse: Sequence[str | os.PathLike[str]],
 ) -> dict[str, Path]:
     """``{run_id: source}`` for the pending runs that a completed run under ``reuse``
-    already computed (same digest, so same seed); runs that resume are left out."""
+    already computed (same digest, so same seed). Runs that resume are left out; stale
+    ones (``--rerun``) are deleted before the copy, their checkpoints with them."""
     index = index_completed_runs(reuse, exclude=root)
     sources = {}
     for job in todo:
-        if _checkpoint(root / job.run_id).is_file():
+        if job.run_id not in stale_ids and _checkpoint(root / job.run_id).is_file():
             continue
         source = index.get(run_digest(_resolved(job, defn, scale)))
         if source is not None:
@@ -448,7 +450,7 @@ def run_sweep(
         reuse: folders of finished runs (other sweeps' roots): a pending run that computes
             what a completed run there computed, at the same seed, is copied from it
             instead of trained (:mod:`alrp_lab.sweeps.reuse`). A run with a checkpoint of
-            its own resumes instead.
+            its own resumes instead, unless it is stale and ``rerun`` replaces it.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -495,7 +497,7 @@ def run_sweep(
         group, tags = _group_and_tags(defn, job, scale)
         return functools.partial(run_job_default, group=group, tags=tags)
 
-    sources = _reusable(defn, root, todo, scale, reuse) if reuse else {}
+    sources = _reusable(defn, root, todo, stale_ids, scale, reuse) if reuse else {}
     if dry_run:
         report.copied = {run_id: str(source) for run_id, source in sources.items()}
         report.pending = [job.run_id for job in todo if job.run_id not in sources]
@@ -518,7 +520,11 @@ def run_sweep(
         # --rerun: the user chose to replace these; start them from nothing.
         shutil.rmtree(root / job.run_id)
     for run_id, source in sources.items():
-        copy_run(source, root / run_id)
+        try:
+            copy_run(source, root / run_id)
+        except (RunLocked, SweepError, OSError) as err:  # that run only, as a failed job
+            report.failed[run_id] = str(err)
+            continue
         report.copied[run_id] = str(source)
     todo = [_with_resume(job, root / job.run_id) for job in todo if job.run_id not in sources]
     if launcher is not None:

@@ -27,13 +27,14 @@ def defn():
     return parse_sweep(RAW, name="toy")
 
 
-def _finished(run_dir, config, status="completed", files=("metrics.jsonl",)):
+def _finished(run_dir, config, status="completed", files=("metrics.jsonl",), checkpoint=True):
     """A run folder as training leaves it: results, logs and a checkpoint."""
     for name in files:
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / name).write_text(f"{name} of {run_dir.name}\n")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
+    if checkpoint:
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
     atomic_write_json(
         run_dir / "results.json", {"status": status, "metrics": {"AP": 0.7}, "config": config}
     )
@@ -67,18 +68,34 @@ def test_a_copy_takes_the_runs_files_but_not_its_checkpoints(tmp_path):
     _finished(source, {"seed": 0}, files=("metrics.jsonl", "plots/grad_balance.csv"))
     # A failed attempt in the target: its files go, so its logs cannot mix with the copy.
     _finished(target, {"seed": 0}, status="failed", files=("detections_val.json",))
+    (target / "checkpoints" / "last.pt").unlink()  # it stopped before its first checkpoint
+    (target / "checkpoints" / ".last.pt.x.tmp").write_bytes(b"a killed write")
     copy_run(source, target)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
         ".lock",
-        "checkpoints/last.pt",
         "metrics.jsonl",
         "plots/grad_balance.csv",
         "results.json",
     ]
     assert (target / "metrics.jsonl").read_text() == "metrics.jsonl of seed0\n"
     copied = read_results(target)
-    assert copied["status"] == "completed" and copied[COPIED_FROM] == str(source)
+    # The source relative to the copy: valid wherever the two folders move together.
+    assert copied[COPIED_FROM] == "../../src/seed0"
     assert {k: v for k, v in copied.items() if k != COPIED_FROM} == read_results(source)
+    # A copy of the copy names the run that was trained.
+    copy_run(target, tmp_path / "third" / "x" / "seed0")
+    assert read_results(tmp_path / "third" / "x" / "seed0")[COPIED_FROM] == "../../../src/seed0"
+
+
+def test_a_copy_never_replaces_a_run_that_can_resume(tmp_path):
+    source, target = tmp_path / "src", tmp_path / "dst"
+    _finished(source, {"seed": 0})
+    _finished(target, {"seed": 0}, status="running")
+    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    with pytest.raises(SweepError, match="holds a checkpoint: resume it"):
+        copy_run(source, target)
+    after = {p: p.read_bytes() for p in target.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == {p: b for p, b in before.items() if p.name != ".lock"}
 
 
 def test_an_interrupted_copy_leaves_no_completed_run(tmp_path, monkeypatch):
@@ -123,3 +140,48 @@ def test_a_run_with_its_own_checkpoint_resumes_rather_than_copies(defn, tmp_path
     _finished(root / job.run_id, _config(defn, job), status="running")
     report = run_sweep(defn, root=root, run_job=fake_job, reuse=[other], dry_run=True)
     assert report.copied == {} and job.run_id in report.pending
+
+
+def test_rerun_copies_over_stale_runs_checkpoints_and_all(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    other, root = tmp_path / "other", tmp_path / "toy"
+    _finished(other / "same" / "seed0", _config(defn, job))
+    _finished(root / job.run_id, _config(defn, job, **{"train.lr": 0.5}))  # stale, with last.pt
+    # The default runner (staleness is checked for it only); the one job is copied, so
+    # nothing trains.
+    kwargs = {"root": root, "reuse": [other], "only": [job.id], "write_tables": False}
+    with pytest.raises(SweepError, match="another config"):
+        run_sweep(defn, **kwargs)
+    report = run_sweep(defn, rerun=True, **kwargs)
+    assert report.copied == {job.run_id: str(other / "same" / "seed0")}
+    assert not (root / job.run_id / "checkpoints").exists()
+    assert read_results(root / job.run_id)["config"]["train"]["lr"] == 0.02
+
+
+def test_a_copy_that_fails_fails_that_run_only(defn, tmp_path, monkeypatch):
+    jobs = expand_jobs(defn)
+    other, root = tmp_path / "other", tmp_path / "toy"
+    _finished(other / "a" / "seed0", _config(defn, jobs[0]))
+    _finished(other / "b" / "seed0", _config(defn, jobs[2]))
+
+    def locked(source, target):
+        if target.parent.name == jobs[0].id:
+            raise runner_module.RunLocked(f"{target} is being trained by another process")
+        return copy_run(source, target)
+
+    monkeypatch.setattr(runner_module, "copy_run", locked)
+    report = run_sweep(defn, root=root, run_job=fake_job, reuse=[other])
+    assert "being trained by another process" in report.failed[jobs[0].run_id]
+    assert list(report.copied) == [jobs[2].run_id]
+    assert not (root / "calls.log").exists(), "neither the copied nor the locked run trained"
+    assert not (root / jobs[0].run_id / "results.json").exists()
+
+
+def test_a_reuse_folder_must_be_another_sweeps(defn, tmp_path, caplog):
+    root = tmp_path / "toy"
+    (root / "inside").mkdir(parents=True)
+    with pytest.raises(SweepError, match="inside the sweep's own folder"):
+        run_sweep(defn, root=root, run_job=fake_job, reuse=[root / "inside"], dry_run=True)
+    (tmp_path / "empty").mkdir()
+    run_sweep(defn, root=root, run_job=fake_job, reuse=[tmp_path / "empty"], dry_run=True)
+    assert "no completed run there, nothing to copy" in caplog.text
