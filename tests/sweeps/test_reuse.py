@@ -7,24 +7,15 @@ import pytest
 from alrp_lab.errors import SweepError
 from alrp_lab.sweeps import reuse as reuse_module
 from alrp_lab.sweeps import runner as runner_module
-from alrp_lab.sweeps.definition import parse_sweep
 from alrp_lab.sweeps.reuse import COPIED_FROM, copy_run, index_completed_runs
 from alrp_lab.sweeps.runner import expand_jobs, run_sweep
-from alrp_lab.tracking import results as results_module
 from alrp_lab.tracking.results import is_completed, read_results
 from alrp_lab.tracking.staleness import run_digest
 from alrp_lab.utils.io import atomic_write_json
-from tests.sweeps.test_runner import RAW, fake_job
+from tests.sweeps.test_runner import fake_job
 
-
-@pytest.fixture(autouse=True)
-def no_git(monkeypatch):
-    monkeypatch.setattr(results_module, "git_state", lambda: results_module.GitState(None, None))
-
-
-@pytest.fixture
-def defn():
-    return parse_sweep(RAW, name="toy")
+# The toy sweep is conftest.py's ``defn``.
+pytestmark = pytest.mark.usefixtures("no_git")
 
 
 def _finished(run_dir, config, status="completed", files=("metrics.jsonl",), checkpoint=True):

@@ -14,7 +14,6 @@ from alrp_lab.sweeps.runner import (
     expand_jobs,
     run_sweep,
 )
-from alrp_lab.tracking import results as results_module
 from alrp_lab.tracking.results import RunRecorder, read_results
 from alrp_lab.utils.io import atomic_write_json
 
@@ -44,15 +43,7 @@ RAW = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_git(monkeypatch):
-    # Provenance is tested in tests/tracking; here it would only cost subprocess calls.
-    monkeypatch.setattr(results_module, "git_state", lambda: results_module.GitState(None, None))
-
-
-@pytest.fixture
-def defn():
-    return parse_sweep(RAW, name="toy")
+pytestmark = pytest.mark.usefixtures("no_git")  # tests/sweeps/conftest.py
 
 
 def fake_job(overrides, run_dir):
