@@ -69,6 +69,9 @@ def alrp_definition(loc_errors: Tensor, zero_target: bool = False) -> RankingLos
         target=target,
         normalizer=lambda stats: max(stats.num_positives, 1),
         positive_weights=e,
+        # Appendix G.3: the wrong target keeps updating positives once no negative outranks
+        # them (l(i) - 0 = Eloc(i) / rank(i) > 0 there), which breaks Theorem 2's balance.
+        update_ranked=zero_target,
     )
 
 

@@ -22,7 +22,8 @@ paths turn it into a loss value and gradients:
 The step function: ``H(x) = clamp(x / (2 delta) + 1/2, 0, 1)`` with ``x_ij = s_j - s_i``;
 ``delta = 0`` selects the unit step ``H(x) = 1[x > 0]`` (the hard step of the paper's toy
 example, Figure 1). Following the authors' code, a positive gets gradient (and spreads error
-over negatives) only where ``FP(i) > eps``, ``eps = 1e-5``.
+over negatives) only where ``FP(i) > eps``, ``eps = 1e-5``; the wrong-target ablation of
+Appendix G.3 (``RankingLossDefinition.update_ranked``) updates the other positives too.
 
 The negatives, millions of them, are never converted: each is searched once, in its own dtype,
 into the ``2P`` window edges of the positives (:func:`bin_sources`), which cut the line into
@@ -394,6 +395,11 @@ class RankingLossDefinition:
         pmf: ``p(j|i)`` for a chunk of positives (see :data:`PMF`); None for the uniform
             ``H(x_ij) / FP(i)``, which is the only one the sorted path supports.
         positive_weights: (P,) weights ``u`` for ``RankingStats.weighted_pos``; None if unused.
+        update_ranked: also update a positive that no negative outranks (``FP(i) <= eps``) by
+            ``-(l(i) - l*(i)) / Z``. Algorithm 1 skips such positives, which keeps Theorem 2
+            (the totals over positives and negatives equal) for any target; their update
+            has no negative to go to. True only for the wrong-target ablation of Appendix
+            G.3, whose divergence comes from exactly these updates.
     """
 
     error: Callable[[RankingStats], Tensor]
@@ -401,6 +407,7 @@ class RankingLossDefinition:
     normalizer: Callable[[RankingStats], Tensor | float]
     pmf: PMF | None = None
     positive_weights: Tensor | None = None
+    update_ranked: bool = False
 
 
 class ErrorDrivenResult(NamedTuple):
@@ -413,11 +420,20 @@ class ErrorDrivenResult(NamedTuple):
     stats: RankingStats
 
 
-def _update_coefficients(definition: RankingLossDefinition, stats: RankingStats) -> Tensor:
-    """``(l(i) - l*(i)) / Z`` (P,), zero where ``FP(i) <= eps``: ``-dL/ds_i`` of the positives."""
+def _update_coefficients(
+    definition: RankingLossDefinition, stats: RankingStats
+) -> tuple[Tensor, Tensor]:
+    """``(spread, ranked)``, both (P,): ``spread = (l(i) - l*(i)) / Z``, zero where
+    ``FP(i) <= eps``, is what positive ``i`` passes on to the negatives; ``ranked`` is the
+    same difference where ``FP(i) <= eps`` under ``update_ranked`` and zero otherwise, an
+    update with no negative to go to. ``-dL/ds_i = spread_i + ranked_i``."""
     diff = definition.error(stats) - definition.target(stats)
     diff = diff / definition.normalizer(stats)
-    return torch.where(stats.fp > FP_EPS, diff, torch.zeros_like(diff))
+    outranked = stats.fp > FP_EPS
+    zero = torch.zeros_like(diff)
+    spread = torch.where(outranked, diff, zero)
+    ranked = torch.where(outranked, zero, diff) if definition.update_ranked else zero
+    return spread, ranked
 
 
 def _loss_value(definition: RankingLossDefinition, stats: RankingStats) -> Tensor:
@@ -471,11 +487,11 @@ def sorted_error_driven(
         rank_pos=rank_pos[inverse],
         weighted_pos=None if weighted is None else weighted[inverse],
     )
-    coef = _update_coefficients(definition, stats)
+    coef, ranked = _update_coefficients(definition, stats)
     # dL/ds_j = sum_i coef_i H(x_ij) / FP(i); coef is 0 wherever FP(i) <= eps.
     per_fp = coef / stats.fp.clamp(min=FP_EPS)
     grad_neg = binned_step_transpose_sums(neg_bins, delta, per_fp[order])
-    return ErrorDrivenResult(_loss_value(definition, stats), -coef, grad_neg, stats)
+    return ErrorDrivenResult(_loss_value(definition, stats), -(coef + ranked), grad_neg, stats)
 
 
 def _chunk_rows(row_length: int, chunk_elements: int) -> int:
@@ -524,8 +540,8 @@ def pairwise_error_driven(
             weighted[idx] = h_pos @ u.to(pos.dtype)
     stats = RankingStats(scores=pos, fp=fp, rank_pos=rank_pos, weighted_pos=weighted)
 
-    coef = _update_coefficients(definition, stats)
-    grad_pos = pos.new_zeros(num_pos)
+    coef, ranked = _update_coefficients(definition, stats)
+    grad_pos = -ranked
     grad_neg = neg.new_zeros(neg.numel())
     for start in range(0, num_pos, rows):
         idx = torch.arange(start, min(start + rows, num_pos), device=pos.device)
@@ -538,7 +554,7 @@ def pairwise_error_driven(
         # Eq. 5 with -dx_ij / Z = coef_i p(j|i): dL/ds_i = (1/Z) sum_j dx_ij for a positive,
         # dL/ds_j = -(1/Z) sum_i dx_ij for a negative.
         update = coef[idx, None] * p
-        grad_pos[idx] = -update.sum(1)
+        grad_pos[idx] -= update.sum(1)
         grad_neg += update.sum(0)
     return ErrorDrivenResult(_loss_value(definition, stats), grad_pos, grad_neg, stats)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from alrp_lab.losses import ALRPLoss, alrp_loss
 from alrp_lab.losses.alrp import alrp_definition
-from alrp_lab.losses.ranking import pairwise_error_driven, split_ranking_inputs
+from alrp_lab.losses.ranking import error_driven, pairwise_error_driven, split_ranking_inputs
 from alrp_lab.testing.reference import alrp_loss_reference, make_ranking_batch
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
@@ -244,5 +246,59 @@ def test_zero_target_ablation_adds_each_positives_own_error() -> None:
     normal, zero = grads
     pos = labels == 1
     assert torch.all(zero[pos].abs() > normal[pos].abs())
-    # Theorem 2 holds for any target: positives' and negatives' totals stay equal.
+    # Every positive here has a negative above it (or on its ramp): what a positive gets
+    # goes to the negatives, so the totals stay equal (Theorem 2).
     assert zero[pos].abs().sum().item() == pytest.approx(zero[~pos].abs().sum().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.0])
+def test_zero_target_keeps_updating_positives_no_negative_outranks(delta) -> None:
+    """Appendix G.3's divergence: once a positive is ranked above every negative, the wrong
+    target still gives it an update, l(i) / Z with l(i) = (Eloc(i) + cum) / rank(i), that no
+    negative balances, so the positives' total exceeds the negatives' (Theorem 2 broken).
+    With Eq. 12's target that positive gets nothing and the totals stay equal."""
+    gen = torch.Generator().manual_seed(20212)
+    logits = torch.randn(200, dtype=torch.float64, generator=gen)
+    labels = (torch.rand(200, generator=gen) < 0.1).long()
+    labels[:3] = 1
+    logits[:3] = torch.tensor([9.0, 8.0, 7.5], dtype=torch.float64)  # above every negative + delta
+    num_pos = int(labels.sum())
+    loc_errors = torch.rand(num_pos, dtype=torch.float64, generator=gen) + 0.1
+    pos = labels == 1
+    grads = {}
+    for zero_target in (False, True):
+        x = logits.clone().requires_grad_(True)
+        alrp_loss(x, labels, loc_errors, delta=delta, zero_target=zero_target).cls.backward()
+        grads[zero_target] = x.grad
+    # Plain reference for the three ranked positives (positives in index order, as the
+    # loss takes loc_errors): l(i) = (Eloc(i) + sum of Eloc(k) H(s_k - s_i), k != i) / rank(i).
+    s_pos, e = logits[pos], loc_errors
+    for i in range(3):
+        above = [k for k in range(num_pos) if k != i and s_pos[k] - s_pos[i] > delta]
+        ramp = [k for k in range(num_pos) if k != i and abs(s_pos[k] - s_pos[i]) <= delta]
+
+        def h(k, i=i):
+            x = (s_pos[k] - s_pos[i]).item()
+            return 1.0 if x > delta else (x / (2 * delta) + 0.5 if delta > 0 else 0.0)
+
+        rank = 1 + sum(h(k) for k in above + ramp)
+        cum = e[i] + sum(e[k] * h(k) for k in above + ramp)
+        assert grads[True][i].item() == pytest.approx(-(cum / rank).item() / num_pos, rel=1e-12)
+        assert grads[False][i].item() == 0.0
+    ratio = grads[True][pos].abs().sum() / grads[True][~pos].abs().sum()
+    assert ratio.item() > 1.0 + 1e-6
+    assert grads[False][pos].abs().sum().item() == pytest.approx(
+        grads[False][~pos].abs().sum().item(), rel=1e-12
+    )
+    # Only the ranked positives' updates differ from Algorithm 1 with the same wrong target,
+    # and the pairwise path agrees with the sorted one.
+    definition = alrp_definition(loc_errors, zero_target=True)
+    neg = logits[~pos]
+    with_ranked = error_driven(s_pos, neg, definition, delta)
+    gated = error_driven(s_pos, neg, dataclasses.replace(definition, update_ranked=False), delta)
+    assert torch.equal(with_ranked.grad_neg, gated.grad_neg)
+    assert torch.equal(with_ranked.grad_pos[3:], gated.grad_pos[3:])
+    assert torch.all(with_ranked.grad_pos[:3] < 0) and torch.all(gated.grad_pos[:3] == 0)
+    pairwise = pairwise_error_driven(s_pos, neg, definition, delta)
+    torch.testing.assert_close(pairwise.grad_pos, with_ranked.grad_pos, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(pairwise.grad_neg, with_ranked.grad_neg, rtol=1e-12, atol=1e-15)
