@@ -33,7 +33,13 @@ from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
-from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
+from alrp_lab.tracking.results import (
+    RESULTS_FILE,
+    RunRecorder,
+    checkpoint_path,
+    is_completed,
+    read_results,
+)
 from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
@@ -464,7 +470,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
     )
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    ckpt_path = checkpoint_path(run_dir)
     scaler = grad_scaler(cfg.train.amp, device)
     resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx, scaler)
     if ctx.is_main and cfg.train.resume and ckpt_path.exists():

@@ -24,14 +24,20 @@ from pathlib import Path
 
 from alrp_lab.errors import SweepError
 from alrp_lab.sweeps.processes import LOCK_FILE, run_lock
-from alrp_lab.tracking.results import RESULTS_FILE, find_runs, read_results
+from alrp_lab.tracking.results import (
+    CHECKPOINT_DIR,
+    RESULTS_FILE,
+    checkpoint_path,
+    find_runs,
+    read_results,
+)
 from alrp_lab.tracking.staleness import run_digest
 from alrp_lab.utils.io import atomic_copy_file, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 # Training state, not results: a copied run is complete and never resumes.
-SKIPPED_DIRS = ("checkpoints",)
+SKIPPED_DIRS = (CHECKPOINT_DIR,)
 COPIED_FROM = "copied_from"
 
 __all__ = ["COPIED_FROM", "copy_run", "index_completed_runs"]
@@ -95,7 +101,7 @@ def copy_run(source: Path, target: Path) -> None:
     if results.get(COPIED_FROM):
         origin = Path(os.path.normpath(source / results[COPIED_FROM]))
     with run_lock(target):
-        if (target / "checkpoints" / "last.pt").is_file():
+        if checkpoint_path(target).is_file():
             raise SweepError(f"{target} holds a checkpoint: resume it instead of copying over it")
         for path in _run_files(target, keep_checkpoints=False):
             path.unlink()

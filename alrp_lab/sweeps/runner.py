@@ -46,7 +46,13 @@ from alrp_lab.sweeps.definition import (
 )
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.reuse import copy_run, index_completed_runs
-from alrp_lab.tracking.results import RESULTS_FILE, RunRecorder, is_completed, read_results
+from alrp_lab.tracking.results import (
+    RESULTS_FILE,
+    RunRecorder,
+    checkpoint_path,
+    is_completed,
+    read_results,
+)
 from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.utils.io import atomic_write_json
 
@@ -321,13 +327,9 @@ def _execute(run_job: RunJob, job: Job, run_dir: Path, threads: int | None) -> s
     return None
 
 
-def _checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "last.pt"
-
-
 def _with_resume(job: Job, run_dir: Path) -> Job:
     """Continue a job that stopped after a checkpoint instead of starting it over."""
-    if _checkpoint(run_dir).is_file() and not any(
+    if checkpoint_path(run_dir).is_file() and not any(
         _override_key(o) == "train.resume" for o in job.overrides
     ):
         return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column, job.seed)
@@ -376,7 +378,7 @@ def _reusable(
     index = index_completed_runs(reuse, exclude=root)
     sources = {}
     for job in todo:
-        if job.run_id not in stale_ids and _checkpoint(root / job.run_id).is_file():
+        if job.run_id not in stale_ids and checkpoint_path(root / job.run_id).is_file():
             continue
         source = index.get(run_digest(_resolved(job, defn, scale)))
         if source is not None:
@@ -470,7 +472,7 @@ def run_sweep(
         check_jobs(defn, todo)
         # A stopped run with a checkpoint is resumed below: it must be the same run too, or
         # its results would mix two configs.
-        resumable = [job for job in todo if _checkpoint(root / job.run_id).is_file()]
+        resumable = [job for job in todo if checkpoint_path(root / job.run_id).is_file()]
         stale = _stale_runs(defn, root, [*done, *resumable], scale)
         if stale and not rerun:
             job = stale[0]

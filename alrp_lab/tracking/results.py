@@ -46,8 +46,10 @@ from alrp_lab.tracking.provenance import (
     git_state,
 )
 from alrp_lab.tracking.run_files import (
+    CHECKPOINT_DIR,
     METRICS_FILE,
     RESULTS_FILE,
+    checkpoint_path,
     find_runs,
     is_completed,
     read_metrics,
@@ -65,10 +67,12 @@ PathLike = str | os.PathLike[str]
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_DIR",
     "METRICS_FILE",
     "RESULTS_FILE",
     "GitState",
     "RunRecorder",
+    "checkpoint_path",
     "config_digest",
     "environment_versions",
     "find_runs",

@@ -1,5 +1,6 @@
 """Reading a run folder's files: ``results.json`` and ``metrics.jsonl`` (the typed schema
-:mod:`alrp_lab.tracking.results` documents), and finding run folders below a root."""
+:mod:`alrp_lab.tracking.results` documents), where its checkpoint lives, and finding run
+folders below a root."""
 
 from __future__ import annotations
 
@@ -13,19 +14,28 @@ from alrp_lab.utils.io import read_jsonl
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
+# The run's training state: CHECKPOINT_DIR/last.pt, the one file a resume reads.
+CHECKPOINT_DIR = "checkpoints"
 STATUSES = ("running", "completed", "failed")
 
 PathLike = str | os.PathLike[str]
 
 __all__ = [
+    "CHECKPOINT_DIR",
     "METRICS_FILE",
     "RESULTS_FILE",
     "STATUSES",
+    "checkpoint_path",
     "find_runs",
     "is_completed",
     "read_metrics",
     "read_results",
 ]
+
+
+def checkpoint_path(run_dir: PathLike) -> Path:
+    """``run_dir/checkpoints/last.pt``: where a run keeps the state it resumes from."""
+    return Path(run_dir) / CHECKPOINT_DIR / "last.pt"
 
 
 def _results_path(run_dir: PathLike) -> Path:
