@@ -8,7 +8,12 @@ Each is evaluated from the results files of the runs behind its cells, over seed
   adds no variance.
 - ``spread``: ``max - min`` of the means of ``a``'s cells, with a percentile-bootstrap 95%
   interval (each cell's seeds resampled; fixed generator seed).
-- ``diverges``: every run of ``a``'s job ends in a non-finite loss.
+- ``diverges``: every run of ``a``'s job diverges: it stopped on a non-finite loss, or it
+  finished with its classification loss at least halfway back up to where it started
+  (:func:`alrp_lab.report.curves.loss_rebound` >= :data:`~alrp_lab.report.curves.REBOUND_DIVERGED`:
+  Appendix G.3's "continues properly ... up to a point and then diverges" need not end in a
+  NaN). A finished run without ``metrics.jsonl`` cannot be judged and leaves the claim
+  inconclusive.
 
 Verdicts: **holds** when the whole interval lies on the claimed side of ``margin``
 (``a - b > margin`` for ``expect: ">"``, ``< margin`` for ``"<"``), **fails** when it lies
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from alrp_lab.report.curves import REBOUND_DIVERGED
 from alrp_lab.report.runs import SeedRun, lower_is_better, metric_value
 from alrp_lab.report.stats import Summary, bootstrap_interval, summarize, welch_interval
 from alrp_lab.sweeps.definition import CellRef, Claim, Side, SweepDefinition
@@ -200,16 +206,24 @@ def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult
 
 def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:
     runs = [r for r in runs_of(claim.a.cells[0]) if r.status in ("completed", "failed")]
-    diverged = [r for r in runs if r.diverged]
-    completed = [r for r in runs if r.status == "completed"]
+    rebounds = {r.name: r.rebound for r in runs if r.status == "completed"}
+    rose = [
+        name for name, value in rebounds.items() if value is not None and value >= REBOUND_DIVERGED
+    ]
+    kept = [
+        name for name, value in rebounds.items() if value is not None and value < REBOUND_DIVERGED
+    ]
+    unknown = [name for name, value in rebounds.items() if value is None]
+    diverged = [r.name for r in runs if r.diverged] + rose
     other = [r for r in runs if r.status == "failed" and not r.diverged]
     n = f"{len(diverged)}/{len(runs)} diverged"
     value = len(diverged) / len(runs) if runs else None
-    notes = [f"{r.name} failed otherwise: {r.error}" for r in other]
-    if completed:
+    notes = [f"{name}: loss rebound {rebounds[name]:.2f}" for name in rose + kept]
+    notes += [f"{name}: no loss curve (metrics.jsonl) to judge" for name in unknown]
+    notes += [f"{r.name} failed otherwise: {r.error}" for r in other]
+    if kept:
         verdict = "fails"
-        notes.insert(0, "completed: " + ", ".join(r.name for r in completed))
-    elif len(diverged) >= MIN_SEEDS and not other:
+    elif len(diverged) >= MIN_SEEDS and not other and not unknown:
         verdict = "holds"
     else:
         verdict = "inconclusive"

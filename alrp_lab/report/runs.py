@@ -7,7 +7,9 @@ never finished is reported as missing rather than silently dropped.
 
 Metrics are returned in the paper's units: AP-like and oLRP-like metrics are pycocotools'
 0-1 fractions in results.json and % in the paper. ``grad_ratio_min``, ``grad_ratio_max`` and
-``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4).
+``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4), and
+``loss_rebound`` (how far the classification loss came back up by the end, Figure A.7) from
+its ``metrics.jsonl`` (:mod:`alrp_lab.report.curves`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alrp_lab.report.curves import loss_rebound
 from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
-DERIVED = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
+GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
+DERIVED = (*GRAD_RATIOS, "loss_rebound")
 LOWER_IS_BETTER = ("oLRP",)
 _BOUND_PREFIXES = ("upper_", "lower_")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -81,6 +85,18 @@ class SeedRun:
         """The run stopped because its loss (or weights) became non-finite."""
         return self.status == "failed" and DIVERGED_ERROR in self.error
 
+    @property
+    def rebound(self) -> float | None:
+        """:func:`~alrp_lab.report.curves.loss_rebound` of a completed run; None when it did
+        not complete, has no ``metrics.jsonl`` (e.g. a copy of a committed run) or never
+        learnt."""
+        if self.status != "completed":
+            return None
+        try:
+            return loss_rebound(self.run_dir)
+        except FileNotFoundError:
+            return None
+
 
 def _read(run_dir: Path, seed: int | None) -> SeedRun:
     try:
@@ -113,7 +129,9 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
     complete or the metric is undefined (NaN is stored as null)."""
     if run.status != "completed" or run.results is None:
         return None
-    if metric in DERIVED:
+    if metric == "loss_rebound":
+        return run.rebound
+    if metric in GRAD_RATIOS:
         try:
             ratios = [r for r in read_grad_balance(run.run_dir).ratios if r > 0]
         except FileNotFoundError:

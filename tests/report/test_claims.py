@@ -7,7 +7,7 @@ import pytest
 from alrp_lab.report.claims import evaluate_claims
 from alrp_lab.report.tables import build_table, collect_table, render_table
 from alrp_lab.sweeps.definition import parse_sweep
-from alrp_lab.utils.io import atomic_write_json
+from alrp_lab.utils.io import append_jsonl, atomic_write_json
 
 GRID = {
     "title": "Table 3",
@@ -190,10 +190,17 @@ METRICS = {
 }
 
 
+def _curve(folder, means):
+    """A metrics.jsonl whose per-epoch means of loss_cls are ``means``."""
+    for epoch, value in enumerate(means):
+        append_jsonl(folder / "metrics.jsonl", {"step": epoch, "epoch": epoch, "loss_cls": value})
+
+
 def test_lower_is_better_metrics_and_divergence(tmp_path):
     defn = parse_sweep(METRICS, name="fig")
     for seed, (a, b) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.69)]):
         _run(tmp_path / "alrp" / f"seed{seed}", AP=0.4, oLRP=a)
+        _curve(tmp_path / "alrp" / f"seed{seed}", [1.0, 0.5, 0.2, 0.1])
         _run(tmp_path / "ap-loss" / f"seed{seed}", AP=0.4, oLRP=b)
         _run(
             tmp_path / "zero-target" / f"seed{seed}",
@@ -208,6 +215,31 @@ def test_lower_is_better_metrics_and_divergence(tmp_path):
     assert verdicts["best-olrp"].note.startswith("best: AP Loss")
     assert verdicts["diverges"].verdict == "holds" and verdicts["diverges"].n == "3/3 diverged"
     assert verdicts["alrp-diverges"].verdict == "fails"
+    assert verdicts["alrp-diverges"].n == "0/3 diverged"
+    assert "alrp/seed0: loss rebound 0.00" in verdicts["alrp-diverges"].note
+
+
+@pytest.mark.parametrize(
+    ("curves", "verdict", "n"),
+    [
+        # Finished, but the loss came back up to (or near) its start: Appendix G.3's breakdown.
+        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.8, 0.95]], "holds", "3/3 diverged"),
+        # One seed ended at its lowest: the claim fails whatever the others did.
+        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.5, 0.55]], "fails", "2/3 diverged"),
+        # A finished run with no curve cannot be judged.
+        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], None], "inconclusive", "2/3 diverged"),
+    ],
+)
+def test_a_finite_run_whose_loss_came_back_up_diverged(tmp_path, curves, verdict, n):
+    defn = parse_sweep(METRICS, name="fig")
+    for seed, means in enumerate(curves):
+        _run(tmp_path / "zero-target" / f"seed{seed}", AP=0.0)
+        if means is not None:
+            _curve(tmp_path / "zero-target" / f"seed{seed}", means)
+    result = _verdicts(defn, tmp_path)[0]["diverges"]
+    assert (result.verdict, result.n) == (verdict, n)
+    if means is None:
+        assert "zero-target/seed2: no loss curve (metrics.jsonl) to judge" in result.note
 
 
 def test_claims_print_under_the_table_in_every_format(tmp_path):
