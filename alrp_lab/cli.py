@@ -492,7 +492,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
     out = Path(args.out) if args.out else source / "grad_balance.png"
-    _out.print(f"wrote {plot_grad_balance(source, out)}")
+    loss_panel = args.figure == "grad-balance-loss"
+    _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
     return 0
 
 
@@ -581,8 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
     plot.add_argument(
         "figure",
-        choices=["grad-balance", "claim-trend"],
-        help="grad-balance: Figure 4; claim-trend: a sweep's claims against its trend's x",
+        choices=["grad-balance", "grad-balance-loss", "claim-trend"],
+        help="grad-balance: Figure 4; grad-balance-loss: Figure A.7 (Figure 4 and the loss "
+        "values); claim-trend: a sweep's claims against its trend's x",
     )
     plot.add_argument("source", help="a run folder or a sweep folder")
     plot.add_argument("--out", default=None, help="PNG path (default SOURCE/FIGURE.png)")

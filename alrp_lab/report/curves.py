@@ -27,14 +27,17 @@ from alrp_lab.tracking.run_files import read_metrics
 CURVE_KEY = "loss_cls"
 REBOUND_DIVERGED = 0.5
 
-__all__ = ["CURVE_KEY", "REBOUND_DIVERGED", "epoch_means", "loss_rebound", "rebound"]
+__all__ = ["CURVE_KEY", "REBOUND_DIVERGED", "epoch_curve", "epoch_means", "loss_rebound", "rebound"]
 
 
-def epoch_means(records: Iterable[Mapping[str, Any]], key: str = CURVE_KEY) -> list[float]:
-    """The mean of ``key`` over each epoch's records, in epoch order.
+def epoch_curve(
+    records: Iterable[Mapping[str, Any]], key: str = CURVE_KEY
+) -> list[tuple[float, float]]:
+    """``(mean step, mean of key)`` over each epoch's records, in epoch order.
 
     Records without ``epoch`` or with a missing or non-finite ``key`` (null in the file) are
-    skipped; an epoch left with no value is left out.
+    skipped; an epoch left with no value is left out. A record without ``step`` counts at
+    step 0.
     """
     sums: dict[int, list[float]] = {}
     for record in records:
@@ -45,10 +48,18 @@ def epoch_means(records: Iterable[Mapping[str, Any]], key: str = CURVE_KEY) -> l
             continue
         if not math.isfinite(value):
             continue
-        total = sums.setdefault(epoch, [0.0, 0.0])
-        total[0] += float(value)
-        total[1] += 1.0
-    return [total / count for _, (total, count) in sorted(sums.items())]
+        step = record.get("step")
+        step = float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else 0.0
+        total = sums.setdefault(epoch, [0.0, 0.0, 0.0])
+        total[0] += step
+        total[1] += float(value)
+        total[2] += 1.0
+    return [(steps / n, values / n) for _, (steps, values, n) in sorted(sums.items())]
+
+
+def epoch_means(records: Iterable[Mapping[str, Any]], key: str = CURVE_KEY) -> list[float]:
+    """The mean of ``key`` over each epoch's records, in epoch order (see :func:`epoch_curve`)."""
+    return [value for _, value in epoch_curve(records, key)]
 
 
 def rebound(means: list[float]) -> float | None:

@@ -1,9 +1,11 @@
-"""Figure 4 of the paper: the gradient balance of a run, iteration by iteration.
+"""Figures 4 and A.7 of the paper: the gradient balance of a run, iteration by iteration.
 
 Each run folder's ``grad_balance.csv`` (``iteration,epoch,ratio``; ratio = sum |dL/ds| over
 negatives / over positives, SPEC section 3) becomes one line, labelled by the run's loss.
-aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. Reads files only;
-matplotlib is imported when a plot is drawn, with the Agg canvas (no display needed).
+aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. Figure A.7 adds a
+second panel, the loss values: each run's classification loss from ``metrics.jsonl``, one
+point per epoch (its mean). Reads files only; matplotlib is imported when a plot is drawn,
+with the Agg canvas (no display needed).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
-from alrp_lab.tracking.results import read_results
+from alrp_lab.report.curves import CURVE_KEY, epoch_curve
+from alrp_lab.tracking.results import read_metrics, read_results
 
 GRAD_BALANCE_FILE = "grad_balance.csv"
 LOSS_NAMES = {
@@ -85,23 +88,43 @@ def _run_dirs(dirs_or_sweep_dir: PathLike | Iterable[PathLike]) -> list[Path]:
 
 
 def _label(run_dir: Path) -> str:
-    """The run's loss in the paper's words (from results.json), else the folder's name."""
+    """The run's loss in the paper's words (from results.json), else the folder's name; the
+    zero-target ablation (Figure A.7) says so."""
     try:
-        loss = read_results(run_dir)["config"]["loss"]["name"]
+        loss = read_results(run_dir)["config"]["loss"]
+        name = str(loss["name"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return run_dir.name
-    return LOSS_NAMES.get(str(loss), str(loss))
+    label = LOSS_NAMES.get(name, name)
+    return f"{label}, zero target" if loss.get("zero_target") is True else label
 
 
-def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png: PathLike) -> Path:
-    """Draw Figure 4 (left) into ``out_png`` and return its path.
+def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """The run's per-epoch classification loss, or nothing when it has no metrics.jsonl."""
+    try:
+        return epoch_curve(read_metrics(run_dir))
+    except FileNotFoundError:
+        return []
+
+
+def plot_grad_balance(
+    dirs_or_sweep_dir: PathLike | Iterable[PathLike],
+    out_png: PathLike,
+    *,
+    loss_panel: bool = False,
+) -> Path:
+    """Draw Figure 4 (left), or Figure A.7 with ``loss_panel``, into ``out_png`` and return
+    its path.
 
     Args:
         dirs_or_sweep_dir: a sweep folder (every run below it with a grad_balance.csv) or a
             list of run folders.
         out_png: the image to write (its folder is created).
+        loss_panel: add Figure A.7's right panel: each run's classification loss
+            (``loss_cls``), its mean over each epoch against the epoch's mean iteration. A run
+            without ``metrics.jsonl`` is left out of that panel only.
 
-    One line per run, labelled by its loss (two runs with the same loss also show their
+    One line per run, labelled by its loss (two runs with the same label also show their
     folder names) with its min and max ratio as the paper's legend gives them; log-scale
     y and a dashed line at 1.000. Raises :class:`ValueError` when no run has any ratio.
     """
@@ -115,22 +138,44 @@ def plot_grad_balance(dirs_or_sweep_dir: PathLike | Iterable[PathLike], out_png:
             "figure4 sweep first (alrp-lab sweep figure4) or pass its run folders"
         )
     labels = [_label(run) for run, _ in runs]
-    figure = Figure(figsize=(7.0, 4.2), layout="constrained")
-    axes = figure.add_subplot()
+    figure = Figure(figsize=(12.0 if loss_panel else 7.0, 4.2), layout="constrained")
+    axes = figure.add_subplot(1, 2, 1) if loss_panel else figure.add_subplot()
+    loss_axes = figure.add_subplot(1, 2, 2) if loss_panel else None
     for (run, data), label in zip(runs, labels, strict=True):
         if labels.count(label) > 1:
             label = f"{label} ({run.name})"
         points = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
         low, high = min(r for _, r in points), max(r for _, r in points)
         legend = f"{label}: min 1/{1 / low:.3f}, max {high:.3f}"
-        axes.plot([i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend)
+        (line,) = axes.plot(
+            [i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend
+        )
+        curve = _loss_curve(run) if loss_axes is not None else []
+        if loss_axes is not None and curve:
+            loss_axes.plot(
+                [x for x, _ in curve],
+                [y for _, y in curve],
+                linewidth=0.9,
+                color=line.get_color(),
+                label=label,
+            )
     axes.axhline(
         1.0, color="black", linestyle="--", linewidth=0.8, label="1.000 (Theorem 2)", zorder=1
     )  # under the runs: aLRP Loss lies on it
     axes.set_yscale("log")
     axes.set_xlabel("iteration")
     axes.set_ylabel(r"$\sum_{N} |\partial L/\partial s|$ / $\sum_{P} |\partial L/\partial s|$")
-    axes.set_title("Gradient magnitude of negatives over positives (Figure 4)")
+    if loss_axes is None:
+        axes.set_title("Gradient magnitude of negatives over positives (Figure 4)")
+    else:
+        axes.set_title("Gradient magnitude of negatives over positives")
+        loss_axes.set_xlabel("iteration")
+        loss_axes.set_ylabel(f"{CURVE_KEY} (mean over each epoch)")
+        loss_axes.set_title("Classification loss (Figure A.7, right)")
+        if loss_axes.lines:
+            loss_axes.legend(fontsize="small")
+        else:
+            loss_axes.text(0.5, 0.5, "no metrics.jsonl", ha="center", transform=loss_axes.transAxes)
     axes.legend(fontsize="small")
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ example)::
     metrics: [AP, AP50, oLRP]   # metrics only: one column per metric
     corner: wr                  # optional header of the row-label column
     figure: grad_balance        # optional: also draw Figure 4's plot from the runs
+    figure: grad_balance_loss   # or: Figure A.7's, that plot and the loss values beside it
     figure: claim_trend         # or: claims' differences against a factor (needs `trend`)
     trend:                      # claim_trend only
       x: [1, 2, 4, 8]           # one value per claim of every series (null: none at that x)
@@ -89,7 +90,7 @@ SWEEP_FILE = "sweep.json"
 OUTPUT_ROOT = Path("outputs") / "sweeps"
 
 KINDS = ("metrics", "grid")
-FIGURES = ("grad_balance", "claim_trend")
+FIGURES = ("grad_balance", "grad_balance_loss", "claim_trend")
 
 _TOP_KEYS = {
     "title",

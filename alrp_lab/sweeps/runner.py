@@ -627,7 +627,8 @@ def _try_plot(root: Path, figure: str) -> Path | None:
     try:
         if figure == "claim_trend":
             return plot_claim_trend(root, root / "claim_trend.png")
-        return plot_grad_balance(root, root / "grad_balance.png")
+        loss_panel = figure == "grad_balance_loss"
+        return plot_grad_balance(root, root / "grad_balance.png", loss_panel=loss_panel)
     except ValueError as err:  # no run got far enough to log a ratio or make a claim
         log.warning("no %s plot: %s", figure, err)
         return None

@@ -74,3 +74,59 @@ def test_repeated_iterations_are_refused(tmp_path):
     (tmp_path / "grad_balance.csv").write_text("iteration,epoch,ratio\n0,0,1.0\n1,0,1.0\n1,0,2.0\n")
     with pytest.raises(ValueError, match="iteration 1 follows 1"):
         read_grad_balance(tmp_path)
+
+
+def test_figure_a7_adds_the_loss_panel(tmp_path, monkeypatch):
+    from alrp_lab.utils.io import append_jsonl
+
+    root = tmp_path / "figureA7"
+    right = _run(root / "alrp", "alrp", [1.0, 1.0, 1.0])
+    zero = _run(root / "alrp-zero-target", "alrp", [1.0, 0.9, 1.2])
+    atomic_write_json(
+        zero / "results.json",
+        {
+            "status": "completed",
+            "metrics": {},
+            "config": {"loss": {"name": "alrp", "zero_target": True}},
+        },
+    )
+    for step, (good, bad) in enumerate([(1.0, 1.0), (0.5, 0.6), (0.2, 1.0)]):
+        append_jsonl(right / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": good})
+        append_jsonl(zero / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": bad})
+    assert plots._label(zero) == "aLRP Loss, zero target" and plots._label(right) == "aLRP Loss"
+    curves = []
+    original = plots._loss_curve
+    monkeypatch.setattr(
+        plots, "_loss_curve", lambda run: curves.append(original(run)) or curves[-1]
+    )
+    out = plot_grad_balance(root, tmp_path / "a7.png", loss_panel=True)
+    with Image.open(out) as image:
+        assert image.size == (1440, 504)  # two panels
+    assert curves == [[(0.0, 1.0), (1.0, 0.5), (2.0, 0.2)], [(0.0, 1.0), (1.0, 0.6), (2.0, 1.0)]]
+    # Figure 4 reads no loss curve.
+    curves.clear()
+    plot_grad_balance(root, tmp_path / "f4.png")
+    assert curves == []
+
+
+def test_the_loss_panel_leaves_out_runs_without_metrics(sweep, tmp_path):
+    out = plot_grad_balance(sweep, tmp_path / "a7.png", loss_panel=True)
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(("figure", "width"), [("grad-balance", 840), ("grad-balance-loss", 1440)])
+def test_the_plot_command_draws_either_figure(sweep, figure, width):
+    from alrp_lab.cli import main
+
+    assert main(["plot", figure, str(sweep)]) == 0
+    with Image.open(sweep / "grad_balance.png") as image:
+        assert image.size[0] == width
+
+
+@pytest.mark.parametrize(("figure", "width"), [("grad_balance", 840), ("grad_balance_loss", 1440)])
+def test_a_sweep_draws_the_figure_its_definition_names(sweep, figure, width):
+    from alrp_lab.sweeps.runner import _try_plot
+
+    assert _try_plot(sweep, figure) == sweep / "grad_balance.png"
+    with Image.open(sweep / "grad_balance.png") as image:
+        assert image.size[0] == width
