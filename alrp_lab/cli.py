@@ -491,8 +491,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else source / "claim_trend.png"
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
-    out = Path(args.out) if args.out else source / "grad_balance.png"
     loss_panel = args.figure == "grad-balance-loss"
+    name = "grad_balance_loss" if loss_panel else "grad_balance"
+    out = Path(args.out) if args.out else source / f"{name}.png"
     _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
     return 0
 
@@ -587,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         "values); claim-trend: a sweep's claims against its trend's x",
     )
     plot.add_argument("source", help="a run folder or a sweep folder")
-    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/FIGURE.png)")
+    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/FIGURE.png, - as _)")
     ev = verbs.add_parser("eval", help="score a COCO results file: AP, oLRP, rho")
     ev.add_argument("gt", help="COCO annotation file (instances_*.json)")
     ev.add_argument("dt", help="COCO results file (list of detections)")

@@ -12,8 +12,9 @@ Each is evaluated from the results files of the runs behind its cells, over seed
   finished with its classification loss at least halfway back up to where it started
   (:func:`alrp_lab.report.curves.loss_rebound` >= :data:`~alrp_lab.report.curves.REBOUND_DIVERGED`:
   Appendix G.3's "continues properly ... up to a point and then diverges" need not end in a
-  NaN). A finished run without ``metrics.jsonl`` cannot be judged and leaves the claim
-  inconclusive.
+  NaN). A finished run whose rebound cannot be measured (no ``metrics.jsonl``, or a loss
+  that never fell) leaves the claim inconclusive; one that ended below the threshold makes
+  it fail; seeds not finished are named in the note.
 
 Verdicts: **holds** when the whole interval lies on the claimed side of ``margin``
 (``a - b > margin`` for ``expect: ">"``, ``< margin`` for ``"<"``), **fails** when it lies
@@ -205,22 +206,28 @@ def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult
 
 
 def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:
-    runs = [r for r in runs_of(claim.a.cells[0]) if r.status in ("completed", "failed")]
-    rebounds = {r.name: r.rebound for r in runs if r.status == "completed"}
-    rose = [
-        name for name, value in rebounds.items() if value is not None and value >= REBOUND_DIVERGED
-    ]
-    kept = [
-        name for name, value in rebounds.items() if value is not None and value < REBOUND_DIVERGED
-    ]
-    unknown = [name for name, value in rebounds.items() if value is None]
-    diverged = [r.name for r in runs if r.diverged] + rose
-    other = [r for r in runs if r.status == "failed" and not r.diverged]
+    every = list(runs_of(claim.a.cells[0]))
+    runs = [r for r in every if r.status in ("completed", "failed")]
+    unfinished = [r for r in every if r not in runs]
+    diverged, kept, unknown, other, notes = [], [], [], [], []
+    for run in runs:  # in seed order, so the notes read seed by seed
+        if run.status == "failed":
+            (diverged if run.diverged else other).append(run)
+            if not run.diverged:
+                notes.append(f"{run.name} failed otherwise: {run.error}")
+            continue
+        value, reason = run.loss_rebound
+        if value is None:
+            unknown.append(run)
+            notes.append(f"{run.name}: no loss rebound ({reason})")
+        else:
+            (diverged if value >= REBOUND_DIVERGED else kept).append(run)
+            notes.append(f"{run.name}: loss rebound {value:.2f}")
+    notes += [f"{r.name}: {r.status}" for r in unfinished]
     n = f"{len(diverged)}/{len(runs)} diverged"
+    if unfinished:
+        n += f", {len(unfinished)} not finished"
     value = len(diverged) / len(runs) if runs else None
-    notes = [f"{name}: loss rebound {rebounds[name]:.2f}" for name in rose + kept]
-    notes += [f"{name}: no loss curve (metrics.jsonl) to judge" for name in unknown]
-    notes += [f"{r.name} failed otherwise: {r.error}" for r in other]
     if kept:
         verdict = "fails"
     elif len(diverged) >= MIN_SEEDS and not other and not unknown:

@@ -11,6 +11,7 @@ with the Agg canvas (no display needed).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,8 @@ LOSS_NAMES = {
 }
 
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GRAD_BALANCE_FILE", "GradBalance", "plot_grad_balance", "read_grad_balance"]
 
@@ -100,10 +103,14 @@ def _label(run_dir: Path) -> str:
 
 
 def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """The run's per-epoch classification loss, or nothing when it has no metrics.jsonl."""
+    """The run's per-epoch classification loss; nothing when it has no metrics.jsonl or a
+    damaged one (said in the log: the ratio panel still draws)."""
     try:
         return epoch_curve(read_metrics(run_dir))
     except FileNotFoundError:
+        return []
+    except ResultsError as err:
+        log.warning("%s left out of the loss panel: %s", run_dir, err)
         return []
 
 
@@ -122,7 +129,8 @@ def plot_grad_balance(
         out_png: the image to write (its folder is created).
         loss_panel: add Figure A.7's right panel: each run's classification loss
             (``loss_cls``), its mean over each epoch against the epoch's mean iteration. A run
-            without ``metrics.jsonl`` is left out of that panel only.
+            without ``metrics.jsonl`` (or without ``loss_cls`` in it) is left out of that
+            panel only; one without ``grad_balance.csv`` is in neither.
 
     One line per run, labelled by its loss (two runs with the same label also show their
     folder names) with its min and max ratio as the paper's legend gives them; log-scale
@@ -175,7 +183,9 @@ def plot_grad_balance(
         if loss_axes.lines:
             loss_axes.legend(fontsize="small")
         else:
-            loss_axes.text(0.5, 0.5, "no metrics.jsonl", ha="center", transform=loss_axes.transAxes)
+            loss_axes.text(
+                0.5, 0.5, "no loss_cls logged", ha="center", transform=loss_axes.transAxes
+            )
     axes.legend(fontsize="small")
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.report.curves import loss_rebound
+from alrp_lab.report.curves import Rebound, loss_rebound
 from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
@@ -86,16 +86,12 @@ class SeedRun:
         return self.status == "failed" and DIVERGED_ERROR in self.error
 
     @property
-    def rebound(self) -> float | None:
-        """:func:`~alrp_lab.report.curves.loss_rebound` of a completed run; None when it did
-        not complete, has no ``metrics.jsonl`` (e.g. a copy of a committed run) or never
-        learnt."""
+    def loss_rebound(self) -> Rebound:
+        """:func:`~alrp_lab.report.curves.loss_rebound` of a finished run (no value, with
+        the reason, for one that has not completed)."""
         if self.status != "completed":
-            return None
-        try:
-            return loss_rebound(self.run_dir)
-        except FileNotFoundError:
-            return None
+            return Rebound(None, f"{self.status}, not completed")
+        return loss_rebound(self.run_dir)
 
 
 def _read(run_dir: Path, seed: int | None) -> SeedRun:
@@ -130,7 +126,7 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
     if run.status != "completed" or run.results is None:
         return None
     if metric == "loss_rebound":
-        return run.rebound
+        return run.loss_rebound.value
     if metric in GRAD_RATIOS:
         try:
             ratios = [r for r in read_grad_balance(run.run_dir).ratios if r > 0]

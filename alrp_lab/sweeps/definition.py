@@ -51,7 +51,8 @@ example)::
 A claim's ``test`` is ``difference`` (default: ``a - b`` against ``margin``; ``b`` may be
 ``{value: 1.0}``, a constant), ``spread`` (``max - min`` of the means of ``a``'s cells
 against ``margin``) or ``diverges`` (every seed of ``a``'s job ends in a non-finite loss
-or with its classification loss back up near its start; :mod:`alrp_lab.report.claims`).
+or with its classification loss at least halfway back up to its start;
+:mod:`alrp_lab.report.curves`).
 A side names cells by ``row``/``rows`` and, in a grid, ``column``/``columns``; in a metrics
 table the column is the claim's ``metric``. ``paper_diff`` gives the paper's own number
 where the rows' ``paper`` values do not imply it. :mod:`alrp_lab.report.claims` evaluates
@@ -216,8 +217,8 @@ class Claim:
 
     ``test`` is ``difference`` (``a - b`` against ``margin`` in the direction ``expect``),
     ``spread`` (``max - min`` of ``a``'s cell means against ``margin``) or ``diverges``
-    (every run of ``a`` ends in a non-finite loss or with its classification loss back up
-    near where it started). ``words`` is the paper's claim in short;
+    (every run of ``a`` ends in a non-finite loss or with its classification loss at least
+    halfway back up to its start). ``words`` is the paper's claim in short;
     ``paper_diff`` the paper's own number when the rows' paper values do not give it.
     """
 

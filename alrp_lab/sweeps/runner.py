@@ -628,7 +628,7 @@ def _try_plot(root: Path, figure: str) -> Path | None:
         if figure == "claim_trend":
             return plot_claim_trend(root, root / "claim_trend.png")
         loss_panel = figure == "grad_balance_loss"
-        return plot_grad_balance(root, root / "grad_balance.png", loss_panel=loss_panel)
+        return plot_grad_balance(root, root / f"{figure}.png", loss_panel=loss_panel)
     except ValueError as err:  # no run got far enough to log a ratio or make a claim
         log.warning("no %s plot: %s", figure, err)
         return None

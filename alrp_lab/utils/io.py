@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from alrp_lab.errors import ResultsNotFoundError
+from alrp_lab.errors import ResultsError, ResultsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,10 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read every record of a JSON-lines file written by :func:`append_jsonl`.
 
     A last line without a newline that does not parse is the trace of a crash mid-write and is
-    skipped. Any other line that is not a JSON object raises :class:`ValueError` naming the
-    file and line; a missing file raises :class:`FileNotFoundError`.
+    skipped. Any other line that is not a JSON object raises
+    :class:`~alrp_lab.errors.ResultsError` (a :class:`ValueError`) naming the file and line; a
+    missing file raises :class:`~alrp_lab.errors.ResultsNotFoundError` (a
+    :class:`FileNotFoundError`).
     """
     path = Path(path)
     try:
@@ -250,13 +252,14 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         try:
             record = json.loads(raw)
         except ValueError as err:
-            raise ValueError(
+            raise ResultsError(
                 f"{path}, line {number}: not valid JSON ({err}); the file was edited or "
                 "damaged: repair or delete that line"
             ) from None
         if not isinstance(record, dict):
-            raise ValueError(
-                f"{path}, line {number}: expected a JSON object, got {type(record).__name__}"
+            raise ResultsError(
+                f"{path}, line {number}: expected a JSON object, got {type(record).__name__}; "
+                "the file was edited or damaged: repair or delete that line"
             )
         records.append(record)
     if tail.strip():

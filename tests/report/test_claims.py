@@ -220,26 +220,78 @@ def test_lower_is_better_metrics_and_divergence(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("curves", "verdict", "n"),
+    ("curves", "verdict", "n", "note"),
     [
         # Finished, but the loss came back up to (or near) its start: Appendix G.3's breakdown.
-        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.8, 0.95]], "holds", "3/3 diverged"),
+        (
+            [[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.8, 0.95]],
+            "holds",
+            "3/3 diverged",
+            "zero-target/seed2: loss rebound 0.75",
+        ),
         # One seed ended at its lowest: the claim fails whatever the others did.
-        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.5, 0.55]], "fails", "2/3 diverged"),
-        # A finished run with no curve cannot be judged.
-        ([[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], None], "inconclusive", "2/3 diverged"),
+        (
+            [[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.5, 0.55]],
+            "fails",
+            "2/3 diverged",
+            "zero-target/seed2: loss rebound 0.10",
+        ),
+        # A finished run with no curve, or one that never learnt, cannot be judged.
+        (
+            [[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], None],
+            "inconclusive",
+            "2/3 diverged",
+            "zero-target/seed2: no loss rebound (no metrics.jsonl)",
+        ),
+        (
+            [[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], [1.0, 0.99, 1.0]],
+            "inconclusive",
+            "2/3 diverged",
+            "nothing learnt",
+        ),
+        # A seed still running is named, and not counted either way.
+        (
+            [[1.0, 0.7, 1.0], [1.0, 0.6, 0.9], "running"],
+            "holds",
+            "2/2 diverged, 1 not finished",
+            "zero-target/seed2: running",
+        ),
+        # Non-finite failures and finite breakdowns both count.
+        (
+            [[1.0, 0.7, 1.0], "failed", [1.0, 0.6, 0.9]],
+            "holds",
+            "3/3 diverged",
+            "zero-target/seed0: loss rebound 1.00; zero-target/seed2: loss rebound 0.75",
+        ),
     ],
 )
-def test_a_finite_run_whose_loss_came_back_up_diverged(tmp_path, curves, verdict, n):
+def test_a_finite_run_whose_loss_came_back_up_diverged(tmp_path, curves, verdict, n, note):
     defn = parse_sweep(METRICS, name="fig")
-    for seed, means in enumerate(curves):
-        _run(tmp_path / "zero-target" / f"seed{seed}", AP=0.0)
-        if means is not None:
-            _curve(tmp_path / "zero-target" / f"seed{seed}", means)
+    for seed, values in enumerate(curves):
+        folder = tmp_path / "zero-target" / f"seed{seed}"
+        if values == "failed":
+            _run(folder, status="failed", error="NonFiniteLossError: nan at iteration 9")
+        elif values == "running":
+            _run(folder, status="running")
+        else:
+            _run(folder, AP=0.0)
+            if values is not None:
+                _curve(folder, values)
     result = _verdicts(defn, tmp_path)[0]["diverges"]
     assert (result.verdict, result.n) == (verdict, n)
-    if means is None:
-        assert "zero-target/seed2: no loss curve (metrics.jsonl) to judge" in result.note
+    assert note in result.note
+
+
+def test_loss_rebound_is_a_table_column(tmp_path):
+    defn = parse_sweep(
+        {**METRICS, "metrics": ["loss_rebound", "AP", "oLRP"], "claims": []}, name="fig"
+    )
+    _run(tmp_path / "zero-target" / "seed0", AP=0.0)
+    _curve(tmp_path / "zero-target" / "seed0", [1.0, 0.6, 0.8])
+    _run(tmp_path / "zero-target" / "seed1", AP=0.0)  # no metrics.jsonl: no value
+    text = render_table(collect_table(defn, tmp_path, seeds=[0, 1]), "md")
+    row = next(line for line in text.splitlines() if line.startswith("| zero target | ours"))
+    assert "0.500 (n=1)" in row
 
 
 def test_claims_print_under_the_table_in_every_format(tmp_path):

@@ -114,12 +114,18 @@ def test_the_loss_panel_leaves_out_runs_without_metrics(sweep, tmp_path):
     assert out.is_file()
 
 
-@pytest.mark.parametrize(("figure", "width"), [("grad-balance", 840), ("grad-balance-loss", 1440)])
-def test_the_plot_command_draws_either_figure(sweep, figure, width):
+@pytest.mark.parametrize(
+    ("figure", "png", "width"),
+    [
+        ("grad-balance", "grad_balance.png", 840),
+        ("grad-balance-loss", "grad_balance_loss.png", 1440),
+    ],
+)
+def test_the_plot_command_draws_either_figure(sweep, figure, png, width):
     from alrp_lab.cli import main
 
     assert main(["plot", figure, str(sweep)]) == 0
-    with Image.open(sweep / "grad_balance.png") as image:
+    with Image.open(sweep / png) as image:
         assert image.size[0] == width
 
 
@@ -127,6 +133,13 @@ def test_the_plot_command_draws_either_figure(sweep, figure, width):
 def test_a_sweep_draws_the_figure_its_definition_names(sweep, figure, width):
     from alrp_lab.sweeps.runner import _try_plot
 
-    assert _try_plot(sweep, figure) == sweep / "grad_balance.png"
-    with Image.open(sweep / "grad_balance.png") as image:
+    assert _try_plot(sweep, figure) == sweep / f"{figure}.png"
+    with Image.open(sweep / f"{figure}.png") as image:
         assert image.size[0] == width
+
+
+def test_a_damaged_metrics_file_leaves_its_run_out_of_the_loss_panel(sweep, tmp_path, caplog):
+    (sweep / "ce" / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 1}\n')
+    assert plots._loss_curve(sweep / "ce") == []
+    assert "left out of the loss panel" in caplog.text and "line 2" in caplog.text
+    assert plot_grad_balance(sweep, tmp_path / "a7.png", loss_panel=True).is_file()
