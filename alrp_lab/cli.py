@@ -487,13 +487,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 
     source = Path(args.source)
+    # The file is named after the figure, as a sweep names it (figure: grad_balance_loss).
+    out = Path(args.out) if args.out else source / f"{args.figure.replace('-', '_')}.png"
     if args.figure == "claim-trend":
-        out = Path(args.out) if args.out else source / "claim_trend.png"
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
     loss_panel = args.figure == "grad-balance-loss"
-    name = "grad_balance_loss" if loss_panel else "grad_balance"
-    out = Path(args.out) if args.out else source / f"{name}.png"
     _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
     return 0
 
@@ -588,7 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
         "values); claim-trend: a sweep's claims against its trend's x",
     )
     plot.add_argument("source", help="a run folder or a sweep folder")
-    plot.add_argument("--out", default=None, help="PNG path (default SOURCE/FIGURE.png, - as _)")
+    plot.add_argument(
+        "--out", default=None, help="PNG path (default SOURCE/FIGURE.png, dashes as underscores)"
+    )
     ev = verbs.add_parser("eval", help="score a COCO results file: AP, oLRP, rho")
     ev.add_argument("gt", help="COCO annotation file (instances_*.json)")
     ev.add_argument("dt", help="COCO results file (list of detections)")

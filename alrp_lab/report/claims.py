@@ -208,13 +208,15 @@ def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult
 def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:
     every = list(runs_of(claim.a.cells[0]))
     runs = [r for r in every if r.status in ("completed", "failed")]
-    unfinished = [r for r in every if r not in runs]
+    unfinished = [r for r in every if r.status not in ("completed", "failed")]
     diverged, kept, unknown, other, notes = [], [], [], [], []
     for run in runs:  # in seed order, so the notes read seed by seed
+        if run.diverged:
+            diverged.append(run)
+            continue
         if run.status == "failed":
-            (diverged if run.diverged else other).append(run)
-            if not run.diverged:
-                notes.append(f"{run.name} failed otherwise: {run.error}")
+            other.append(run)
+            notes.append(f"{run.name} failed otherwise: {run.error}")
             continue
         value, reason = run.loss_rebound
         if value is None:

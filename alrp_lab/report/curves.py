@@ -22,12 +22,12 @@ never fell by :data:`MIN_DROP` has learnt nothing it could lose and gets no rebo
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from alrp_lab.errors import ResultsError
+from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import read_metrics
 
 CURVE_KEY = "loss_cls"
@@ -55,16 +55,9 @@ class Rebound(NamedTuple):
     reason: str = ""
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, else None (null, NaN, a bool or a string)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def curve_values(records: Iterable[Mapping[str, Any]], key: str = CURVE_KEY) -> list[float]:
     """The finite values of ``key`` in logged order (null and non-finite ones skipped)."""
-    values = (_number(record.get(key)) for record in records)
+    values = (finite_number(record.get(key)) for record in records)
     return [value for value in values if value is not None]
 
 
@@ -79,12 +72,12 @@ def epoch_curve(
     """
     epochs: dict[int, tuple[list[float], list[float]]] = {}
     for record in records:
-        epoch, value = record.get("epoch"), _number(record.get(key))
+        epoch, value = record.get("epoch"), finite_number(record.get(key))
         if isinstance(epoch, bool) or not isinstance(epoch, int) or value is None:
             continue
         steps, values = epochs.setdefault(epoch, ([], []))
         values.append(value)
-        step = _number(record.get("step"))
+        step = finite_number(record.get("step"))
         if step is not None:
             steps.append(step)
     return [

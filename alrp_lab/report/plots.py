@@ -159,7 +159,7 @@ def plot_grad_balance(
             [i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend
         )
         curve = _loss_curve(run) if loss_axes is not None else []
-        if loss_axes is not None and curve:
+        if curve:
             loss_axes.plot(
                 [x for x, _ in curve],
                 [y for _, y in curve],

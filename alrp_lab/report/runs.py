@@ -14,7 +14,6 @@ its ``metrics.jsonl`` (:mod:`alrp_lab.report.curves`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from alrp_lab.report.curves import Rebound, loss_rebound
 from alrp_lab.report.plots import read_grad_balance
+from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
 GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
@@ -136,7 +136,7 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
             return None
         low, high = min(ratios), max(ratios)
         return {"grad_ratio_min": low, "grad_ratio_max": high}.get(metric, high / low)
-    value = (run.results.get("metrics") or {}).get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    value = finite_number((run.results.get("metrics") or {}).get(metric))
+    if value is None:
         return None
-    return float(value) * (100.0 if is_percent(metric) else 1.0)
+    return value * (100.0 if is_percent(metric) else 1.0)

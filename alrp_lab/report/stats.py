@@ -23,6 +23,7 @@ from dataclasses import dataclass
 __all__ = [
     "Summary",
     "bootstrap_interval",
+    "finite_number",
     "student_t_quantile",
     "summarize",
     "welch_interval",
@@ -31,6 +32,14 @@ __all__ = [
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 4000
 BOOTSTRAP_SEED = 0
+
+
+def finite_number(value: object) -> float | None:
+    """A number read from a results file as a finite float; None for null, NaN, infinity,
+    a bool or anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
