@@ -355,6 +355,9 @@ class _Loop:
         }
         if ratio is not None:
             record["grad_balance"] = ratio
+        for key in ("eloc_mean", "eloc_over_one"):  # aLRP's localisation diagnostics
+            if key in losses:
+                record[key] = float(losses[key])
         self.recorder.log(self.iteration, record)
         self.tracker.log({f"train/{k}": v for k, v in record.items()}, step=self.iteration)
 

@@ -232,7 +232,9 @@ class DenseDetectionLoss(nn.Module):
 
         Returns:
             ``loss`` (scalar to backward: cls + weight * loc), ``loss_cls`` and ``loss_loc``
-            (detached scalars, loc before weighting), ``num_pos`` (int).
+            (detached scalars, loc before weighting), ``num_pos`` (int); for aLRP with
+            positives also ``eloc_mean`` and ``eloc_over_one`` (detached scalars: the mean
+            Eloc of the positives and the fraction of them with Eloc > 1).
         """
         batch, num_anchors, num_classes = cls_logits.shape
         if box_deltas.shape != (batch, num_anchors, 4) or anchors.shape != (num_anchors, 4):
@@ -294,12 +296,20 @@ class DenseDetectionLoss(nn.Module):
             cls, loc = cls + zero, loc + zero
 
         weighted_loc = self.balance(loc) if self.balance is not None else self.loc_weight * loc
-        return {
+        out = {
             "loss": cls + weighted_loc,
             "loss_cls": cls.detach(),
             "loss_loc": loc.detach(),
             "num_pos": num_pos,
         }
+        if self.cls_loss == "alrp" and num_pos > 0:
+            # Diagnostics for the training log: Eloc of a positive ranked above another
+            # weighs in that one's classification gradient (SPEC section 1), and only Eloc
+            # over 1 weighs more than a negative there.
+            eloc = errors.detach()
+            out["eloc_mean"] = eloc.mean()
+            out["eloc_over_one"] = (eloc > 1).to(eloc.dtype).mean()
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -196,7 +196,8 @@ class RetinaNet(nn.Module):
                 (default: the padded size).
 
         Returns:
-            Training: ``loss``, ``loss_cls``, ``loss_loc`` (unscaled), ``num_pos``.
+            Training: ``loss``, ``loss_cls``, ``loss_loc`` (unscaled), ``num_pos`` and, for
+            aLRP, ``eloc_mean`` and ``eloc_over_one`` (``DenseDetectionLoss``).
             Eval: B dicts ``boxes (K, 4)`` in the input image's pixels, ``scores (K,)``,
             ``labels (K,)``.
         """

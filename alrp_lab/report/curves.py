@@ -17,6 +17,10 @@ a finished run counts as diverged; the paper gives no number, so this is the pro
 reading, fixed before any zero-target run at the cpu scale had finished. A run whose loss
 never fell by :data:`MIN_DROP` has learnt nothing it could lose and gets no rebound.
 
+:func:`loss_relapse` measures a breakdown that need not last to the end (one that an lr
+step ends): the largest rise of a window mean above the lowest one before it, over
+``first - lowest``. It is a diagnostic column, not a claim test.
+
 :func:`epoch_curve` gives the per-epoch means that Figure A.7's loss panel draws.
 """
 
@@ -44,7 +48,9 @@ __all__ = [
     "curve_values",
     "epoch_curve",
     "loss_rebound",
+    "loss_relapse",
     "rebound",
+    "relapse",
 ]
 
 
@@ -86,29 +92,68 @@ def epoch_curve(
     ]
 
 
-def rebound(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
-    """``(last - lowest) / (first - lowest)`` over the means of ``windows`` equal consecutive
-    windows of ``values`` (each value its own window when there are fewer). No value, with
-    the reason, when there are fewer than two windows or the lowest window is not
-    :data:`MIN_DROP` below the first."""
+def _window_means(values: Sequence[float], windows: int) -> list[float] | Rebound:
+    """The means of ``windows`` equal consecutive windows of ``values`` (each value its own
+    window when there are fewer), or a :class:`Rebound` without value saying why there is
+    no curve to measure: fewer than two windows, or the lowest window not :data:`MIN_DROP`
+    below the first."""
     count = min(windows, len(values))
     if count < 2:
         return Rebound(None, f"{len(values)} logged value(s): no curve")
     bounds = [round(i * len(values) / count) for i in range(count + 1)]
     means = [sum(values[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
-    first, lowest, last = means[0], min(means), means[-1]
-    if first - lowest < MIN_DROP:
+    if means[0] - min(means) < MIN_DROP:
         return Rebound(None, f"the loss never fell {MIN_DROP} below its start: nothing learnt")
+    return means
+
+
+def rebound(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
+    """``(last - lowest) / (first - lowest)`` over the window means of ``values``
+    (:func:`_window_means`; no value, with the reason, where it has none)."""
+    means = _window_means(values, windows)
+    if isinstance(means, Rebound):
+        return means
+    first, lowest, last = means[0], min(means), means[-1]
     return Rebound((last - lowest) / (first - lowest))
 
 
-def loss_rebound(run_dir: str | os.PathLike[str]) -> Rebound:
-    """:func:`rebound` of the run's logged ``loss_cls``; no value, with the reason, when the
-    folder has no ``metrics.jsonl`` or it is damaged."""
+def relapse(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
+    """The largest rise of a window mean above the lowest window mean before it, over
+    ``first - lowest``: 0 for a loss that never rose again, 1 for one that came all the way
+    back up at some point, even if it fell again later (a breakdown that an lr step ended,
+    which :func:`rebound`, read at the end, does not see). No value where
+    :func:`_window_means` has none."""
+    means = _window_means(values, windows)
+    if isinstance(means, Rebound):
+        return means
+    low_so_far, rise = means[0], 0.0
+    for mean in means[1:]:
+        low_so_far = min(low_so_far, mean)
+        rise = max(rise, mean - low_so_far)
+    return Rebound(rise / (means[0] - min(means)))
+
+
+def _logged_curve(run_dir: str | os.PathLike[str]) -> list[float] | Rebound:
+    """The run's logged ``loss_cls``, or a :class:`Rebound` without value saying why not
+    (no ``metrics.jsonl``, or a damaged one)."""
     try:
         records = read_metrics(run_dir)
     except FileNotFoundError:
         return Rebound(None, "no metrics.jsonl")
     except ResultsError as err:
         return Rebound(None, str(err))
-    return rebound(curve_values(records))
+    return curve_values(records)
+
+
+def loss_rebound(run_dir: str | os.PathLike[str]) -> Rebound:
+    """:func:`rebound` of the run's logged ``loss_cls``; no value, with the reason, when the
+    folder has no ``metrics.jsonl`` or it is damaged."""
+    values = _logged_curve(run_dir)
+    return values if isinstance(values, Rebound) else rebound(values)
+
+
+def loss_relapse(run_dir: str | os.PathLike[str]) -> Rebound:
+    """:func:`relapse` of the run's logged ``loss_cls``; no value, with the reason, when the
+    folder has no ``metrics.jsonl`` or it is damaged."""
+    values = _logged_curve(run_dir)
+    return values if isinstance(values, Rebound) else relapse(values)

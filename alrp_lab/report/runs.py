@@ -8,8 +8,9 @@ never finished is reported as missing rather than silently dropped.
 Metrics are returned in the paper's units: AP-like and oLRP-like metrics are pycocotools'
 0-1 fractions in results.json and % in the paper. ``grad_ratio_min``, ``grad_ratio_max`` and
 ``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4), and
-``loss_rebound`` (how far the classification loss came back up by the end, Figure A.7) from
-its ``metrics.jsonl`` (:mod:`alrp_lab.report.curves`).
+``loss_rebound`` (how far the classification loss came back up by the end, Figure A.7) and
+``loss_relapse`` (how far it came back up at any point) from its ``metrics.jsonl``
+(:mod:`alrp_lab.report.curves`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.report.curves import Rebound, loss_rebound
+from alrp_lab.report.curves import Rebound, loss_rebound, loss_relapse
 from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
 GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
-DERIVED = (*GRAD_RATIOS, "loss_rebound")
+DERIVED = (*GRAD_RATIOS, "loss_rebound", "loss_relapse")
 LOWER_IS_BETTER = ("oLRP",)
 _BOUND_PREFIXES = ("upper_", "lower_")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -93,6 +94,14 @@ class SeedRun:
             return Rebound(None, f"{self.status}, not completed")
         return loss_rebound(self.run_dir)
 
+    @property
+    def loss_relapse(self) -> Rebound:
+        """:func:`~alrp_lab.report.curves.loss_relapse` of a finished run (no value, with
+        the reason, for one that has not completed)."""
+        if self.status != "completed":
+            return Rebound(None, f"{self.status}, not completed")
+        return loss_relapse(self.run_dir)
+
 
 def _read(run_dir: Path, seed: int | None) -> SeedRun:
     try:
@@ -127,6 +136,8 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
         return None
     if metric == "loss_rebound":
         return run.loss_rebound.value
+    if metric == "loss_relapse":
+        return run.loss_relapse.value
     if metric in GRAD_RATIOS:
         try:
             ratios = [r for r in read_grad_balance(run.run_dir).ratios if r > 0]

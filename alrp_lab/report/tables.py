@@ -11,7 +11,7 @@ a number. The claims of the definition follow the table with their verdicts
 fractions times 100, so the comparison is like for like), rho as is. Three metrics come from
 ``grad_balance.csv`` rather than results.json: ``grad_ratio_min``, ``grad_ratio_max``
 (Figure 4's legend) and ``grad_ratio_spread`` (max / min); ``loss_rebound`` (Figure A.7)
-comes from ``metrics.jsonl``.
+and ``loss_relapse`` come from ``metrics.jsonl``.
 
 Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
 line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs

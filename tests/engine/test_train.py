@@ -39,6 +39,9 @@ def test_smoke_run_writes_a_completed_results_file(tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file()
     records = read_metrics(tmp_path / "run")
     assert len(records) == 3 and all(math.isfinite(r["loss"]) for r in records)
+    # aLRP's Eloc diagnostics are logged with every record that had positives.
+    logged = [r for r in records if r["num_pos"] > 0]
+    assert logged and all(r["eloc_mean"] >= 0 and 0 <= r["eloc_over_one"] <= 1 for r in logged)
     # aLRP keeps the gradient totals of positives and negatives equal (Theorem 2).
     rows = (tmp_path / "run" / "grad_balance.csv").read_text().splitlines()[1:]
     assert rows and all(abs(float(r.split(",")[2]) - 1.0) < 1e-4 for r in rows)

@@ -114,6 +114,10 @@ def test_loc_errors_follow_flattened_positive_order(seed, box_error_name, monkey
     torch.testing.assert_close(out["loss_cls"], ref.cls.detach())
     torch.testing.assert_close(out["loss_loc"], ref.loc.detach())
     torch.testing.assert_close(out["loss"], ref.cls + 7.0 * ref.loc)
+    # The logged diagnostics describe the same Eloc the loss ranked with.
+    torch.testing.assert_close(out["eloc_mean"], expected_errors.mean().detach())
+    over = sum(1 for e in expected_errors.tolist() if e > 1) / len(positives)
+    assert out["eloc_over_one"].item() == pytest.approx(over)
 
 
 @pytest.mark.parametrize("cls_loss", CLS_LOSSES)
@@ -209,3 +213,21 @@ def test_bad_arguments() -> None:
         loss(logits, deltas[:, :5], anchors, assigns, gt_boxes, gt_labels)
     with pytest.raises(ValueError, match="one assignment"):
         loss(logits, deltas, anchors, assigns[:1], gt_boxes, gt_labels)
+
+
+@pytest.mark.parametrize("cls_loss", CLS_LOSSES)
+def test_eloc_diagnostics_count_errors_over_one(cls_loss) -> None:
+    """Only aLRP reports Eloc's mean and the share of positives with Eloc > 1."""
+    logits, deltas, anchors, assigns, gt_boxes, gt_labels = _random_batch(61)
+    # Move every box 50 widths and heights off its anchor: IoU 0, so Eloc = 2 with IoU.
+    far = deltas.clone()
+    far[..., :2] += 50.0
+    out = DenseDetectionLoss(cls_loss, build_box_error("iou"))(
+        logits, far, anchors, assigns, gt_boxes, gt_labels
+    )
+    if cls_loss != "alrp":
+        assert "eloc_mean" not in out and "eloc_over_one" not in out
+        return
+    assert out["eloc_over_one"].item() == 1.0
+    assert out["eloc_mean"].item() == pytest.approx(2.0)
+    assert not out["eloc_mean"].requires_grad

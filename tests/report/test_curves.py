@@ -10,7 +10,9 @@ from alrp_lab.report.curves import (
     curve_values,
     epoch_curve,
     loss_rebound,
+    loss_relapse,
     rebound,
+    relapse,
 )
 from alrp_lab.utils.io import append_jsonl
 
@@ -93,3 +95,29 @@ def test_a_damaged_metrics_file_gives_a_reason_not_a_crash(tmp_path):
     assert (
         result.value is None and "line 2" in result.reason and "repair or delete" in result.reason
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1.0, 0.5, 0.2], 0.0),  # never rose
+        ([1.0, 0.2, 0.6, 0.2], 0.5),  # halfway back up, then down again: rebound 0
+        ([1.0, 0.2, 1.0, 0.1], 0.8 / 0.9),  # back to its start, then lower than before
+        ([1.0, 0.4, 0.6, 0.2, 0.5], 0.3 / 0.8),  # the largest rise above the low before it
+    ],
+)
+def test_relapse(values, expected):
+    assert relapse(values).value == pytest.approx(expected)
+    assert relapse(values).value >= rebound(values).value
+
+
+def test_relapse_sees_what_an_lr_step_hid_and_needs_a_curve_that_fell(tmp_path):
+    # The shape of a breakdown ended by an lr step: fall, rise, fall again below.
+    values = [0.9] * 10 + [0.25] * 10 + [0.65] * 10 + [0.2] * 10
+    assert rebound(values, windows=4).value == pytest.approx(0.0)
+    assert relapse(values, windows=4).value == pytest.approx(0.4 / 0.7)
+    assert relapse([0.5, 0.7, 0.9]).reason.endswith("nothing learnt")
+    for step, value in enumerate([0.99, 0.4, 0.9, 0.3]):
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": step, "epoch": 0, "loss_cls": value})
+    assert loss_relapse(tmp_path).value == pytest.approx(0.5 / 0.69)
+    assert loss_relapse(tmp_path / "elsewhere").reason == "no metrics.jsonl"
