@@ -47,8 +47,13 @@ __all__ = [
     "Rebound",
     "curve_values",
     "epoch_curve",
+    "NO_METRICS",
+    "Logged",
+    "curve_rebound",
+    "curve_relapse",
     "loss_rebound",
     "loss_relapse",
+    "read_logged",
     "rebound",
     "relapse",
 ]
@@ -133,27 +138,49 @@ def relapse(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
     return Rebound(rise / (means[0] - min(means)))
 
 
-def _logged_curve(run_dir: str | os.PathLike[str]) -> list[float] | Rebound:
-    """The run's logged ``loss_cls``, or a :class:`Rebound` without value saying why not
-    (no ``metrics.jsonl``, or a damaged one)."""
+class Logged(NamedTuple):
+    """A run's ``metrics.jsonl`` records, or ``records`` None and the ``reason`` they
+    cannot be read (:data:`NO_METRICS`, or the damaged line)."""
+
+    records: list[dict[str, Any]] | None
+    reason: str = ""
+
+
+NO_METRICS = "no metrics.jsonl"
+
+
+def read_logged(run_dir: str | os.PathLike[str]) -> Logged:
+    """The one reader of a run's ``metrics.jsonl`` for the report: its records, or why
+    there are none (a missing or damaged file is a reason, not an exception)."""
     try:
-        records = read_metrics(run_dir)
+        return Logged(read_metrics(run_dir))
     except FileNotFoundError:
-        return Rebound(None, "no metrics.jsonl")
+        return Logged(None, NO_METRICS)
     except ResultsError as err:
-        return Rebound(None, str(err))
-    return curve_values(records)
+        return Logged(None, str(err))
+
+
+def curve_rebound(logged: Logged) -> Rebound:
+    """:func:`rebound` of the logged ``loss_cls``; no value, with the reason, when the
+    records could not be read."""
+    if logged.records is None:
+        return Rebound(None, logged.reason)
+    return rebound(curve_values(logged.records))
+
+
+def curve_relapse(logged: Logged) -> Rebound:
+    """:func:`relapse` of the logged ``loss_cls``; no value, with the reason, when the
+    records could not be read."""
+    if logged.records is None:
+        return Rebound(None, logged.reason)
+    return relapse(curve_values(logged.records))
 
 
 def loss_rebound(run_dir: str | os.PathLike[str]) -> Rebound:
-    """:func:`rebound` of the run's logged ``loss_cls``; no value, with the reason, when the
-    folder has no ``metrics.jsonl`` or it is damaged."""
-    values = _logged_curve(run_dir)
-    return values if isinstance(values, Rebound) else rebound(values)
+    """:func:`curve_rebound` of the run folder's ``metrics.jsonl``."""
+    return curve_rebound(read_logged(run_dir))
 
 
 def loss_relapse(run_dir: str | os.PathLike[str]) -> Rebound:
-    """:func:`relapse` of the run's logged ``loss_cls``; no value, with the reason, when the
-    folder has no ``metrics.jsonl`` or it is damaged."""
-    values = _logged_curve(run_dir)
-    return values if isinstance(values, Rebound) else relapse(values)
+    """:func:`curve_relapse` of the run folder's ``metrics.jsonl``."""
+    return curve_relapse(read_logged(run_dir))

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
-from alrp_lab.report.curves import CURVE_KEY, epoch_curve
-from alrp_lab.tracking.results import read_metrics, read_results
+from alrp_lab.report.curves import CURVE_KEY, NO_METRICS, epoch_curve, read_logged
+from alrp_lab.tracking.results import read_results
 
 GRAD_BALANCE_FILE = "grad_balance.csv"
 LOSS_NAMES = {
@@ -105,13 +105,12 @@ def _label(run_dir: Path) -> str:
 def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     """The run's per-epoch classification loss; nothing when it has no metrics.jsonl or a
     damaged one (said in the log: the ratio panel still draws)."""
-    try:
-        return epoch_curve(read_metrics(run_dir))
-    except FileNotFoundError:
+    logged = read_logged(run_dir)
+    if logged.records is None:
+        if logged.reason != NO_METRICS:
+            log.warning("%s left out of the loss panel: %s", run_dir, logged.reason)
         return []
-    except ResultsError as err:
-        log.warning("%s left out of the loss panel: %s", run_dir, err)
-        return []
+    return epoch_curve(logged.records)
 
 
 def plot_grad_balance(

@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.report.curves import Rebound, loss_rebound, loss_relapse
+from alrp_lab.report.curves import Logged, Rebound, curve_rebound, curve_relapse, read_logged
 from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
@@ -86,21 +87,36 @@ class SeedRun:
         """The run stopped because its loss (or weights) became non-finite."""
         return self.status == "failed" and DIVERGED_ERROR in self.error
 
+    # Each file is read once per run however many columns and claims use it (a table
+    # keeps one SeedRun per seed for all of them).
+    @cached_property
+    def logged(self) -> Logged:
+        """The run's ``metrics.jsonl`` records (or why there are none)."""
+        return read_logged(self.run_dir)
+
+    @cached_property
+    def grad_ratios(self) -> list[float] | None:
+        """The positive ratios of the run's ``grad_balance.csv``; None without the file."""
+        try:
+            return [r for r in read_grad_balance(self.run_dir).ratios if r > 0]
+        except FileNotFoundError:
+            return None
+
     @property
     def loss_rebound(self) -> Rebound:
-        """:func:`~alrp_lab.report.curves.loss_rebound` of a finished run (no value, with
-        the reason, for one that has not completed)."""
+        """:func:`~alrp_lab.report.curves.rebound` of a finished run's logged loss (no
+        value, with the reason, for one that has not completed)."""
         if self.status != "completed":
             return Rebound(None, f"{self.status}, not completed")
-        return loss_rebound(self.run_dir)
+        return curve_rebound(self.logged)
 
     @property
     def loss_relapse(self) -> Rebound:
-        """:func:`~alrp_lab.report.curves.loss_relapse` of a finished run (no value, with
-        the reason, for one that has not completed)."""
+        """:func:`~alrp_lab.report.curves.relapse` of a finished run's logged loss (no
+        value, with the reason, for one that has not completed)."""
         if self.status != "completed":
             return Rebound(None, f"{self.status}, not completed")
-        return loss_relapse(self.run_dir)
+        return curve_relapse(self.logged)
 
 
 def _read(run_dir: Path, seed: int | None) -> SeedRun:
@@ -139,10 +155,7 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
     if metric == "loss_relapse":
         return run.loss_relapse.value
     if metric in GRAD_RATIOS:
-        try:
-            ratios = [r for r in read_grad_balance(run.run_dir).ratios if r > 0]
-        except FileNotFoundError:
-            return None
+        ratios = run.grad_ratios
         if not ratios:
             return None
         low, high = min(ratios), max(ratios)

@@ -318,3 +318,24 @@ def test_evaluate_claims_needs_only_a_reader_of_runs(tmp_path):
     defn = parse_sweep(METRICS, name="fig")
     results = evaluate_claims(defn, lambda cell: [])
     assert [r.verdict for r in results] == ["inconclusive"] * 4
+
+
+def test_a_table_reads_each_runs_metrics_file_once(tmp_path, monkeypatch):
+    from alrp_lab.report import runs as runs_module
+
+    calls = []
+    real = runs_module.read_logged
+    monkeypatch.setattr(
+        runs_module, "read_logged", lambda run_dir: calls.append(run_dir) or real(run_dir)
+    )
+    defn = parse_sweep(
+        {**METRICS, "metrics": ["loss_rebound", "loss_relapse", "AP", "oLRP"]}, name="fig"
+    )
+    for seed in range(3):
+        _run(tmp_path / "zero-target" / f"seed{seed}", AP=0.0)
+        _curve(tmp_path / "zero-target" / f"seed{seed}", [1.0, 0.2, 0.6, 0.4])
+    text = render_table(collect_table(defn, tmp_path, seeds=[0, 1, 2]), "md")
+    # Two columns and the diverges claim, one read per run.
+    assert sorted(calls) == sorted({tmp_path / "zero-target" / f"seed{s}" for s in range(3)})
+    row = next(line for line in text.splitlines() if line.startswith("| zero target | ours"))
+    assert "0.250 ± 0.000" in row and "0.500 ± 0.000" in row
