@@ -6,15 +6,19 @@ the loss rises again, which need not end in a non-finite number. :func:`loss_reb
 measures that rise on the logged classification loss ``loss_cls`` (aLRP's ranking part, about
 1 for an untrained head and 0 for a perfect ranking; the total loss is not used because SB
 rescales its localisation part during training). The logged records are cut into
-:data:`WINDOWS` equal consecutive windows (so a breakdown early in a long epoch is still
-seen) and each window's mean smooths the batch-to-batch noise::
+:data:`WINDOWS` equal consecutive windows (each 2% of the run, so a breakdown early in a
+long epoch, or within the first tenth of the run, is still seen) and each window's mean
+smooths the batch-to-batch noise::
 
     rebound = (last - lowest) / (first - lowest)
 
 over the window means: 0 for a run that ends at its lowest, 1 for one that ends where it
 started. :data:`REBOUND_DIVERGED` (0.5: at least halfway back up) is the threshold at which
 a finished run counts as diverged; the paper gives no number, so this is the project's
-reading, fixed before any zero-target run at the cpu scale had finished. A run whose loss
+reading, fixed before any zero-target run at the cpu scale had finished. The window count
+was not: it was 20 until the first zero-target run finished, whose loss fell from 1.00 to
+0.77 and was back at 1.00 within the first tenth of its iterations, so that 20 windows
+(each a twentieth) never saw it fall (docs/notes.md, "Figure A.7"). A run whose loss
 never fell by :data:`MIN_DROP` has learnt nothing it could lose and gets no rebound.
 
 :func:`loss_relapse` measures a breakdown that need not last to the end (one that an lr
@@ -36,7 +40,7 @@ from alrp_lab.tracking.results import read_metrics
 
 CURVE_KEY = "loss_cls"
 REBOUND_DIVERGED = 0.5
-WINDOWS = 20
+WINDOWS = 50
 MIN_DROP = 0.1
 
 __all__ = [

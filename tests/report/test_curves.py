@@ -71,12 +71,19 @@ def test_no_rebound_without_a_curve_that_fell(values, reason):
 
 def test_windows_see_a_breakdown_early_in_a_long_run():
     # 2000 values: a fall over the first 150, a return over the next 150, then flat at the
-    # start. One epoch holding them all would show nothing; 20 windows of 100 do.
+    # start. One epoch holding them all would show nothing; the windows do.
     values = [1.0 - 0.3 * i / 150 for i in range(150)]
     values += [0.7 + 0.3 * i / 150 for i in range(150)]
     values += [1.0] * 1700
     result = rebound(values)
     assert result.value is not None and result.value >= REBOUND_DIVERGED
+    # The shape of a zero-target run at the cpu scale: down from 1.00 to 0.77 over the
+    # first 5% of the run, back up over the next 5%, then flat. Windows of a twentieth
+    # average the fall and the return together and see no drop at all.
+    run = [1.0 - 0.23 * i / 90 for i in range(90)] + [0.77 + 0.23 * i / 90 for i in range(90)]
+    run += [1.0] * 1500
+    assert rebound(run, windows=20).value is None
+    assert rebound(run).value > 1.0  # back above its first window
     # Windows are means of equal runs of consecutive values.
     assert rebound([1.0, 1.0, 0.2, 0.2, 0.6, 0.6], windows=3).value == pytest.approx(0.5)
 
