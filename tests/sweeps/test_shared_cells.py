@@ -21,13 +21,14 @@ SAME_RUN = [
         ("table3", "giou__sb"),
         ("table4", "alrp-giou-sb__init50"),
         ("regime", "8x-sb-start--sb"),
+        ("iou_breakdown", "giou-sb"),
     ],
     [("table2", "ap-sl1"), ("regime", "8x--ap")],
     [("table3", "giou__wr5"), ("regime", "8x--wr5")],
     [("table3", "giou__wr15"), ("regime", "8x--wr15")],
-    [("table2", "alrp-iou"), ("table3", "iou__wr1"), ("iou_breakdown", "iou")],
-    [("table3", "giou__wr1"), ("iou_breakdown", "giou")],
-    [("table2", "alrp-iou-sb"), ("table3", "iou__sb")],
+    [("table2", "alrp-iou"), ("table3", "iou__wr1"), ("iou_breakdown", "iou-wr1")],
+    [("table3", "giou__wr1"), ("iou_breakdown", "giou-wr1")],
+    [("table2", "alrp-iou-sb"), ("table3", "iou__sb"), ("iou_breakdown", "iou-sb")],
 ]
 
 
