@@ -194,7 +194,8 @@ class FoveaBox(RetinaNet):
     """FoveaBox: backbone -> FPN -> a one-prior-per-location head, trained by a dense loss.
 
     The forward contract is RetinaNet's (see ``RetinaNet.forward``): losses ``loss``,
-    ``loss_cls``, ``loss_loc``, ``num_pos`` in training, per-image ``boxes``, ``scores``,
+    ``loss_cls``, ``loss_loc``, ``num_pos`` (and aLRP's ``eloc_mean``, ``eloc_over_one``)
+    in training, per-image ``boxes``, ``scores``,
     ``labels`` in eval; ``grad_balance()`` and ``self_balance`` likewise.
 
     Args:

@@ -23,7 +23,9 @@ never fell by :data:`MIN_DROP` has learnt nothing it could lose and gets no rebo
 
 :func:`loss_relapse` measures a breakdown that need not last to the end (one that an lr
 step ends): the largest rise of a window mean above the lowest one before it, over
-``first - lowest``. It is a diagnostic column, not a claim test.
+``first - lowest`` (0 to 1). It is a diagnostic column, not a claim test; being a maximum
+over noisy windows, it reads a little above 0 (0.01-0.1 here) for a loss that only
+wobbles.
 
 :func:`epoch_curve` gives the per-epoch means that Figure A.7's loss panel draws.
 """
@@ -42,19 +44,20 @@ CURVE_KEY = "loss_cls"
 REBOUND_DIVERGED = 0.5
 WINDOWS = 50
 MIN_DROP = 0.1
+NO_METRICS = "no metrics.jsonl"
 
 __all__ = [
     "CURVE_KEY",
     "MIN_DROP",
+    "NO_METRICS",
     "REBOUND_DIVERGED",
     "WINDOWS",
-    "Rebound",
-    "curve_values",
-    "epoch_curve",
-    "NO_METRICS",
     "Logged",
+    "Rebound",
     "curve_rebound",
     "curve_relapse",
+    "curve_values",
+    "epoch_curve",
     "loss_rebound",
     "loss_relapse",
     "read_logged",
@@ -64,7 +67,8 @@ __all__ = [
 
 
 class Rebound(NamedTuple):
-    """A run's rebound: ``value`` (None when it cannot be measured) and, then, ``reason``."""
+    """A run's rebound or relapse: ``value`` (None when it cannot be measured) and, then,
+    ``reason``."""
 
     value: float | None
     reason: str = ""
@@ -127,19 +131,22 @@ def rebound(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
 
 
 def relapse(values: Sequence[float], windows: int = WINDOWS) -> Rebound:
-    """The largest rise of a window mean above the lowest window mean before it, over
-    ``first - lowest``: 0 for a loss that never rose again, 1 for one that came all the way
-    back up at some point, even if it fell again later (a breakdown that an lr step ended,
-    which :func:`rebound`, read at the end, does not see). No value where
-    :func:`_window_means` has none."""
+    """How far the loss came back up at any point, as a share of its whole fall: the largest
+    rise of a window mean (counted up to the first window's level) above the lowest window
+    mean before it, over ``first - lowest``. 0 for a loss that never rose again, 1 for one
+    that fell all the way to its lowest and then came back to where it started, even if it
+    fell again later (a breakdown that an lr step ended, which :func:`rebound`, read at the
+    end, does not see); a rise before any fall is not a relapse. Between 0 and 1. No value
+    where :func:`_window_means` has none."""
     means = _window_means(values, windows)
     if isinstance(means, Rebound):
         return means
-    low_so_far, rise = means[0], 0.0
+    first = means[0]
+    low_so_far, rise = first, 0.0
     for mean in means[1:]:
         low_so_far = min(low_so_far, mean)
-        rise = max(rise, mean - low_so_far)
-    return Rebound(rise / (means[0] - min(means)))
+        rise = max(rise, min(mean, first) - low_so_far)
+    return Rebound(rise / (first - min(means)))
 
 
 class Logged(NamedTuple):
@@ -149,8 +156,10 @@ class Logged(NamedTuple):
     records: list[dict[str, Any]] | None
     reason: str = ""
 
-
-NO_METRICS = "no metrics.jsonl"
+    @property
+    def damaged(self) -> bool:
+        """The file is there but cannot be read (rather than missing)."""
+        return self.records is None and self.reason != NO_METRICS
 
 
 def read_logged(run_dir: str | os.PathLike[str]) -> Logged:

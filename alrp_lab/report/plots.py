@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
-from alrp_lab.report.curves import CURVE_KEY, NO_METRICS, epoch_curve, read_logged
+from alrp_lab.report.curves import CURVE_KEY, epoch_curve, read_logged
 from alrp_lab.tracking.results import read_results
 
 GRAD_BALANCE_FILE = "grad_balance.csv"
@@ -106,11 +106,9 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     """The run's per-epoch classification loss; nothing when it has no metrics.jsonl or a
     damaged one (said in the log: the ratio panel still draws)."""
     logged = read_logged(run_dir)
-    if logged.records is None:
-        if logged.reason != NO_METRICS:
-            log.warning("%s left out of the loss panel: %s", run_dir, logged.reason)
-        return []
-    return epoch_curve(logged.records)
+    if logged.damaged:
+        log.warning("%s left out of the loss panel: %s", run_dir, logged.reason)
+    return epoch_curve(logged.records) if logged.records is not None else []
 
 
 def plot_grad_balance(

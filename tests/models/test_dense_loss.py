@@ -219,7 +219,8 @@ def test_bad_arguments() -> None:
 def test_eloc_diagnostics_count_errors_over_one(cls_loss) -> None:
     """Only aLRP reports Eloc's mean and the share of positives with Eloc > 1."""
     logits, deltas, anchors, assigns, gt_boxes, gt_labels = _random_batch(61)
-    # Move every box 50 widths and heights off its anchor: IoU 0, so Eloc = 2 with IoU.
+    # Move every box 5 widths and heights off its anchor (the coder multiplies dx, dy by
+    # its stds of 0.1): IoU 0, so Eloc = 2 with IoU.
     far = deltas.clone()
     far[..., :2] += 50.0
     out = DenseDetectionLoss(cls_loss, build_box_error("iou"))(

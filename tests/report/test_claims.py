@@ -320,22 +320,29 @@ def test_evaluate_claims_needs_only_a_reader_of_runs(tmp_path):
     assert [r.verdict for r in results] == ["inconclusive"] * 4
 
 
-def test_a_table_reads_each_runs_metrics_file_once(tmp_path, monkeypatch):
+def test_a_table_reads_each_runs_files_once(tmp_path, monkeypatch):
     from alrp_lab.report import runs as runs_module
 
-    calls = []
-    real = runs_module.read_logged
+    logged, ratios = [], []
+    read_logged, read_grad_balance = runs_module.read_logged, runs_module.read_grad_balance
     monkeypatch.setattr(
-        runs_module, "read_logged", lambda run_dir: calls.append(run_dir) or real(run_dir)
+        runs_module, "read_logged", lambda run_dir: logged.append(run_dir) or read_logged(run_dir)
     )
-    defn = parse_sweep(
-        {**METRICS, "metrics": ["loss_rebound", "loss_relapse", "AP", "oLRP"]}, name="fig"
+    monkeypatch.setattr(
+        runs_module,
+        "read_grad_balance",
+        lambda run_dir: ratios.append(run_dir) or read_grad_balance(run_dir),
     )
-    for seed in range(3):
-        _run(tmp_path / "zero-target" / f"seed{seed}", AP=0.0)
-        _curve(tmp_path / "zero-target" / f"seed{seed}", [1.0, 0.2, 0.6, 0.4])
+    metrics = ["loss_rebound", "loss_relapse", "grad_ratio_min", "grad_ratio_max", "AP", "oLRP"]
+    defn = parse_sweep({**METRICS, "metrics": metrics}, name="fig")
+    runs = [tmp_path / "zero-target" / f"seed{seed}" for seed in range(3)]
+    for run in runs:
+        _run(run, AP=0.0)
+        _curve(run, [1.0, 0.2, 0.6, 0.4])
+        (run / "grad_balance.csv").write_text("iteration,epoch,ratio\n0,0,0.5\n1,0,2.0\n")
     text = render_table(collect_table(defn, tmp_path, seeds=[0, 1, 2]), "md")
-    # Two columns and the diverges claim, one read per run.
-    assert sorted(calls) == sorted({tmp_path / "zero-target" / f"seed{s}" for s in range(3)})
+    # Two curve columns and the diverges claim, two ratio columns: one read of each file.
+    assert sorted(logged) == sorted(runs) and sorted(ratios) == sorted(runs)
     row = next(line for line in text.splitlines() if line.startswith("| zero target | ours"))
-    assert "0.250 ± 0.000" in row and "0.500 ± 0.000" in row
+    assert row.count("0.250 ± 0.000") == 1 and row.count("0.500 ± 0.000") == 2
+    assert "2.000 ± 0.000" in row

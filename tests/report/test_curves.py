@@ -111,11 +111,13 @@ def test_a_damaged_metrics_file_gives_a_reason_not_a_crash(tmp_path):
         ([1.0, 0.2, 0.6, 0.2], 0.5),  # halfway back up, then down again: rebound 0
         ([1.0, 0.2, 1.0, 0.1], 0.8 / 0.9),  # back to its start, then lower than before
         ([1.0, 0.4, 0.6, 0.2, 0.5], 0.3 / 0.8),  # the largest rise above the low before it
+        ([1.0, 1.3, 0.5], 0.0),  # a rise before any fall is not a relapse
+        ([1.0, 0.2, 1.4, 0.3], 1.0),  # counted up to where it started: at most 1
     ],
 )
 def test_relapse(values, expected):
     assert relapse(values).value == pytest.approx(expected)
-    assert relapse(values).value >= rebound(values).value
+    assert relapse(values).value >= min(rebound(values).value, 1.0)
 
 
 def test_relapse_sees_what_an_lr_step_hid_and_needs_a_curve_that_fell(tmp_path):
