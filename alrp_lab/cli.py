@@ -484,6 +484,7 @@ _DEFAULT_CLAIM_DIRS = ("outputs/sweeps", "results")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from alrp_lab.report.curve_plot import plot_curves
     from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 
     source = Path(args.source)
@@ -491,6 +492,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else source / f"{args.figure.replace('-', '_')}.png"
     if args.figure == "claim-trend":
         _out.print(f"wrote {plot_claim_trend(source, out)}")
+        return 0
+    if args.figure == "loss-curves":
+        _out.print(f"wrote {plot_curves(source, out)}")
         return 0
     loss_panel = args.figure == "grad-balance-loss"
     _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
@@ -582,9 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
     plot.add_argument(
         "figure",
-        choices=["grad-balance", "grad-balance-loss", "claim-trend"],
+        choices=["grad-balance", "grad-balance-loss", "claim-trend", "loss-curves"],
         help="grad-balance: Figure 4; grad-balance-loss: Figure A.7 (Figure 4 and the loss "
-        "values); claim-trend: a sweep's claims against its trend's x",
+        "values); claim-trend: a sweep's claims against its trend's x; loss-curves: each "
+        "run's logged classification loss (and share of positives with Eloc > 1)",
     )
     plot.add_argument("source", help="a run folder or a sweep folder")
     plot.add_argument(

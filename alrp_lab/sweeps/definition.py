@@ -13,6 +13,7 @@ example)::
     figure: grad_balance        # optional: also draw Figure 4's plot from the runs
     figure: grad_balance_loss   # or: Figure A.7's, that plot and the loss values beside it
     figure: claim_trend         # or: claims' differences against a factor (needs `trend`)
+    figure: loss_curves         # or: each run's logged curves (loss_cls, eloc_over_one)
     trend:                      # claim_trend only
       x: [1, 2, 4, 8]           # one value per claim of every series (null: none at that x)
       xlabel: "schedule length (x 2100 iterations)"
@@ -91,7 +92,7 @@ SWEEP_FILE = "sweep.json"
 OUTPUT_ROOT = Path("outputs") / "sweeps"
 
 KINDS = ("metrics", "grid")
-FIGURES = ("grad_balance", "grad_balance_loss", "claim_trend")
+FIGURES = ("grad_balance", "grad_balance_loss", "claim_trend", "loss_curves")
 
 _TOP_KEYS = {
     "title",

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from alrp_lab.errors import ConfigError, SweepError
+from alrp_lab.report.curve_plot import plot_curves
 from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 from alrp_lab.report.tables import collect_table
 from alrp_lab.report.tables import write_tables as write_tables_of
@@ -627,6 +628,8 @@ def _try_plot(root: Path, figure: str) -> Path | None:
     try:
         if figure == "claim_trend":
             return plot_claim_trend(root, root / "claim_trend.png")
+        if figure == "loss_curves":
+            return plot_curves(root, root / "loss_curves.png")
         loss_panel = figure == "grad_balance_loss"
         return plot_grad_balance(root, root / f"{figure}.png", loss_panel=loss_panel)
     except ValueError as err:  # no run got far enough to log a ratio or make a claim

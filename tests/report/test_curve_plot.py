@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from alrp_lab.cli import main
+from alrp_lab.errors import ResultsError
+from alrp_lab.report.curve_plot import curve_series, plot_curves
+from alrp_lab.utils.io import append_jsonl, atomic_write_json
+
+
+def _log(run, rows):
+    """metrics.jsonl with one record per (epoch, loss_cls[, eloc_over_one])."""
+    for step, row in enumerate(rows):
+        record = {"step": step, "epoch": row[0], "loss_cls": row[1]}
+        if len(row) > 2:
+            record["eloc_over_one"] = row[2]
+        append_jsonl(run / "metrics.jsonl", record)
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "iou_breakdown"
+    jobs = [{"id": "iou-wr1", "row": "IoU, wr 1", "column": None, "seed": s} for s in (0, 1)] + [
+        {"id": "giou__wr1", "row": "GIoU", "column": "1", "seed": 0}
+    ]
+    atomic_write_json(root / "sweep.json", {"name": "x", "scale": "cpu", "jobs": jobs})
+    _log(root / "iou-wr1" / "seed0", [(0, 1.0, 0.5), (0, 0.8, 0.3), (1, 0.6, 0.1)])
+    _log(root / "iou-wr1" / "seed1", [(0, 0.9), (1, 0.7)])
+    _log(root / "giou__wr1" / "seed0", [(0, 0.9), (1, 0.2)])
+    (root / "giou__wr1" / "seed1").mkdir(parents=True)  # a run without a curve
+    return root
+
+
+def test_curves_are_labelled_by_the_sweeps_rows_and_read_per_epoch(sweep):
+    series = curve_series(sweep)
+    assert [(s.label, s.run_dir.name) for s in series["loss_cls"]] == [
+        ("GIoU / 1", "seed0"),
+        ("IoU, wr 1", "seed0"),
+        ("IoU, wr 1", "seed1"),
+    ]
+    iou0 = series["loss_cls"][1]
+    assert iou0.points == [(0.5, pytest.approx(0.9)), (2.0, 0.6)]  # (mean step, mean value)
+    # Only the run that logged it has an Eloc curve.
+    assert [s.run_dir.parent.name for s in series["eloc_over_one"]] == ["iou-wr1"]
+
+
+def test_without_a_sweep_file_runs_are_named_by_their_job_folder(sweep):
+    (sweep / "sweep.json").unlink()
+    assert {s.label for s in curve_series(sweep)["loss_cls"]} == {"iou-wr1", "giou__wr1"}
+    only = curve_series([sweep / "giou__wr1" / "seed0"], keys=["loss_cls"])
+    assert [s.label for s in only["loss_cls"]] == ["giou__wr1"]
+
+
+def test_one_panel_per_key_logged(sweep, tmp_path):
+    with Image.open(plot_curves(sweep, tmp_path / "both.png")) as image:
+        assert image.size[0] == 1440
+    for run in (sweep / "iou-wr1" / "seed0",):
+        (run / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "loss_cls": 1.0}\n')
+    with Image.open(plot_curves(sweep, tmp_path / "one.png")) as image:
+        assert image.size[0] == 720
+
+
+def test_no_curve_is_a_clear_error_and_a_damaged_file_is_left_out(sweep, tmp_path, caplog):
+    with pytest.raises(ResultsError, match="logs grad_norm"):
+        plot_curves(sweep, tmp_path / "none.png", keys=["grad_norm"])
+    (sweep / "iou-wr1" / "seed1" / "metrics.jsonl").write_text("not json\n")
+    assert len(curve_series(sweep)["loss_cls"]) == 2
+    assert "left out of the curves" in caplog.text
+
+
+def test_the_plot_command_and_the_sweep_draw_it(sweep):
+    from alrp_lab.sweeps.runner import _try_plot
+
+    assert main(["plot", "loss-curves", str(sweep)]) == 0
+    assert (sweep / "loss_curves.png").is_file()
+    (sweep / "loss_curves.png").unlink()
+    assert _try_plot(sweep, "loss_curves") == sweep / "loss_curves.png"
