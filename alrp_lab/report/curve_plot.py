@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from alrp_lab.errors import ResultsError, ResultsNotFoundError
+from alrp_lab.errors import ResultsError
 from alrp_lab.report.curves import CURVE_KEY, epoch_curve, read_logged
+from alrp_lab.report.plots import run_dirs
 from alrp_lab.sweeps.definition import read_manifest
 from alrp_lab.tracking.results import METRICS_FILE
 
@@ -41,20 +42,6 @@ class CurveSeries(NamedTuple):
     label: str
     run_dir: Path
     points: list[tuple[float, float]]
-
-
-def _runs(source: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Run folders holding a metrics.jsonl: the given folders, or those below one."""
-    folders = [Path(source)] if isinstance(source, (str, os.PathLike)) else list(map(Path, source))
-    runs: list[Path] = []
-    for folder in folders:
-        if not folder.is_dir():
-            raise ResultsNotFoundError(f"{folder} is not a folder: pass run or sweep folders")
-        if (folder / METRICS_FILE).is_file():
-            runs.append(folder)
-        else:
-            runs.extend(sorted(p.parent for p in folder.rglob(METRICS_FILE)))
-    return runs
 
 
 def _job_labels(source: PathLike | Iterable[PathLike]) -> dict[str, str]:
@@ -87,7 +74,7 @@ def curve_series(
     """
     labels = _job_labels(source)
     series: dict[str, list[CurveSeries]] = {key: [] for key in keys}
-    for run in _runs(source):
+    for run in run_dirs(source, METRICS_FILE):
         logged = read_logged(run)
         if logged.damaged:
             log.warning("%s left out of the curves: %s", run, logged.reason)

@@ -34,7 +34,13 @@ PathLike = str | os.PathLike[str]
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GRAD_BALANCE_FILE", "GradBalance", "plot_grad_balance", "read_grad_balance"]
+__all__ = [
+    "GRAD_BALANCE_FILE",
+    "GradBalance",
+    "plot_grad_balance",
+    "read_grad_balance",
+    "run_dirs",
+]
 
 
 class GradBalance(NamedTuple):
@@ -73,8 +79,12 @@ def read_grad_balance(run_dir: PathLike) -> GradBalance:
     return GradBalance(iterations, ratios)
 
 
-def _run_dirs(dirs_or_sweep_dir: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Run folders holding a grad_balance.csv: the given folders, or those below one."""
+def run_dirs(
+    dirs_or_sweep_dir: PathLike | Iterable[PathLike], filename: str = GRAD_BALANCE_FILE
+) -> list[Path]:
+    """Run folders holding ``filename``: each given folder that holds it, else the folders
+    below it that do (sorted). Raises :class:`ResultsNotFoundError` for a path that is not a
+    folder."""
     if isinstance(dirs_or_sweep_dir, (str, os.PathLike)):
         candidates = [Path(dirs_or_sweep_dir)]
     else:
@@ -83,10 +93,10 @@ def _run_dirs(dirs_or_sweep_dir: PathLike | Iterable[PathLike]) -> list[Path]:
     for folder in candidates:
         if not folder.is_dir():
             raise ResultsNotFoundError(f"{folder} is not a folder: pass run or sweep folders")
-        if (folder / GRAD_BALANCE_FILE).is_file():
+        if (folder / filename).is_file():
             runs.append(folder)
         else:
-            runs.extend(sorted(p.parent for p in folder.rglob(GRAD_BALANCE_FILE)))
+            runs.extend(sorted(p.parent for p in folder.rglob(filename)))
     return runs
 
 
@@ -135,7 +145,7 @@ def plot_grad_balance(
     """
     from matplotlib.figure import Figure  # the object API: no pyplot state, Agg canvas
 
-    runs = [(run, read_grad_balance(run)) for run in _run_dirs(dirs_or_sweep_dir)]
+    runs = [(run, read_grad_balance(run)) for run in run_dirs(dirs_or_sweep_dir)]
     runs = [(run, data) for run, data in runs if any(r > 0 for r in data.ratios)]
     if not runs:
         raise ResultsError(
