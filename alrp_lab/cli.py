@@ -487,9 +487,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from alrp_lab.report.curve_plot import plot_curves
     from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 
-    source = Path(args.source)
+    sources = [Path(s) for s in args.source]
+    if len(sources) > 1 and args.figure == "claim-trend":
+        return _fail("claim-trend draws one sweep folder; pass one")
+    if len(sources) > 1 and args.out is None:
+        return _fail("several folders make one plot: say where it goes with --out PNG")
     # The file is named after the figure, as a sweep names it (figure: grad_balance_loss).
-    out = Path(args.out) if args.out else source / f"{args.figure.replace('-', '_')}.png"
+    out = Path(args.out) if args.out else sources[0] / f"{args.figure.replace('-', '_')}.png"
+    source = sources[0] if len(sources) == 1 else sources
     if args.figure == "claim-trend":
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
@@ -591,7 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
         "values); claim-trend: a sweep's claims against its trend's x; loss-curves: each "
         "run's logged classification loss (and share of positives with Eloc > 1)",
     )
-    plot.add_argument("source", help="a run folder or a sweep folder")
+    plot.add_argument(
+        "source",
+        nargs="+",
+        help="a run folder or a sweep folder (several run folders, with --out, in one plot)",
+    )
     plot.add_argument(
         "--out", default=None, help="PNG path (default SOURCE/FIGURE.png, dashes as underscores)"
     )

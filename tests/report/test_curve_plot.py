@@ -76,3 +76,12 @@ def test_the_plot_command_and_the_sweep_draw_it(sweep):
     assert (sweep / "loss_curves.png").is_file()
     (sweep / "loss_curves.png").unlink()
     assert _try_plot(sweep, "loss_curves") == sweep / "loss_curves.png"
+
+
+def test_the_plot_command_takes_several_run_folders_with_out(sweep, tmp_path, capsys):
+    runs = [str(sweep / "iou-wr1" / "seed0"), str(sweep / "giou__wr1" / "seed0")]
+    assert main(["plot", "loss-curves", *runs, "--out", str(tmp_path / "two.png")]) == 0
+    assert (tmp_path / "two.png").is_file()
+    assert main(["plot", "loss-curves", *runs]) == 2
+    assert "--out PNG" in capsys.readouterr().err
+    assert main(["plot", "claim-trend", *runs, "--out", str(tmp_path / "x.png")]) == 2
