@@ -218,7 +218,7 @@ def _diverges(claim: Claim, runs_of: RunsOf) -> ClaimResult:
             other.append(run)
             notes.append(f"{run.name} failed otherwise: {run.error}")
             continue
-        value, reason = run.loss_rebound
+        value, reason = run.curve_measure("loss_rebound")
         if value is None:
             unknown.append(run)
             notes.append(f"{run.name}: no loss rebound ({reason})")

@@ -33,7 +33,7 @@ wobbles.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from alrp_lab.errors import ResultsError
@@ -54,12 +54,11 @@ __all__ = [
     "WINDOWS",
     "Logged",
     "Rebound",
-    "curve_rebound",
-    "curve_relapse",
     "curve_values",
     "epoch_curve",
     "loss_rebound",
     "loss_relapse",
+    "measure_logged",
     "read_logged",
     "rebound",
     "relapse",
@@ -173,27 +172,19 @@ def read_logged(run_dir: str | os.PathLike[str]) -> Logged:
         return Logged(None, str(err))
 
 
-def curve_rebound(logged: Logged) -> Rebound:
-    """:func:`rebound` of the logged ``loss_cls``; no value, with the reason, when the
-    records could not be read."""
+def measure_logged(logged: Logged, measure: Callable[[Sequence[float]], Rebound]) -> Rebound:
+    """``measure`` (:func:`rebound` or :func:`relapse`) of the logged ``loss_cls``; no value,
+    with the reason, when the records could not be read."""
     if logged.records is None:
         return Rebound(None, logged.reason)
-    return rebound(curve_values(logged.records))
-
-
-def curve_relapse(logged: Logged) -> Rebound:
-    """:func:`relapse` of the logged ``loss_cls``; no value, with the reason, when the
-    records could not be read."""
-    if logged.records is None:
-        return Rebound(None, logged.reason)
-    return relapse(curve_values(logged.records))
+    return measure(curve_values(logged.records))
 
 
 def loss_rebound(run_dir: str | os.PathLike[str]) -> Rebound:
-    """:func:`curve_rebound` of the run folder's ``metrics.jsonl``."""
-    return curve_rebound(read_logged(run_dir))
+    """:func:`rebound` of the run folder's ``metrics.jsonl``."""
+    return measure_logged(read_logged(run_dir), rebound)
 
 
 def loss_relapse(run_dir: str | os.PathLike[str]) -> Rebound:
-    """:func:`curve_relapse` of the run folder's ``metrics.jsonl``."""
-    return curve_relapse(read_logged(run_dir))
+    """:func:`relapse` of the run folder's ``metrics.jsonl``."""
+    return measure_logged(read_logged(run_dir), relapse)

@@ -22,13 +22,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.report.curves import Logged, Rebound, curve_rebound, curve_relapse, read_logged
+from alrp_lab.report.curves import Logged, Rebound, measure_logged, read_logged, rebound, relapse
 from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
 GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
-DERIVED = (*GRAD_RATIOS, "loss_rebound", "loss_relapse")
+# The curve metrics: each a measure of the logged classification loss (report.curves).
+CURVE_MEASURES = {"loss_rebound": rebound, "loss_relapse": relapse}
+DERIVED = (*GRAD_RATIOS, *CURVE_MEASURES)
 LOWER_IS_BETTER = ("oLRP",)
 _BOUND_PREFIXES = ("upper_", "lower_")
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -102,21 +104,12 @@ class SeedRun:
         except FileNotFoundError:
             return None
 
-    @property
-    def loss_rebound(self) -> Rebound:
-        """:func:`~alrp_lab.report.curves.rebound` of a finished run's logged loss (no
+    def curve_measure(self, metric: str) -> Rebound:
+        """``metric`` (a key of :data:`CURVE_MEASURES`) of a finished run's logged loss (no
         value, with the reason, for one that has not completed)."""
         if self.status != "completed":
             return Rebound(None, f"{self.status}, not completed")
-        return curve_rebound(self.logged)
-
-    @property
-    def loss_relapse(self) -> Rebound:
-        """:func:`~alrp_lab.report.curves.relapse` of a finished run's logged loss (no
-        value, with the reason, for one that has not completed)."""
-        if self.status != "completed":
-            return Rebound(None, f"{self.status}, not completed")
-        return curve_relapse(self.logged)
+        return measure_logged(self.logged, CURVE_MEASURES[metric])
 
 
 def _read(run_dir: Path, seed: int | None) -> SeedRun:
@@ -150,10 +143,8 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
     complete or the metric is undefined (NaN is stored as null)."""
     if run.status != "completed" or run.results is None:
         return None
-    if metric == "loss_rebound":
-        return run.loss_rebound.value
-    if metric == "loss_relapse":
-        return run.loss_relapse.value
+    if metric in CURVE_MEASURES:
+        return run.curve_measure(metric).value
     if metric in GRAD_RATIOS:
         ratios = run.grad_ratios
         if not ratios:
