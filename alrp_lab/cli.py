@@ -4,6 +4,7 @@
 trains, evaluates and writes a run folder; ``alrp-lab sweep NAME`` runs a paper table's
 definition from ``sweeps/``; ``alrp-lab table NAME|DIR`` rebuilds a table from results files;
 ``alrp-lab claims [DIR ...]`` prints the verdicts on the paper's claims;
+``alrp-lab readme [FILE]`` regenerates a Markdown file's table and claims blocks;
 ``alrp-lab plot grad-balance DIR`` draws Figure 4; ``alrp-lab data`` builds the built-in data
 set; ``alrp-lab eval GT DT`` scores a COCO results file. Errors a user can cause end in one line
 naming the fix and exit status 2 (set ``ALRP_LAB_TRACEBACK=1`` for the full traceback).
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alrp_lab.errors import AlrpLabError, ConfigError
+from alrp_lab.errors import AlrpLabError, ConfigError, ResultsNotFoundError
 from alrp_lab.resources import conf_dir
 
 CONF_DIR = conf_dir()
@@ -458,24 +459,116 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_table(args: argparse.Namespace) -> int:
+def _table_text(args: argparse.Namespace) -> str:
     from alrp_lab.report import build_table
 
-    print(build_table(args.source, args.format, scale=args.scale))
+    text = build_table(args.source, args.format, scale=args.scale)
+    if args.heading is None:
+        return text
+    if args.format != "md" or not args.heading.startswith("#"):
+        raise ConfigError(
+            f"--heading {args.heading!r} replaces a Markdown table's heading: use it with "
+            "--format md and start it with #"
+        )
+    # The Markdown table starts with its "### title" line (report.tables._markdown).
+    return args.heading + "\n" + text.split("\n", 1)[1]
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    print(_table_text(args))
     return 0
 
 
-def _cmd_claims(args: argparse.Namespace) -> int:
-    """One table of every claim of every sweep folder found; exits 0 whatever the verdicts."""
+def _claims_text(args: argparse.Namespace) -> str:
     from alrp_lab.report.claims_table import render_claims
 
     dirs = args.dirs or [d for d in _DEFAULT_CLAIM_DIRS if Path(d).is_dir()]
     if not dirs:
-        return _fail(
+        raise ResultsNotFoundError(
             f"no sweep folders here ({' or '.join(_DEFAULT_CLAIM_DIRS)}): run a sweep first "
             "(alrp-lab sweep NAME) or name the folders"
         )
-    print(render_claims(dirs, args.format), end="")
+    return render_claims(dirs, args.format)
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    """One table of every claim of every sweep folder found; exits 0 whatever the verdicts."""
+    print(_claims_text(args), end="")
+    return 0
+
+
+# The commands a generated block of a Markdown file may hold, and what each prints.
+_BLOCK_TEXTS = {
+    "table": lambda args: _table_text(args) + "\n",  # as `alrp-lab table` prints it
+    "claims": _claims_text,
+}
+
+
+def _block_text(command: str, *, base: Path, source: str) -> str:
+    """What ``alrp-lab COMMAND`` prints, run in ``base`` (the Markdown file's folder)."""
+    import shlex
+
+    from alrp_lab.report.readme import ReadmeError
+
+    where = f"{source}: the block `alrp-lab {command}`"
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise ReadmeError(f"{where} cannot be read ({err}): fix its quotes") from None
+    if not argv or argv[0] not in _BLOCK_TEXTS:
+        raise ReadmeError(
+            f"{where}: only {' and '.join(_BLOCK_TEXTS)} blocks are generated: change the "
+            "command or remove the block's comment lines"
+        )
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # argparse has printed what was wrong
+        raise ReadmeError(f"{where} is not a valid command: fix its options") from None
+    previous = Path.cwd()
+    os.chdir(base)  # the block's paths are the file's, as a reader runs them beside it
+    try:
+        return _BLOCK_TEXTS[argv[0]](args)
+    except AlrpLabError as err:
+        raise ReadmeError(f"{where}: {err}") from None
+    finally:
+        os.chdir(previous)
+
+
+def _cmd_readme(args: argparse.Namespace) -> int:
+    """Regenerate (or with --check, compare) the command blocks of Markdown files."""
+    import functools
+
+    from alrp_lab.report.readme import find_blocks, refresh
+    from alrp_lab.utils.io import atomic_write_text
+
+    stale: list[str] = []
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            return _fail(f"{path} is not a file: name a Markdown file (default README.md)")
+        text = path.read_text(encoding="utf-8")
+        render = functools.partial(_block_text, base=path.parent.resolve(), source=str(path))
+        fresh, changed = refresh(text, render, source=str(path))
+        stale += [f"{path}, line {b.line}: alrp-lab {b.command}" for b in changed]
+        if changed and not args.check:
+            atomic_write_text(path, fresh)
+        verb = "differ from" if args.check else "rewritten from"
+        _out.print(
+            f"{path}: {len(changed)} of {len(find_blocks(text))} blocks {verb} the results files",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if args.check and stale:
+        _err.print(
+            "out of date:\n  "
+            + "\n  ".join(escape(s) for s in stale)
+            + "\nrun alrp-lab readme "
+            + " ".join(escape(f) for f in args.files)
+            + " to regenerate them",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
     return 0
 
 
@@ -579,6 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("source", help="a sweep name or a folder of runs")
     table.add_argument("--format", default="md", choices=["md", "csv", "tex"])
     table.add_argument("--scale", default="cpu")
+    table.add_argument(
+        "--heading",
+        default=None,
+        metavar="TEXT",
+        help='the Markdown heading line instead of the table\'s own ("#### Table 2, cpu scale")',
+    )
     claims = verbs.add_parser(
         "claims", help="verdicts on the paper's claims from sweep folders' results files"
     )
@@ -588,6 +687,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep folders or folders above them (default: outputs/sweeps and results)",
     )
     claims.add_argument("--format", default="md", choices=["md", "csv"])
+    readme = verbs.add_parser(
+        "readme",
+        help="regenerate the table and claims blocks of Markdown files from results files",
+        description="Rerun the command of every block between <!-- alrp-lab COMMAND --> and "
+        "<!-- alrp-lab end --> (table or claims, paths relative to the file) and write what "
+        "it prints in between; the text outside the blocks is left as it is.",
+    )
+    readme.add_argument("files", nargs="*", default=["README.md"], help="default README.md")
+    readme.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming each block that differs from a fresh one",
+    )
     plot = verbs.add_parser("plot", help="draw a figure from a run or sweep folder")
     plot.add_argument(
         "figure",
@@ -634,10 +746,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep": _cmd_sweep,
         "table": _cmd_table,
         "claims": _cmd_claims,
+        "readme": _cmd_readme,
         "plot": _cmd_plot,
     }
     try:
         return handlers[args.verb](args)
+    except BrokenPipeError:
+        # The reader went away (`alrp-lab table ... | head`): not an error of ours. Point
+        # stdout at /dev/null so that the interpreter's final flush cannot raise again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a file descriptor (captured)
+            pass
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     except _USER_ERRORS as err:
         if _show_traceback():
             raise

@@ -262,3 +262,102 @@ def test_data_builds_into_the_folder_a_run_reads(tmp_path, monkeypatch, capsys, 
 def test_data_refuses_an_unknown_name(capsys):
     assert main(["data", "--name", "coco"]) == 2
     assert "shapes, textures" in capsys.readouterr().err
+
+
+def _figure4_folder(root):
+    """A figure4 sweep folder whose three claims hold (two seeds per loss)."""
+    from alrp_lab.sweeps.definition import load_sweep
+    from alrp_lab.utils.io import atomic_write_json
+
+    defn = load_sweep("figure4")
+    for job in ("ce", "focal", "alrp"):
+        for seed in range(2):
+            run = root / job / f"seed{seed}"
+            atomic_write_json(
+                run / "results.json", {"status": "completed", "metrics": {"AP": 0.1}, "config": {}}
+            )
+            ratios = ["1.0", "1.0"] if job == "alrp" else ["0.3", "8.0"]
+            run.joinpath("grad_balance.csv").write_text(
+                "iteration,epoch,ratio\n" + "".join(f"{i},0,{r}\n" for i, r in enumerate(ratios))
+            )
+    atomic_write_json(
+        root / "sweep.json",
+        {"name": "figure4", "scale": "cpu", "definition": dict(defn.raw), "seeds": [0, 1]},
+    )
+
+
+def test_readme_regenerates_its_blocks_from_the_files_beside_it(tmp_path, monkeypatch, capsys):
+    _figure4_folder(tmp_path / "results" / "figure4")
+    readme = tmp_path / "README.md"
+    prose = "# Results\n\nWritten by hand.\n\n"
+    readme.write_text(
+        prose + '<!-- alrp-lab table results/figure4 --heading "#### Figure 4, cpu" -->\n'
+        "stale numbers\n<!-- alrp-lab end -->\n\nMore prose.\n"
+    )
+    monkeypatch.chdir(tmp_path / "results")  # paths are the file's, not the shell's
+    assert main(["readme", "--check", str(readme)]) == 1
+    err = capsys.readouterr().err
+    assert "README.md, line 5: alrp-lab table results/figure4" in err
+    assert "run alrp-lab readme" in err
+    assert "stale numbers" in readme.read_text(), "--check writes nothing"
+
+    assert main(["readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(prose) and text.endswith("<!-- alrp-lab end -->\n\nMore prose.\n")
+    assert "stale numbers" not in text
+    assert "\n#### Figure 4, cpu\n" in text and "\n### Figure 4" not in text
+    assert "| alrp-grad-ratio-is-one |" in text and text.count("**holds**") == 3
+    assert main(["readme", "--check", str(readme)]) == 0
+    assert "0 of 1 blocks differ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        ("sweep table2", "only table and claims blocks are generated"),
+        ("table results/missing", "neither a folder nor a sweep name"),
+        ("table results/figure4 --heading 'no hash'", "start it with #"),
+        ("table results/figure4 --bogus", "is not a valid command"),
+        ("table 'results/figure4", "cannot be read"),
+    ],
+)
+def test_a_bad_block_is_one_error_naming_the_file(tmp_path, capsys, command, needle):
+    _figure4_folder(tmp_path / "results" / "figure4")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"<!-- alrp-lab {command} -->\n<!-- alrp-lab end -->\n")
+    assert main(["readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert f"{readme}: the block `alrp-lab {command}`" in " ".join(err.split())
+    assert needle in " ".join(err.split())
+
+
+def test_readme_of_a_missing_file(tmp_path, capsys):
+    assert main(["readme", str(tmp_path / "NOPE.md")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+
+
+def test_the_projects_readme_shows_what_its_results_files_give():
+    """Every table and claims block of README.md equals `alrp-lab readme` run now: the
+    README's numbers are the committed results files', never pasted by hand."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert main(["readme", "--check", str(readme)]) == 0, (
+        "README.md is out of date with results/: run alrp-lab readme README.md"
+    )
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    _figure4_folder(tmp_path / "figure4")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alrp_lab.cli", "table", str(tmp_path / "figure4")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # as `| head` does once it has read enough; here before any output
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"internal error" not in err
