@@ -17,15 +17,19 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alrp_lab.errors import AlrpLabError, ConfigError, ResultsNotFoundError
+from alrp_lab.errors import AlrpLabError, ConfigError, ReadmeError, ResultsNotFoundError
 from alrp_lab.resources import conf_dir
+
+if TYPE_CHECKING:
+    from alrp_lab.report.readme import Block
 
 CONF_DIR = conf_dir()
 _err = Console(stderr=True)
@@ -460,26 +464,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _table_text(args: argparse.Namespace) -> str:
+    """What ``alrp-lab table`` prints."""
     from alrp_lab.report import build_table
 
-    text = build_table(args.source, args.format, scale=args.scale)
-    if args.heading is None:
-        return text
-    if args.format != "md" or not args.heading.startswith("#"):
-        raise ConfigError(
-            f"--heading {args.heading!r} replaces a Markdown table's heading: use it with "
-            "--format md and start it with #"
-        )
-    # The Markdown table starts with its "### title" line (report.tables._markdown).
-    return args.heading + "\n" + text.split("\n", 1)[1]
+    return build_table(args.source, args.format, scale=args.scale, heading=args.heading) + "\n"
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    print(_table_text(args))
+    print(_table_text(args), end="")
     return 0
 
 
 def _claims_text(args: argparse.Namespace) -> str:
+    """What ``alrp-lab claims`` prints."""
     from alrp_lab.report.claims_table import render_claims
 
     dirs = args.dirs or [d for d in _DEFAULT_CLAIM_DIRS if Path(d).is_dir()]
@@ -497,22 +494,33 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
-# The commands a generated block of a Markdown file may hold, and what each prints.
-_BLOCK_TEXTS = {
-    "table": lambda args: _table_text(args) + "\n",  # as `alrp-lab table` prints it
+# The verbs a generated block of a Markdown file may hold, each with what it prints.
+_BLOCK_TEXTS: dict[str, Callable[[argparse.Namespace], str]] = {
+    "table": _table_text,
     "claims": _claims_text,
 }
 
 
-def _block_text(command: str, *, base: Path, source: str) -> str:
-    """What ``alrp-lab COMMAND`` prints, run in ``base`` (the Markdown file's folder)."""
+class _BlockParser(argparse.ArgumentParser):
+    """The command line's parser, raising where argparse would print usage and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+    def print_help(self, file: Any = None) -> NoReturn:  # -h / --help, before it exits
+        raise ConfigError("--help prints, it makes no block")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ConfigError(message or f"it asked to exit ({status})")
+
+
+def _block_text(block: Block, *, base: Path, source: str) -> str:
+    """What ``alrp-lab BLOCK.COMMAND`` prints, run in ``base`` (the Markdown file's folder)."""
     import shlex
 
-    from alrp_lab.report.readme import ReadmeError
-
-    where = f"{source}: the block `alrp-lab {command}`"
+    where = f"{source}, line {block.line}: `alrp-lab {block.command}`"
     try:
-        argv = shlex.split(command)
+        argv = shlex.split(block.command)
     except ValueError as err:
         raise ReadmeError(f"{where} cannot be read ({err}): fix its quotes") from None
     if not argv or argv[0] not in _BLOCK_TEXTS:
@@ -521,9 +529,9 @@ def _block_text(command: str, *, base: Path, source: str) -> str:
             "command or remove the block's comment lines"
         )
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit:  # argparse has printed what was wrong
-        raise ReadmeError(f"{where} is not a valid command: fix its options") from None
+        args = build_parser(_BlockParser).parse_args(argv)
+    except ConfigError as err:
+        raise ReadmeError(f"{where} is not a valid command ({err}): fix its options") from None
     previous = Path.cwd()
     os.chdir(base)  # the block's paths are the file's, as a reader runs them beside it
     try:
@@ -537,40 +545,45 @@ def _block_text(command: str, *, base: Path, source: str) -> str:
 def _cmd_readme(args: argparse.Namespace) -> int:
     """Regenerate (or with --check, compare) the command blocks of Markdown files."""
     import functools
+    import shlex
 
-    from alrp_lab.report.readme import find_blocks, refresh
+    from alrp_lab.report.readme import refresh
     from alrp_lab.utils.io import atomic_write_text
 
-    stale: list[str] = []
-    for name in args.files:
-        path = Path(name)
+    paths = [Path(name) for name in args.files]
+    for path in paths:  # all of them before any is rewritten
         if not path.is_file():
             return _fail(f"{path} is not a file: name a Markdown file (default README.md)")
-        text = path.read_text(encoding="utf-8")
+    stale: list[str] = []
+    for path in paths:
+        # newline="": line endings as they are, so the prose keeps its own.
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
         render = functools.partial(_block_text, base=path.parent.resolve(), source=str(path))
-        fresh, changed = refresh(text, render, source=str(path))
-        stale += [f"{path}, line {b.line}: alrp-lab {b.command}" for b in changed]
-        if changed and not args.check:
-            atomic_write_text(path, fresh)
+        result = refresh(text, render, source=str(path))
+        stale += [f"{path}, line {b.line}: alrp-lab {b.command}" for b in result.changed]
+        if result.changed and not args.check:
+            atomic_write_text(path, result.text)  # bytes as given: no newline translation
         verb = "differ from" if args.check else "rewritten from"
         _out.print(
-            f"{path}: {len(changed)} of {len(find_blocks(text))} blocks {verb} the results files",
+            f"{path}: {len(result.changed)} of {len(result.blocks)} blocks {verb} the results "
+            "files",
             highlight=False,
             soft_wrap=True,
         )
     if args.check and stale:
+        fix = shlex.join(["alrp-lab", "readme", *args.files])
         _err.print(
-            "out of date:\n  "
-            + "\n  ".join(escape(s) for s in stale)
-            + "\nrun alrp-lab readme "
-            + " ".join(escape(f) for f in args.files)
-            + " to regenerate them",
+            escape("out of date:\n  " + "\n  ".join(stale) + f"\nrun {fix} to regenerate them"),
             highlight=False,
             soft_wrap=True,
         )
         return 1
     return 0
 
+
+# Verbs whose work is printing to stdout: a closed pipe ends them quietly.
+_PRINTING_VERBS = frozenset({"table", "claims", "readme", "eval"})
 
 # Where `alrp-lab claims` looks by default: this machine's sweeps and the committed results.
 _DEFAULT_CLAIM_DIRS = ("outputs/sweeps", "results")
@@ -599,8 +612,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """The ``alrp-lab`` parser; its verbs' parsers are of ``parser_class`` too."""
+    parser = parser_class(
         prog="alrp-lab",
         description="Experiments and ablations for ranking-based detection losses (aLRP Loss).",
     )
@@ -750,8 +766,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plot": _cmd_plot,
     }
     try:
-        return handlers[args.verb](args)
+        code = handlers[args.verb](args)
+        if args.verb in _PRINTING_VERBS:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except BrokenPipeError:
+        if args.verb not in _PRINTING_VERBS:
+            raise  # a pipe of a run or of its workers: a bug, with its traceback
         # The reader went away (`alrp-lab table ... | head`): not an error of ours. Point
         # stdout at /dev/null so that the interpreter's final flush cannot raise again.
         try:

@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "NonFiniteLossError",
+    "ReadmeError",
     "ResultsError",
     "ResultsNotFoundError",
     "RunError",
@@ -86,3 +87,7 @@ class ResultsError(AlrpLabError, ValueError):
 
 class ResultsNotFoundError(ResultsError, FileNotFoundError):
     """A results folder or file that does not exist."""
+
+
+class ReadmeError(ResultsError):
+    """A Markdown file whose generated blocks cannot be read or run (``alrp-lab readme``)."""

@@ -316,24 +316,40 @@ def test_readme_regenerates_its_blocks_from_the_files_beside_it(tmp_path, monkey
     [
         ("sweep table2", "only table and claims blocks are generated"),
         ("table results/missing", "neither a folder nor a sweep name"),
-        ("table results/figure4 --heading 'no hash'", "start it with #"),
-        ("table results/figure4 --bogus", "is not a valid command"),
+        ("table results/figure4 --heading 'no hash'", "start it with 1 to 6 #"),
+        ("table results/figure4 --format csv --heading '# x'", "use it with --format md"),
+        ("table results/figure4 --bogus", "is not a valid command (unrecognized arguments"),
+        ("table results/figure4 --help", "--help prints, it makes no block"),
         ("table 'results/figure4", "cannot be read"),
     ],
 )
-def test_a_bad_block_is_one_error_naming_the_file(tmp_path, capsys, command, needle):
+def test_a_bad_block_is_one_error_naming_the_file_and_line(tmp_path, capsys, command, needle):
     _figure4_folder(tmp_path / "results" / "figure4")
     readme = tmp_path / "README.md"
-    readme.write_text(f"<!-- alrp-lab {command} -->\n<!-- alrp-lab end -->\n")
+    readme.write_text(f"# R\n\n<!-- alrp-lab {command} -->\n<!-- alrp-lab end -->\n")
     assert main(["readme", str(readme)]) == 2
-    err = capsys.readouterr().err
-    assert f"{readme}: the block `alrp-lab {command}`" in " ".join(err.split())
-    assert needle in " ".join(err.split())
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert f"{readme}, line 3: `alrp-lab {command}`" in err and needle in err
+    assert captured.out == "", "no usage or help text around the one error line"
 
 
-def test_readme_of_a_missing_file(tmp_path, capsys):
-    assert main(["readme", str(tmp_path / "NOPE.md")]) == 2
-    assert "is not a file" in capsys.readouterr().err
+def test_readme_of_a_missing_file_rewrites_none_of_the_others(tmp_path, capsys):
+    _figure4_folder(tmp_path / "results" / "figure4")
+    first = tmp_path / "A.md"
+    first.write_text("<!-- alrp-lab table results/figure4 -->\nold\n<!-- alrp-lab end -->\n")
+    assert main(["readme", str(first), str(tmp_path / "NOPE.md")]) == 2
+    assert "NOPE.md is not a file" in capsys.readouterr().err
+    assert "old" in first.read_text()
+
+
+def test_readme_names_the_fix_with_the_files_quoted(tmp_path, capsys):
+    _figure4_folder(tmp_path / "my results" / "figure4")
+    readme = tmp_path / "my results" / "R.md"
+    readme.write_text("<!-- alrp-lab table figure4 -->\nold\n<!-- alrp-lab end -->\n")
+    assert main(["readme", "--check", str(readme)]) == 1
+    assert f"run alrp-lab readme '{readme}' to regenerate them" in capsys.readouterr().err
 
 
 def test_the_projects_readme_shows_what_its_results_files_give():
@@ -348,14 +364,19 @@ def test_the_projects_readme_shows_what_its_results_files_give():
 
 
 def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
+    import os
     import subprocess
     import sys
 
     _figure4_folder(tmp_path / "figure4")
+    # Block-buffered stdout, as a plain shell gives a pipe: the output is written at the
+    # end, where a late failure would escape the command's own handling.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "alrp_lab.cli", "table", str(tmp_path / "figure4")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
     proc.stdout.close()  # as `| head` does once it has read enough; here before any output
     _, err = proc.communicate(timeout=120)

@@ -10,7 +10,8 @@ the first (invisible on a rendered page)::
 ``alrp-lab readme README.md`` reruns every block's command and puts what it printed between
 the two lines; ``alrp-lab readme --check README.md`` only reports the blocks whose text
 differs, so a test can keep a README's numbers equal to the committed results. The text
-around the blocks is the author's and is never touched.
+around the blocks is the author's and is never touched, line endings included. Markers
+inside fenced code (an example of the syntax) are text, not blocks.
 
 This module only finds and splices blocks; running a command is the caller's
 (:func:`refresh` takes it as ``render``), so that it needs neither the command line nor
@@ -22,18 +23,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from alrp_lab.errors import ResultsError
+from alrp_lab.errors import ReadmeError
 
-__all__ = ["CLOSE", "Block", "ReadmeError", "find_blocks", "refresh"]
+__all__ = ["CLOSE", "Block", "ReadmeError", "Refreshed", "find_blocks", "refresh"]
 
-# A whole line each: a command cannot contain "-->", which would end the comment.
-_OPEN = re.compile(r"^<!-- alrp-lab (?P<command>(?:(?!-->).)+?) -->[ \t]*$")
+# A whole line each (up to 3 spaces of indent, as Markdown allows before an HTML block);
+# a command cannot contain "-->", which would end the comment.
+_OPEN = re.compile(r"^ {0,3}<!-- alrp-lab (?P<command>(?:(?!-->).)+?) -->[ \t]*\r?$")
 CLOSE = "<!-- alrp-lab end -->"
-
-
-class ReadmeError(ResultsError):
-    """A Markdown file whose blocks cannot be read (unclosed, nested or stray markers)."""
+_CLOSE = re.compile(r"^ {0,3}" + re.escape(CLOSE) + r"[ \t]*\r?$")
+_FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})")
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,30 @@ class Block:
         line: 1-based line number of the opening comment, for messages.
         start: character offset where the generated text begins (after the opening line).
         end: character offset of the closing comment line.
+        newline: the opening line's line ending (``"\\n"`` or ``"\\r\\n"``), which the
+            generated text takes.
     """
 
     command: str
     line: int
     start: int
     end: int
+    newline: str = "\n"
+
+
+class Refreshed(NamedTuple):
+    """What :func:`refresh` made: the new text, every block, and those whose text changed."""
+
+    text: str
+    blocks: list[Block]
+    changed: list[Block]
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` cut at "\\n" only, each line keeping its ending (``str.splitlines`` also
+    cuts at form feeds and U+2028, which would shift the line numbers an editor shows)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 def find_blocks(text: str, source: str = "the file") -> list[Block]:
@@ -60,60 +79,74 @@ def find_blocks(text: str, source: str = "the file") -> list[Block]:
     no closing one before the next opening, or a closing comment has no opening one.
     """
     blocks: list[Block] = []
-    opened: tuple[str, int, int] | None = None  # command, line number, content offset
+    opened: Block | None = None
+    fence: str | None = None  # the opening fence of the code block we are in
     offset = 0
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        bare = line.rstrip("\r\n")
-        match = _OPEN.match(bare)
-        if bare.strip() == CLOSE:
+    for number, line in enumerate(_lines(text), start=1):
+        at, offset = offset, offset + len(line)
+        fenced = _FENCE.match(line)
+        if fence is not None:
+            # Only a fence of the same character, at least as long, closes it.
+            if fenced and fenced["fence"][0] == fence[0] and len(fenced["fence"]) >= len(fence):
+                fence = None
+            continue
+        if fenced and opened is None:
+            fence = fenced["fence"]
+            continue
+        if _CLOSE.match(line):
             if opened is None:
                 raise ReadmeError(
                     f"{source}, line {number}: {CLOSE} closes no block: remove it or add "
                     "<!-- alrp-lab COMMAND --> above the block's text"
                 )
-            blocks.append(Block(opened[0], opened[1], opened[2], offset))
+            blocks.append(Block(opened.command, opened.line, opened.start, at, opened.newline))
             opened = None
-        elif match is not None:
+        elif (match := _OPEN.match(line)) is not None:
             if opened is not None:
                 raise ReadmeError(
                     f"{source}, line {number}: a block opens before the one at line "
-                    f"{opened[1]} is closed: add {CLOSE} after that block's text"
+                    f"{opened.line} is closed: add {CLOSE} after that block's text"
                 )
-            opened = (match["command"].strip(), number, offset + len(line))
-        offset += len(line)
+            newline = "\r\n" if line.endswith("\r\n") else "\n"
+            opened = Block(match["command"].strip(), number, offset, offset, newline)
     if opened is not None:
         raise ReadmeError(
-            f"{source}, line {opened[1]}: the block of `alrp-lab {opened[0]}` is not "
+            f"{source}, line {opened.line}: the block of `alrp-lab {opened.command}` is not "
             f"closed: add {CLOSE} on a line of its own after the block's text"
         )
     return blocks
 
 
-def refresh(
-    text: str, render: Callable[[str], str], source: str = "the file"
-) -> tuple[str, list[Block]]:
-    """``text`` with every block's content replaced by ``render(block.command)``.
+def refresh(text: str, render: Callable[[Block], str], source: str = "the file") -> Refreshed:
+    """``text`` with every block's content replaced by ``render(block)``.
 
     Args:
-        text: the whole file.
-        render: runs one block's command and returns what it prints; a newline is added
-            when it does not end with one.
+        text: the whole file, read with its line endings as they are (``newline=""``).
+        render: runs one block's command and returns what it prints ("\\n" line ends); a
+            final line end is added when missing, and "\\n" becomes the block's own ending.
         source: the file's name, for messages.
 
-    Returns:
-        The new text and the blocks whose content changed (empty when it was current).
+    Raises :class:`ReadmeError` when a command's output holds a marker line of its own,
+    which would break the file's blocks on the next run.
     """
     blocks = find_blocks(text, source)
     pieces: list[str] = []
     changed: list[Block] = []
     last = 0
     for block in blocks:
-        fresh = render(block.command)
+        fresh = render(block)
         if fresh and not fresh.endswith("\n"):
             fresh += "\n"
+        if any(_OPEN.match(line) or _CLOSE.match(line) for line in _lines(fresh)):
+            raise ReadmeError(
+                f"{source}, line {block.line}: `alrp-lab {block.command}` printed a line "
+                "that looks like a block marker (<!-- alrp-lab ... -->): the block cannot "
+                "hold it"
+            )
+        fresh = fresh.replace("\r\n", "\n").replace("\n", block.newline)
         if text[block.start : block.end] != fresh:
             changed.append(block)
         pieces += [text[last : block.start], fresh]
         last = block.end
     pieces.append(text[last:])
-    return "".join(pieces), changed
+    return Refreshed("".join(pieces), blocks, changed)

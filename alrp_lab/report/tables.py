@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -356,9 +357,9 @@ def _claims_markdown(table: TableData) -> list[str]:
     return out
 
 
-def _markdown(table: TableData) -> str:
+def _markdown(table: TableData, heading: str | None = None) -> str:
     header = [table.corner, "", *table.columns]
-    out = [f"### {table.title}", ""]
+    out = [heading or f"### {table.title}", ""]
     if table.description:
         out += [table.description, ""]
     out.append("| " + " | ".join(header) + " |")
@@ -519,11 +520,22 @@ def _latex(table: TableData) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_table(table: TableData, fmt: str = "md") -> str:
-    """``table`` as Markdown, CSV or LaTeX text."""
+def render_table(table: TableData, fmt: str = "md", *, heading: str | None = None) -> str:
+    """``table`` as Markdown, CSV or LaTeX text.
+
+    ``heading`` replaces the Markdown table's own heading line (``### TITLE``), to fit the
+    table into a document's outline; it must be a Markdown heading, and only ``md`` has one.
+    """
     if fmt not in FORMATS:
         raise ResultsError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return {"md": _markdown, "csv": _csv, "tex": _latex}[fmt](table)
+    if heading is None:
+        return {"md": _markdown, "csv": _csv, "tex": _latex}[fmt](table)
+    if fmt != "md" or not re.match(r"#{1,6} \S", heading):
+        raise ResultsError(
+            f"--heading {heading!r} replaces a Markdown table's heading: use it with "
+            "--format md and start it with 1 to 6 # and a space"
+        )
+    return _markdown(table, heading)
 
 
 def write_tables(
@@ -605,7 +617,9 @@ def _load_table(name_or_dir: PathLike, scale: str) -> TableData:
     return _generic(root, runs)
 
 
-def build_table(name_or_dir: PathLike, fmt: str = "md", *, scale: str = "cpu") -> str:
+def build_table(
+    name_or_dir: PathLike, fmt: str = "md", *, scale: str = "cpu", heading: str | None = None
+) -> str:
     """Rebuild a table from results files alone.
 
     Args:
@@ -614,10 +628,11 @@ def build_table(name_or_dir: PathLike, fmt: str = "md", *, scale: str = "cpu") -
             its default folder at ``scale``.
         fmt: ``md``, ``csv`` or ``tex``.
         scale: the scale whose default folder a sweep name means.
+        heading: the Markdown heading line to print instead of ``### TITLE``.
 
     Raises :class:`ValueError` with one line naming the folder and the fix when there is
     nothing to build from.
     """
     if fmt not in FORMATS:
         raise ResultsError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return render_table(_load_table(name_or_dir, scale), fmt)
+    return render_table(_load_table(name_or_dir, scale), fmt, heading=heading)
