@@ -507,6 +507,9 @@ def run_sweep(
         return report
 
     root.mkdir(parents=True, exist_ok=True)
+    # Every seed ever run into this folder, so the tables count a missing one; the job list
+    # covers them all too, so a later call with fewer seeds does not shrink it.
+    folder_seeds = sorted({*(recorded_seeds(root, scale) or ()), *(job.seed for job in jobs)})
     atomic_write_json(
         root / SWEEP_FILE,
         {
@@ -514,9 +517,8 @@ def run_sweep(
             "scale": scale,
             "extra_overrides": list(extra_overrides),
             "definition": dict(defn.raw),
-            # Every seed ever run into this folder, so the tables count a missing one.
-            "seeds": sorted({*(recorded_seeds(root, scale) or ()), *(job.seed for job in jobs)}),
-            "jobs": [vars(job) for job in all_jobs],
+            "seeds": folder_seeds,
+            "jobs": [vars(job) for job in expand_jobs(defn, scale, extra_overrides, folder_seeds)],
         },
     )
     for job in stale:

@@ -276,7 +276,9 @@ def test_every_job_runs_once_per_seed_and_more_seeds_run_only_the_new_ones(defn,
     # sweep.json keeps every seed run into the folder, so a later, smaller call still
     # reports the seeds a table should have.
     run_sweep(defn, root=root, run_job=job, seeds=2, write_tables=False)
-    assert json.loads((root / "sweep.json").read_text())["seeds"] == [0, 1, 2, 3, 4]
+    manifest = json.loads((root / "sweep.json").read_text())
+    assert manifest["seeds"] == [0, 1, 2, 3, 4]
+    assert len(manifest["jobs"]) == 20 and {j["seed"] for j in manifest["jobs"]} == set(range(5))
 
 
 def test_dry_run_lists_every_seed_and_seed_overrides_are_refused(defn, tmp_path):
