@@ -151,25 +151,7 @@ def test_sweep_reuse_lists_the_runs_it_would_copy(tmp_path, capsys):
 
 
 def test_claims_prints_every_sweeps_claims_and_exits_0(tmp_path, capsys):
-    from alrp_lab.sweeps.definition import load_sweep
-    from alrp_lab.utils.io import atomic_write_json
-
-    defn = load_sweep("figure4")
-    root = tmp_path / "figure4"
-    for job in ("ce", "focal", "alrp"):
-        for seed in range(2):
-            run = root / job / f"seed{seed}"
-            atomic_write_json(
-                run / "results.json", {"status": "completed", "metrics": {"AP": 0.1}, "config": {}}
-            )
-            ratios = ["1.0", "1.0"] if job == "alrp" else ["0.3", "8.0"]
-            run.joinpath("grad_balance.csv").write_text(
-                "iteration,epoch,ratio\n" + "".join(f"{i},0,{r}\n" for i, r in enumerate(ratios))
-            )
-    atomic_write_json(
-        root / "sweep.json",
-        {"name": "figure4", "scale": "cpu", "definition": dict(defn.raw), "seeds": [0, 1]},
-    )
+    _figure4_folder(tmp_path / "figure4")
     assert main(["claims", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| figure4 | cpu | alrp-grad-ratio-is-one |" in out
