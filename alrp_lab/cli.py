@@ -765,14 +765,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "readme": _cmd_readme,
         "plot": _cmd_plot,
     }
+    # A closed pipe is the reader's choice only for a verb whose work is printing; in a run
+    # or its workers it is a bug like any other (no class: nothing is caught here).
+    closed_pipe = BrokenPipeError if args.verb in _PRINTING_VERBS else ()
     try:
         code = handlers[args.verb](args)
         if args.verb in _PRINTING_VERBS:
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
-    except BrokenPipeError:
-        if args.verb not in _PRINTING_VERBS:
-            raise  # a pipe of a run or of its workers: a bug, with its traceback
+    except closed_pipe:
         # The reader went away (`alrp-lab table ... | head`): not an error of ours. Point
         # stdout at /dev/null so that the interpreter's final flush cannot raise again.
         try:

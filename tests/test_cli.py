@@ -364,3 +364,14 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141
     assert b"Traceback" not in err and b"internal error" not in err
+
+
+def test_a_closed_pipe_in_a_verb_that_does_not_print_is_a_bug(monkeypatch, capsys):
+    import alrp_lab.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(cli, "_cmd_data", broken)
+    assert main(["data"]) == 1
+    assert "bug in alrp-lab" in capsys.readouterr().err
