@@ -427,15 +427,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         reuse=args.reuse or (),
     )
     table = Table(title=escape(f"{definition.name} ({report.scale}): {report.root}"))
-    for column in ("run", "status", "overrides"):
-        table.add_column(column)
+    # A run id is one word: keep it on one line, and let the others wrap around it.
+    table.add_column("run", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    table.add_column("overrides", overflow="fold")
     failed = report.failed
     for job in report.jobs:
         if job.run_id in report.copied:
             verb = "would copy" if report.dry_run else "copied"
             status = f"{verb} from {escape(report.copied[job.run_id])}"
+        elif report.dry_run and job.run_id in report.skipped:
+            status = "skip (completed)"
         elif report.dry_run:
-            status = "skip (completed)" if job.run_id in report.skipped else "would run"
+            state = report.states.get(job.run_id)
+            status = escape(state.describe()) if state is not None else "would run"
         elif job.run_id in failed:
             status = f"[red]failed[/red]: {escape(str(failed[job.run_id]))}"
         elif job.run_id in report.skipped:
@@ -445,7 +450,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         table.add_row(job.run_id, status, escape(" ".join(job.overrides)))
     _out.print(table)
     if report.dry_run:
-        summary = f"{len(report.pending)} would run, {len(report.skipped)} completed before"
+        states = [report.states[r] for r in report.pending if r in report.states]
+        training = sum(state.training for state in states)
+        resuming = sum(state.has_checkpoint and not state.training for state in states)
+        parts = [f"{training} training now"] if training else []
+        parts += [f"{resuming} would resume"] if resuming else []
+        detail = f" ({', '.join(parts)})" if parts else ""
+        summary = f"{len(report.pending)} would run{detail}, {len(report.skipped)} completed before"
     else:
         summary = (
             f"{len(report.completed)} completed, {len(report.skipped)} skipped (completed "

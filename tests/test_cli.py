@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +121,18 @@ def test_sweep_scale_can_be_given_as_an_override(tmp_path, capsys):
     code = main(["sweep", "table2", "--dry-run", "--root", str(tmp_path), "scale=paper"])
     assert code == 2  # the paper scale needs the COCO folder and the backbone weights
     assert "data.root" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="Linux's /proc/locks")
+def test_sweep_dry_run_shows_a_run_another_process_is_training(tmp_path, capsys):
+    from alrp_lab.sweeps.processes import run_lock
+
+    with run_lock(tmp_path / "giou__sb" / "seed0"):
+        code = main(["sweep", "table3", "--seeds", "1", "--dry-run", "--root", str(tmp_path)])
+    assert code == 0
+    out = " ".join(capsys.readouterr().out.split())  # the table may wrap a status
+    assert f"training now (pid {os.getpid()})" in out
+    assert "16 runs: 16 would run (1 training now), 0 completed before" in out
 
 
 def test_sweep_with_seeds_lists_every_run(tmp_path, capsys):

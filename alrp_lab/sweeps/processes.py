@@ -5,6 +5,8 @@ sweep that started them.
   long as a run is being trained there, so a second sweep (or a rerun started while the
   first still runs) cannot write into the same folder at the same time. The kernel drops
   the lock when the holder dies, however it dies, so a stale lock never blocks a rerun.
+- :func:`lock_holder` says which process holds a run's lock, read from ``/proc/locks``
+  without touching the lock, so asking never makes a starting sweep see a held folder.
 - :func:`die_with_parent` (a process-pool initializer) asks Linux to SIGKILL a worker when
   the sweep's process dies, kill -9 included, so no orphaned worker goes on training.
 """
@@ -21,7 +23,9 @@ from pathlib import Path
 LOCK_FILE = ".lock"
 _PR_SET_PDEATHSIG = 1
 
-__all__ = ["LOCK_FILE", "RunLocked", "die_with_parent", "run_lock"]
+PROC_LOCKS = Path("/proc/locks")
+
+__all__ = ["LOCK_FILE", "RunLocked", "die_with_parent", "lock_holder", "run_lock"]
 
 
 class RunLocked(RuntimeError):
@@ -53,6 +57,46 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def lock_holder(run_dir: Path, proc_locks: Path = PROC_LOCKS) -> int | None:
+    """The pid of the process holding ``run_dir``'s lock (training there now; 0 when held by a
+    process whose pid is not known), or None when nobody holds it, the folder has no lock
+    file, or the system has no ``/proc/locks`` (not Linux: then None means "not known").
+
+    Reads the kernel's table of held locks instead of trying the lock, since a try that
+    succeeded would hold it for a moment, and a sweep starting then would skip the run. A
+    holder whose pid this process cannot see (another pid namespace: 0 or -1 in the table)
+    is named by the pid it wrote into the lock file.
+    """
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        stat = lock.stat()
+        table = proc_locks.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 28170 fe:00:6433146 0 EOF": pid, then device (major and
+    # minor in hex) and inode; lines with "->" are processes waiting, not holding.
+    wanted = (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) != wanted:
+                continue
+        except ValueError:
+            continue
+        if pid > 0:
+            return pid
+        try:
+            written = lock.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            written = ""
+        return int(written) if written.isdigit() else 0
+    return None
 
 
 def die_with_parent() -> None:

@@ -47,6 +47,7 @@ from alrp_lab.sweeps.definition import (
 )
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.reuse import copy_run, index_completed_runs
+from alrp_lab.sweeps.run_state import RunState, run_state
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -99,8 +100,9 @@ class Job:
 @dataclass
 class SweepReport:
     """What :func:`run_sweep` did. ``failed`` maps a run id to its error message;
-    ``pending`` lists the runs a dry run would have run; ``copied`` maps a run id to the
-    folder of the finished run it was copied from (or, in a dry run, would be)."""
+    ``pending`` lists the runs a dry run would have run, and ``states`` where each of them
+    stands (training elsewhere now, resumable, failed before); ``copied`` maps a run id to
+    the folder of the finished run it was copied from (or, in a dry run, would be)."""
 
     name: str
     scale: str
@@ -111,6 +113,7 @@ class SweepReport:
     failed: dict[str, str] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     copied: dict[str, str] = field(default_factory=dict)
+    states: dict[str, RunState] = field(default_factory=dict)
     tables: dict[str, Path] = field(default_factory=dict)
     plot: Path | None = None
     dry_run: bool = False
@@ -504,6 +507,7 @@ def run_sweep(
     if dry_run:
         report.copied = {run_id: str(source) for run_id, source in sources.items()}
         report.pending = [job.run_id for job in todo if job.run_id not in sources]
+        report.states = {run_id: run_state(root / run_id) for run_id in report.pending}
         return report
 
     root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alrp_lab.sweeps.definition import parse_sweep
-from alrp_lab.sweeps.processes import RunLocked, run_lock
+from alrp_lab.sweeps.processes import LOCK_FILE, RunLocked, lock_holder, run_lock
 from alrp_lab.sweeps.runner import run_sweep
 from tests.sweeps.test_runner import RAW
 
@@ -75,3 +76,41 @@ def test_parallel_workers_die_with_a_killed_sweep(tmp_path):
     finally:
         if sweep.poll() is None:
             sweep.kill()
+
+
+def _entry(run_dir: Path, pid: int, kind: str = "FLOCK", waiting: bool = False) -> str:
+    """A line of /proc/locks for a lock on ``run_dir``'s lock file."""
+    stat = (run_dir / LOCK_FILE).stat()
+    where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    arrow = "-> " if waiting else ""
+    return f"1: {arrow}{kind}  ADVISORY  WRITE {pid} {where} 0 EOF\n"
+
+
+def test_lock_holder_reads_the_kernels_table_for_this_folder_only(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        folder.mkdir()
+        (folder / LOCK_FILE).write_text("4242")
+    table = tmp_path / "locks"
+    assert lock_holder(run, table) is None, "no table: not known"
+    table.write_text(_entry(other, 17) + _entry(run, 23, waiting=True) + _entry(run, 9, "POSIX"))
+    assert lock_holder(run, table) is None, "another folder, a waiter and a POSIX lock"
+    table.write_text(table.read_text() + _entry(run, 31))
+    assert lock_holder(run, table) == 31
+    # A holder in another pid namespace shows as 0: the pid it wrote names it.
+    table.write_text(_entry(run, 0))
+    assert lock_holder(run, table) == 4242
+    (run / LOCK_FILE).write_text("")
+    assert lock_holder(run, table) == 0, "held, by a process not known"
+    assert lock_holder(tmp_path / "never-run", table) is None
+
+
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="Linux's /proc/locks")
+def test_lock_holder_sees_a_held_lock_without_taking_it(tmp_path):
+    assert lock_holder(tmp_path) is None
+    with run_lock(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+        with pytest.raises(RunLocked):  # asking did not take or drop it
+            with run_lock(tmp_path):
+                pass
+    assert lock_holder(tmp_path) is None

@@ -147,6 +147,21 @@ def test_dry_run_lists_pending_jobs_and_writes_nothing(defn, tmp_path):
     assert not root.exists()
 
 
+def test_dry_run_says_where_each_pending_run_stands(defn, tmp_path):
+    root = tmp_path / "toy"
+    failed = root / "iou__wr5" / "seed0"
+    failed.mkdir(parents=True)
+    (failed / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    stopped = root / "giou__wr1" / "seed0" / "checkpoints"
+    stopped.mkdir(parents=True)
+    (stopped / "last.pt").write_bytes(b"")  # unreadable, yet a resume would try it
+    report = run_sweep(defn, root=root, run_job=fake_job, dry_run=True)
+    assert set(report.states) == set(report.pending)
+    assert report.states["iou__wr1/seed0"].describe() == "would run"
+    assert report.states["iou__wr5/seed0"].describe() == "would run (failed before: boom)"
+    assert report.states["giou__wr1/seed0"].has_checkpoint
+
+
 def test_a_stopped_job_resumes_from_its_checkpoint(defn, tmp_path):
     root = tmp_path / "toy"
     (root / "giou__wr1" / "seed0" / "checkpoints").mkdir(parents=True)

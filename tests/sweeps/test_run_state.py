@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from alrp_lab.engine.checkpoint import save_checkpoint
+from alrp_lab.sweeps.processes import run_lock
+from alrp_lab.sweeps.run_state import RunState, run_state
+from alrp_lab.tracking.run_files import checkpoint_path
+
+linux_only = pytest.mark.skipif(
+    not Path("/proc/locks").is_file(), reason="the lock's holder is read from /proc/locks"
+)
+
+
+def _results(run_dir: Path, status: str, epochs: int = 10, **more) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "config": {"train": {"epochs": epochs}}, **more}
+    (run_dir / "results.json").write_text(json.dumps(record))
+
+
+def _checkpoint(run_dir: Path, epoch: int) -> None:
+    model = nn.Linear(3, 2)
+    save_checkpoint(
+        checkpoint_path(run_dir),
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epoch=epoch,
+        iteration=epoch * 7,
+        model_signature={"detector": "toy"},
+    )
+
+
+def test_a_folder_never_started_would_run(tmp_path):
+    assert run_state(tmp_path / "missing").describe() == "would run"
+    assert run_state(tmp_path).describe() == "would run"
+
+
+def test_a_stopped_run_would_resume_after_its_checkpoints_epoch(tmp_path):
+    _results(tmp_path, "running", epochs=112)
+    _checkpoint(tmp_path, epoch=24)
+    state = run_state(tmp_path)
+    assert state == RunState(epoch=24, epochs=112, has_checkpoint=True)
+    assert state.describe() == "would resume after epoch 24 of 112"
+
+
+def test_a_failed_run_says_its_error_and_whether_it_resumes(tmp_path):
+    _results(tmp_path, "failed", error="FloatingPointError: the loss became nan\nmore lines")
+    assert run_state(tmp_path).describe() == (
+        "would run (failed before: FloatingPointError: the loss became nan)"
+    )
+    _checkpoint(tmp_path, epoch=3)
+    assert run_state(tmp_path).describe() == (
+        "would resume after epoch 3 of 10 (failed before: FloatingPointError: the loss became nan)"
+    )
+
+
+def test_a_damaged_checkpoint_is_named_not_raised(tmp_path):
+    _results(tmp_path, "running")
+    checkpoint_path(tmp_path).parent.mkdir(parents=True)
+    checkpoint_path(tmp_path).write_bytes(b"not a checkpoint")
+    text = run_state(tmp_path).describe()
+    assert text.startswith("would resume, but its checkpoint is unreadable (")
+
+
+def test_without_a_recorded_config_the_epoch_count_is_left_out(tmp_path):
+    _checkpoint(tmp_path, epoch=2)
+    assert run_state(tmp_path).describe() == "would resume after epoch 2"
+
+
+@linux_only
+def test_a_run_being_trained_names_its_process_and_the_epoch_in_the_log(tmp_path):
+    _results(tmp_path, "running", epochs=112)
+    _checkpoint(tmp_path, epoch=4)  # the log is ahead of the last checkpoint
+    lines = [
+        {"step": 740, "epoch": 4, "loss": 0.9},
+        {"step": 749, "epoch": 5, "val/AP": 0.1},  # an interim evaluation: epochs done
+        {"step": 750, "epoch": 5, "loss": 0.8},
+        {"step": 899, "epoch": 6, "val/AP": 0.2},  # epoch 6 done, its 1-based number
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 77'  # being written
+    (tmp_path / "metrics.jsonl").write_text(text)
+    with run_lock(tmp_path):
+        state = run_state(tmp_path)
+    assert state.training and state.training_pid == os.getpid()
+    assert state.describe() == f"training now (pid {os.getpid()}): epoch 6 of 112"
+    # Let go, it is a stopped run again.
+    assert run_state(tmp_path).describe() == "would resume after epoch 4 of 112"
+
+
+@linux_only
+def test_a_long_log_is_read_from_its_end_only(tmp_path):
+    records = [{"step": s, "epoch": s // 150, "loss": 0.5, "pad": "x" * 300} for s in range(2000)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with run_lock(tmp_path):
+        assert run_state(tmp_path).epoch == 1999 // 150 + 1
+
+
+def test_describe_covers_a_holder_whose_pid_is_unknown():
+    assert RunState(training_pid=0).describe() == "training now (pid unknown)"
