@@ -601,7 +601,7 @@ _DEFAULT_CLAIM_DIRS = ("outputs/sweeps", "results")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from alrp_lab.report.curve_plot import plot_curves
+    from alrp_lab.report.curve_plot import CURVE_KEYS, plot_curves
     from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 
     sources = [Path(s) for s in args.source]
@@ -616,8 +616,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
     if args.figure == "loss-curves":
-        _out.print(f"wrote {plot_curves(source, out)}")
+        keys = args.key or CURVE_KEYS
+        _out.print(f"wrote {plot_curves(source, out, keys, log_y=args.log_y)}")
         return 0
+    if args.key or args.log_y:
+        return _fail("--key and --log-y are loss-curves' options: leave them out here")
     loss_panel = args.figure == "grad-balance-loss"
     _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
     return 0
@@ -733,7 +736,8 @@ def build_parser(
         choices=["grad-balance", "grad-balance-loss", "claim-trend", "loss-curves"],
         help="grad-balance: Figure 4; grad-balance-loss: Figure A.7 (Figure 4 and the loss "
         "values); claim-trend: a sweep's claims against its trend's x; loss-curves: each "
-        "run's logged classification loss (and share of positives with Eloc > 1)",
+        "run's logged classification loss (and share of positives with Eloc > 1), or the "
+        "keys given with --key",
     )
     plot.add_argument(
         "source",
@@ -742,6 +746,16 @@ def build_parser(
     )
     plot.add_argument(
         "--out", default=None, help="PNG path (default SOURCE/FIGURE.png, dashes as underscores)"
+    )
+    plot.add_argument(
+        "--key",
+        action="append",
+        metavar="KEY",
+        help="loss-curves: a key of metrics.jsonl to draw, one panel each (repeatable), e.g. "
+        "loc_weight (SB's value or wr), grad_norm; default loss_cls and eloc_over_one",
+    )
+    plot.add_argument(
+        "--log-y", action="store_true", help="loss-curves: a log scale for the values"
     )
     ev = verbs.add_parser("eval", help="score a COCO results file: AP, oLRP, rho")
     ev.add_argument("gt", help="COCO annotation file (instances_*.json)")

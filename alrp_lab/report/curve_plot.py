@@ -2,9 +2,11 @@
 
 Each run folder's ``metrics.jsonl`` gives one line per logged key (its mean over each epoch
 against the epoch's mean iteration, :func:`~alrp_lab.report.curves.epoch_curve`), one panel
-per key that any run logged: the classification loss, and aLRP's share of positives with
-Eloc > 1 where the runs logged it. The runs of one job share a colour and a legend entry,
-named by the sweep's row (and column) from ``sweep.json``; without one, by the job folder.
+per key that any run logged: by default the classification loss, and aLRP's share of
+positives with Eloc > 1 where the runs logged it; any logged key on request (``loc_weight``:
+SB's value over training, or the constant wr). The runs of one job share a colour and a
+legend entry, named by the sweep's row (and column) from ``sweep.json``; without one, by the
+job folder.
 Reads files only; matplotlib is imported when a plot is drawn, with the Agg canvas.
 """
 
@@ -27,6 +29,7 @@ CURVE_KEYS = (CURVE_KEY, "eloc_over_one")
 _TITLES = {
     CURVE_KEY: "Classification loss",
     "eloc_over_one": "Share of positives with Eloc > 1",
+    "loc_weight": "Localisation weight (SB, or the constant wr)",
 }
 
 PathLike = str | os.PathLike[str]
@@ -90,11 +93,16 @@ def curve_series(
 
 
 def plot_curves(
-    source: PathLike | Iterable[PathLike], out_png: PathLike, keys: Sequence[str] = CURVE_KEYS
+    source: PathLike | Iterable[PathLike],
+    out_png: PathLike,
+    keys: Sequence[str] = CURVE_KEYS,
+    *,
+    log_y: bool = False,
 ) -> Path:
     """Draw :func:`curve_series` into ``out_png`` (its folder is created), one panel per key
-    with a curve, and return its path. Raises :class:`ResultsError` when no run logged any of
-    ``keys``."""
+    with a curve, and return its path; ``log_y`` draws every panel's values on a log scale
+    (SB spans 1 to hundreds). Raises :class:`ResultsError` when no run logged any of
+    ``keys``, or, with ``log_y``, when a curve has a value that is not positive."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, Agg canvas
 
     series = curve_series(source, keys)
@@ -103,6 +111,14 @@ def plot_curves(
             f"no {METRICS_FILE} under {source} logs {', '.join(keys)}: run the sweep first "
             "or pass its run folders"
         )
+    if log_y:
+        for key, found in series.items():
+            bad = next((s for s in found if any(y <= 0 for _, y in s.points)), None)
+            if bad is not None:
+                raise ResultsError(
+                    f"{bad.run_dir}'s {key} has values <= 0, which a log scale cannot show: "
+                    "leave out --log-y or that key"
+                )
     figure = Figure(figsize=(6.0 * len(series), 4.2), layout="constrained")
     colours: dict[str, str] = {}
     for index, (key, found) in enumerate(series.items()):
@@ -118,6 +134,8 @@ def plot_curves(
             )
             named.add(label)
             colours.setdefault(label, line.get_color())
+        if log_y:
+            axes.set_yscale("log")
         axes.set_xlabel("iteration")
         axes.set_ylabel(f"{key} (mean over each epoch)")
         axes.set_title(_TITLES.get(key, key))

@@ -85,3 +85,22 @@ def test_the_plot_command_takes_several_run_folders_with_out(sweep, tmp_path, ca
     assert main(["plot", "loss-curves", *runs]) == 2
     assert "--out PNG" in capsys.readouterr().err
     assert main(["plot", "claim-trend", *runs, "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_any_logged_key_on_request_and_a_log_scale(sweep, tmp_path, capsys):
+    for run in ("iou-wr1/seed0", "giou__wr1/seed0"):
+        append_jsonl(sweep / run / "metrics.jsonl", {"step": 9, "epoch": 1, "loc_weight": 50.0})
+    series = curve_series(sweep, keys=["loc_weight"])
+    assert [s.points for s in series["loc_weight"]] == [[(9.0, 50.0)], [(9.0, 50.0)]]
+    out = tmp_path / "sb.png"
+    args = ["plot", "loss-curves", str(sweep), "--key", "loc_weight", "--key", "loss_cls"]
+    assert main([*args, "--log-y", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.size[0] == 1440, "two panels, one per key"
+    # A value a log scale cannot show is refused by name, not drawn as a gap.
+    append_jsonl(sweep / "iou-wr1" / "seed1" / "metrics.jsonl", {"epoch": 2, "loss_cls": 0.0})
+    with pytest.raises(ResultsError, match=r"seed1's loss_cls has values <= 0"):
+        plot_curves(sweep, tmp_path / "bad.png", ["loss_cls"], log_y=True)
+    capsys.readouterr()
+    assert main(["plot", "grad-balance", str(sweep), "--key", "loc_weight"]) == 2
+    assert "loss-curves' options" in capsys.readouterr().err
