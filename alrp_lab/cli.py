@@ -399,6 +399,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from alrp_lab.sweeps import load_sweep, run_sweep
     from alrp_lab.sweeps.cluster import Launcher, split_launcher_overrides
+    from alrp_lab.sweeps.processes import locks_visible
     from alrp_lab.sweeps.runner import default_root
 
     definition = load_sweep(args.name)
@@ -452,11 +453,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if report.dry_run:
         states = [report.states[r] for r in report.pending if r in report.states]
         training = sum(state.training for state in states)
-        resuming = sum(state.has_checkpoint and not state.training for state in states)
-        parts = [f"{training} training now"] if training else []
-        parts += [f"{resuming} would resume"] if resuming else []
-        detail = f" ({', '.join(parts)})" if parts else ""
-        summary = f"{len(report.pending)} would run{detail}, {len(report.skipped)} completed before"
+        resuming = sum(state.resumes for state in states)
+        detail = f" ({resuming} resuming)" if resuming else ""
+        summary = f"{len(report.pending) - training} would run{detail}, "
+        if training:
+            summary += f"{training} training now in another process (a sweep skips them), "
+        summary += f"{len(report.skipped)} completed before"
     else:
         summary = (
             f"{len(report.completed)} completed, {len(report.skipped)} skipped (completed "
@@ -465,6 +467,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if report.copied:
         summary += f", {len(report.copied)} {'would be ' if report.dry_run else ''}copied"
     _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
+    if report.dry_run and report.pending and not locks_visible():
+        _out.print(
+            "(no /proc/locks here: a run another process is training shows as would run or resume)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for fmt, path in report.tables.items():
         _out.print(f"table ({fmt}): {escape(str(path))}")
     if report.plot is not None:
@@ -612,6 +620,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     # The file is named after the figure, as a sweep names it (figure: grad_balance_loss).
     out = Path(args.out) if args.out else sources[0] / f"{args.figure.replace('-', '_')}.png"
     source = sources[0] if len(sources) == 1 else sources
+    if args.figure != "loss-curves" and (args.key or args.log_y):
+        return _fail("--key and --log-y are loss-curves' options: leave them out here")
     if args.figure == "claim-trend":
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
@@ -619,8 +629,6 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         keys = args.key or CURVE_KEYS
         _out.print(f"wrote {plot_curves(source, out, keys, log_y=args.log_y)}")
         return 0
-    if args.key or args.log_y:
-        return _fail("--key and --log-y are loss-curves' options: leave them out here")
     loss_panel = args.figure == "grad-balance-loss"
     _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
     return 0

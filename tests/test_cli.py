@@ -132,7 +132,7 @@ def test_sweep_dry_run_shows_a_run_another_process_is_training(tmp_path, capsys)
     assert code == 0
     out = " ".join(capsys.readouterr().out.split())  # the table may wrap a status
     assert f"training now (pid {os.getpid()})" in out
-    assert "16 runs: 16 would run (1 training now), 0 completed before" in out
+    assert "16 runs: 15 would run, 1 training now in another process" in out
 
 
 def test_sweep_with_seeds_lists_every_run(tmp_path, capsys):

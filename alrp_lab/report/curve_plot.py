@@ -100,9 +100,9 @@ def plot_curves(
     log_y: bool = False,
 ) -> Path:
     """Draw :func:`curve_series` into ``out_png`` (its folder is created), one panel per key
-    with a curve, and return its path; ``log_y`` draws every panel's values on a log scale
-    (SB spans 1 to hundreds). Raises :class:`ResultsError` when no run logged any of
-    ``keys``, or, with ``log_y``, when a curve has a value that is not positive."""
+    with a curve, and return its path; ``log_y`` draws the values on a log scale (SB spans 1
+    to hundreds) in each panel whose values are all positive, the others linear (said in
+    their axis label). Raises :class:`ResultsError` when no run logged any of ``keys``."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, Agg canvas
 
     series = curve_series(source, keys)
@@ -111,14 +111,6 @@ def plot_curves(
             f"no {METRICS_FILE} under {source} logs {', '.join(keys)}: run the sweep first "
             "or pass its run folders"
         )
-    if log_y:
-        for key, found in series.items():
-            bad = next((s for s in found if any(y <= 0 for _, y in s.points)), None)
-            if bad is not None:
-                raise ResultsError(
-                    f"{bad.run_dir}'s {key} has values <= 0, which a log scale cannot show: "
-                    "leave out --log-y or that key"
-                )
     figure = Figure(figsize=(6.0 * len(series), 4.2), layout="constrained")
     colours: dict[str, str] = {}
     for index, (key, found) in enumerate(series.items()):
@@ -134,10 +126,13 @@ def plot_curves(
             )
             named.add(label)
             colours.setdefault(label, line.get_color())
-        if log_y:
+        label = f"{key} (mean over each epoch)"
+        if log_y and all(y > 0 for s in found for _, y in s.points):
             axes.set_yscale("log")
+        elif log_y:  # a log scale would drop the zeros (a share of positives often is 0)
+            label += ", linear: some are <= 0"
         axes.set_xlabel("iteration")
-        axes.set_ylabel(f"{key} (mean over each epoch)")
+        axes.set_ylabel(label)
         axes.set_title(_TITLES.get(key, key))
         axes.legend(fontsize="small")
     out = Path(out_png)

@@ -1,18 +1,19 @@
 """Where a sweep's unfinished run stands, read from its folder alone: being trained now by
 another process, stopped after a checkpoint it would resume from, failed before, or not
-started. ``alrp-lab sweep NAME --dry-run`` shows it, so a sweep spread over days and
-machines can be looked at without starting anything.
+started. ``alrp-lab sweep NAME --dry-run`` shows it, so a sweep run across sessions can be
+looked at without starting anything.
 
 Nothing here takes the run's lock or loads its weights: the lock's holder comes from the
-kernel's table (:func:`~alrp_lab.sweeps.processes.lock_holder`), the checkpoint's epoch from
-a memory-mapped load that reads the small entries only, the epoch being trained from the
-last lines of ``metrics.jsonl``.
+kernel's table (:func:`~alrp_lab.sweeps.processes.lock_holder`; this machine's processes
+only), the checkpoint's epoch from a load that maps every tensor to the meta device, the
+epoch being trained from the last lines of ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,7 @@ from alrp_lab.tracking.run_files import METRICS_FILE, checkpoint_path, read_resu
 
 PathLike = str | os.PathLike[str]
 
-# How much of metrics.jsonl's end is read for its last training record (a record is about
-# 400 bytes; the interim evaluations' records come between them once an epoch).
+# How much of metrics.jsonl's end is read for its last record (a record is about 400 bytes).
 _TAIL_BYTES = 16_384
 
 __all__ = ["RunState", "run_state"]
@@ -34,14 +34,14 @@ class RunState:
     """An unfinished run folder's state.
 
     Attributes:
-        training_pid: the process training the run now (0: one whose pid is not known),
-            None when none is (or, off Linux, when that cannot be told).
+        training_pid: the process on this machine training the run now, else None.
         epoch: while training, the epoch being trained (1-based, from the log); else the
-            epochs its checkpoint holds (a resume starts after them); None when unknown.
+            epochs its checkpoint holds (the resume starts after them); None when unknown.
         epochs: the run's ``train.epochs``, None when its config was never recorded.
-        failed: the error a previous attempt recorded, None unless it failed.
-        unreadable: why the checkpoint could not be read, None when it could (or is absent).
-        has_checkpoint: a checkpoint exists, so the next attempt resumes from it.
+        failed: the first line of the error a previous attempt recorded, None unless failed.
+        unreadable: why the checkpoint could not be read, None when it could (or is unused).
+        resumes: the next attempt continues from the folder's checkpoint.
+        replaced: the folder holds a run of another config, which ``--rerun`` deletes first.
     """
 
     training_pid: int | None = None
@@ -49,50 +49,57 @@ class RunState:
     epochs: int | None = None
     failed: str | None = None
     unreadable: str | None = None
-    has_checkpoint: bool = False
+    resumes: bool = False
+    replaced: bool = False
 
     @property
     def training(self) -> bool:
+        """Another process is training the run now: a sweep started now skips it."""
         return self.training_pid is not None
 
     def describe(self) -> str:
         """One line for a dry run's status column."""
         of = f" of {self.epochs}" if self.epochs is not None else ""
         if self.training:
-            pid = f"pid {self.training_pid}" if self.training_pid else "pid unknown"
             where = f": epoch {self.epoch}{of}" if self.epoch is not None else ""
-            return f"training now ({pid}){where}"
-        if self.has_checkpoint:
-            if self.unreadable is not None:
-                text = f"would resume, but its checkpoint is unreadable ({self.unreadable})"
-            elif self.epoch is not None:
-                text = f"would resume after epoch {self.epoch}{of}"
-            else:
-                text = "would resume"
-        else:
+            return f"training now (pid {self.training_pid}){where}"
+        if self.replaced:
+            return "would run again from scratch (its folder holds another config's run)"
+        if not self.resumes:
             text = "would run"
+        elif self.unreadable is not None:
+            text = f"would resume, but its checkpoint is unreadable ({self.unreadable})"
+        elif self.epoch is not None:
+            text = f"would resume after epoch {self.epoch}{of}"
+        else:
+            text = "would resume"
         if self.failed is not None:
             text += f" (failed before: {self.failed})"
         return text
 
 
-def _config_epochs(results: dict[str, Any]) -> int | None:
-    train = (results.get("config") or {}).get("train")
-    epochs = train.get("epochs") if isinstance(train, dict) else None
+def _config_epochs(results: Mapping[str, Any]) -> int | None:
+    config = results.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    epochs = train.get("epochs") if isinstance(train, Mapping) else None
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def _checkpoint_epoch(path: Path) -> int:
-    """The epochs a checkpoint holds, without reading its tensors (``mmap``)."""
+    """The epochs a checkpoint holds. Its tensors go to the meta device, so none is read;
+    the file is opened once, so an atomic replace meanwhile cannot mix two files."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    with path.open("rb") as handle:
+        state = torch.load(handle, map_location="meta", weights_only=True)
     return int(state["epoch"])
 
 
 def _logged_epoch(run_dir: Path) -> int | None:
-    """The 1-based epoch of the last training record in ``metrics.jsonl`` (records with a
-    ``loss`` and a 0-based ``epoch``), None without one in the file's last part."""
+    """The 1-based epoch being trained, from the last record of ``metrics.jsonl`` with an
+    integer ``epoch``: a training record's is 0-based, an evaluation's counts the epochs
+    done, so either is one less than the epoch under way. None without such a record in
+    the file's last part."""
     path = run_dir / METRICS_FILE
     try:
         with path.open("rb") as handle:
@@ -103,17 +110,27 @@ def _logged_epoch(run_dir: Path) -> int | None:
     for line in reversed(tail.splitlines()):
         try:
             record = json.loads(line)
-        except ValueError:  # the first, cut line, or one being written
+        except ValueError:  # the window's first, cut line, or one being written
             continue
         epoch = record.get("epoch") if isinstance(record, dict) else None
-        if "loss" in record and isinstance(epoch, int):
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
             return epoch + 1
     return None
 
 
-def run_state(run_dir: PathLike) -> RunState:
+def _first_line(text: str, limit: int = 160) -> str:
+    return (text.splitlines() or [""])[0][:limit]
+
+
+def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False) -> RunState:
     """The state of the run folder ``run_dir`` (which need not exist) for a dry run's
-    listing; a completed run is not its business (the sweep skips it before asking)."""
+    listing; a completed run is not its business (the sweep skips it before asking).
+
+    Args:
+        resumes: the sweep would continue this run from a checkpoint if there is one
+            (False when the job's overrides set ``train.resume`` otherwise).
+        replaced: the sweep would delete the folder first (``--rerun`` of a stale run).
+    """
     run_dir = Path(run_dir)
     try:
         results = read_results(run_dir)
@@ -122,18 +139,21 @@ def run_state(run_dir: PathLike) -> RunState:
     epochs = _config_epochs(results)
     pid = lock_holder(run_dir)
     if pid is not None:
-        return RunState(training_pid=pid, epoch=_logged_epoch(run_dir), epochs=epochs)
+        epoch = _logged_epoch(run_dir)
+        if epoch is not None and epochs is not None:
+            epoch = min(epoch, epochs)  # evaluated after its last epoch, not yet marked done
+        return RunState(training_pid=pid, epoch=epoch, epochs=epochs)
+    if replaced:
+        return RunState(epochs=epochs, replaced=True)
     failed = None
     if results.get("status") == "failed":
-        failed = (str(results.get("error") or "").splitlines() or ["no error recorded"])[0]
+        failed = _first_line(str(results.get("error") or "")) or "no error recorded"
     ckpt = checkpoint_path(run_dir)
-    if not ckpt.is_file():
+    if not (resumes and ckpt.is_file()):
         return RunState(epochs=epochs, failed=failed)
+    epoch, unreadable = None, None
     try:
-        epoch, unreadable = _checkpoint_epoch(ckpt), None
+        epoch = _checkpoint_epoch(ckpt)
     except Exception as err:  # any damage: say so, the listing goes on
-        first = (str(err).splitlines() or [""])[0][:120]
-        epoch, unreadable = None, f"{type(err).__name__}: {first}".rstrip(": ")
-    return RunState(
-        epoch=epoch, epochs=epochs, failed=failed, unreadable=unreadable, has_checkpoint=True
-    )
+        unreadable = f"{type(err).__name__}: {_first_line(str(err), 120)}".rstrip(": ")
+    return RunState(epoch=epoch, epochs=epochs, failed=failed, unreadable=unreadable, resumes=True)

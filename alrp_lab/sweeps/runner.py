@@ -340,6 +340,17 @@ def _with_resume(job: Job, run_dir: Path) -> Job:
     return job
 
 
+def _resumes(job: Job, run_dir: Path) -> bool:
+    """Whether the sweep would continue ``job`` from a checkpoint (``train.resume`` true
+    after :func:`_with_resume`, which adds it unless the job sets it)."""
+    values = [
+        o.split("=", 1)[1]
+        for o in _with_resume(job, run_dir).overrides
+        if "=" in o and _override_key(o) == "train.resume"
+    ]
+    return bool(values) and values[-1].strip().lower() == "true"
+
+
 def _group_and_tags(defn: SweepDefinition, job: Job, scale: str) -> tuple[str, tuple[str, ...]]:
     """The W&B group (one per table job, so the UI averages its seeds) and tags of a run."""
     return f"{defn.name}/{job.id}", (f"sweep:{defn.name}", f"scale:{scale}", f"seed:{job.seed}")
@@ -507,7 +518,15 @@ def run_sweep(
     if dry_run:
         report.copied = {run_id: str(source) for run_id, source in sources.items()}
         report.pending = [job.run_id for job in todo if job.run_id not in sources]
-        report.states = {run_id: run_state(root / run_id) for run_id in report.pending}
+        report.states = {
+            job.run_id: run_state(
+                root / job.run_id,
+                resumes=_resumes(job, root / job.run_id),
+                replaced=job.run_id in stale_ids,
+            )
+            for job in todo
+            if job.run_id not in sources
+        }
         return report
 
     root.mkdir(parents=True, exist_ok=True)

@@ -97,10 +97,19 @@ def test_any_logged_key_on_request_and_a_log_scale(sweep, tmp_path, capsys):
     assert main([*args, "--log-y", "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.size[0] == 1440, "two panels, one per key"
-    # A value a log scale cannot show is refused by name, not drawn as a gap.
-    append_jsonl(sweep / "iou-wr1" / "seed1" / "metrics.jsonl", {"epoch": 2, "loss_cls": 0.0})
-    with pytest.raises(ResultsError, match=r"seed1's loss_cls has values <= 0"):
-        plot_curves(sweep, tmp_path / "bad.png", ["loss_cls"], log_y=True)
     capsys.readouterr()
-    assert main(["plot", "grad-balance", str(sweep), "--key", "loc_weight"]) == 2
-    assert "loss-curves' options" in capsys.readouterr().err
+    for figure in ("grad-balance", "claim-trend"):
+        assert main(["plot", figure, str(sweep), "--key", "loc_weight"]) == 2
+        assert "loss-curves' options" in capsys.readouterr().err
+        assert main(["plot", figure, str(sweep), "--log-y"]) == 2
+
+
+def test_log_y_keeps_a_panel_with_zeros_linear(sweep, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    scales = []
+    monkeypatch.setattr(Axes, "set_yscale", lambda self, value, **kw: scales.append(value))
+    # A share of positives with Eloc > 1 is often 0 for a whole epoch.
+    append_jsonl(sweep / "iou-wr1" / "seed0" / "metrics.jsonl", {"epoch": 2, "eloc_over_one": 0})
+    plot_curves(sweep, tmp_path / "log.png", log_y=True)
+    assert scales == ["log"], "the loss panel only"

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from alrp_lab.sweeps.definition import parse_sweep
-from alrp_lab.sweeps.processes import LOCK_FILE, RunLocked, lock_holder, run_lock
+from alrp_lab.sweeps.processes import (
+    LOCK_FILE,
+    RunLocked,
+    lock_holder,
+    locks_visible,
+    run_lock,
+)
 from alrp_lab.sweeps.runner import run_sweep
 from tests.sweeps.test_runner import RAW
 
@@ -78,12 +84,12 @@ def test_parallel_workers_die_with_a_killed_sweep(tmp_path):
             sweep.kill()
 
 
-def _entry(run_dir: Path, pid: int, kind: str = "FLOCK", waiting: bool = False) -> str:
+def _entry(run_dir: Path, pid: int, kind: str = "FLOCK", waiting: bool = False, dev=None) -> str:
     """A line of /proc/locks for a lock on ``run_dir``'s lock file."""
     stat = (run_dir / LOCK_FILE).stat()
-    where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    major, minor = dev or (os.major(stat.st_dev), os.minor(stat.st_dev))
     arrow = "-> " if waiting else ""
-    return f"1: {arrow}{kind}  ADVISORY  WRITE {pid} {where} 0 EOF\n"
+    return f"1: {arrow}{kind}  ADVISORY  WRITE {pid} {major:02x}:{minor:02x}:{stat.st_ino} 0 EOF\n"
 
 
 def test_lock_holder_reads_the_kernels_table_for_this_folder_only(tmp_path):
@@ -92,17 +98,26 @@ def test_lock_holder_reads_the_kernels_table_for_this_folder_only(tmp_path):
         folder.mkdir()
         (folder / LOCK_FILE).write_text("4242")
     table = tmp_path / "locks"
-    assert lock_holder(run, table) is None, "no table: not known"
+    assert not locks_visible(table) and lock_holder(run, table) is None, "no table"
     table.write_text(_entry(other, 17) + _entry(run, 23, waiting=True) + _entry(run, 9, "POSIX"))
+    assert locks_visible(table)
     assert lock_holder(run, table) is None, "another folder, a waiter and a POSIX lock"
     table.write_text(table.read_text() + _entry(run, 31))
     assert lock_holder(run, table) == 31
-    # A holder in another pid namespace shows as 0: the pid it wrote names it.
-    table.write_text(_entry(run, 0))
-    assert lock_holder(run, table) == 4242
-    (run / LOCK_FILE).write_text("")
-    assert lock_holder(run, table) == 0, "held, by a process not known"
+    table.write_text(_entry(run, 0) + _entry(run, -1))
+    assert lock_holder(run, table) is None, "no pid to name"
     assert lock_holder(tmp_path / "never-run", table) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux's /proc/PID/fd")
+def test_a_lock_listed_under_another_device_number_is_confirmed_by_the_process(tmp_path):
+    # btrfs: /proc/locks names the file system's device, stat the subvolume's.
+    (tmp_path / LOCK_FILE).write_text("")
+    table = tmp_path / "locks"
+    table.write_text(_entry(tmp_path, os.getpid(), dev=(0x99, 0x7)))
+    assert lock_holder(tmp_path, table) is None, "the process does not have the file open"
+    with open(tmp_path / LOCK_FILE):
+        assert lock_holder(tmp_path, table) == os.getpid()
 
 
 @pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="Linux's /proc/locks")

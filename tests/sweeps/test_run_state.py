@@ -45,8 +45,13 @@ def test_a_stopped_run_would_resume_after_its_checkpoints_epoch(tmp_path):
     _results(tmp_path, "running", epochs=112)
     _checkpoint(tmp_path, epoch=24)
     state = run_state(tmp_path)
-    assert state == RunState(epoch=24, epochs=112, has_checkpoint=True)
+    assert state == RunState(epoch=24, epochs=112, resumes=True)
     assert state.describe() == "would resume after epoch 24 of 112"
+    # What the sweep will do decides: no resume asked, or a stale run --rerun deletes.
+    assert run_state(tmp_path, resumes=False).describe() == "would run"
+    assert run_state(tmp_path, replaced=True).describe() == (
+        "would run again from scratch (its folder holds another config's run)"
+    )
 
 
 def test_a_failed_run_says_its_error_and_whether_it_resumes(tmp_path):
@@ -78,28 +83,31 @@ def test_a_run_being_trained_names_its_process_and_the_epoch_in_the_log(tmp_path
     _results(tmp_path, "running", epochs=112)
     _checkpoint(tmp_path, epoch=4)  # the log is ahead of the last checkpoint
     lines = [
-        {"step": 740, "epoch": 4, "loss": 0.9},
+        {"step": 740, "epoch": 4, "loss": 0.9},  # a training record: 0-based epoch
         {"step": 749, "epoch": 5, "val/AP": 0.1},  # an interim evaluation: epochs done
         {"step": 750, "epoch": 5, "loss": 0.8},
-        {"step": 899, "epoch": 6, "val/AP": 0.2},  # epoch 6 done, its 1-based number
     ]
     text = "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 77'  # being written
     (tmp_path / "metrics.jsonl").write_text(text)
     with run_lock(tmp_path):
         state = run_state(tmp_path)
-    assert state.training and state.training_pid == os.getpid()
-    assert state.describe() == f"training now (pid {os.getpid()}): epoch 6 of 112"
+        assert state.training and state.training_pid == os.getpid()
+        assert state.describe() == f"training now (pid {os.getpid()}): epoch 6 of 112"
+        # Epoch 6 evaluated: the 7th is under way, before its first training record.
+        evaluated = {"step": 899, "epoch": 6, "val/AP": 0.2}
+        (tmp_path / "metrics.jsonl").write_text(
+            text[: text.rindex("\n") + 1] + json.dumps(evaluated)
+        )
+        assert run_state(tmp_path).epoch == 7
     # Let go, it is a stopped run again.
     assert run_state(tmp_path).describe() == "would resume after epoch 4 of 112"
 
 
 @linux_only
-def test_a_long_log_is_read_from_its_end_only(tmp_path):
+def test_a_long_logs_last_epoch_is_read_and_capped_at_the_runs_length(tmp_path):
+    _results(tmp_path, "running", epochs=13)
     records = [{"step": s, "epoch": s // 150, "loss": 0.5, "pad": "x" * 300} for s in range(2000)]
+    records.append({"step": 1999, "epoch": 14, "val/AP": 0.3})  # the last evaluation
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with run_lock(tmp_path):
-        assert run_state(tmp_path).epoch == 1999 // 150 + 1
-
-
-def test_describe_covers_a_holder_whose_pid_is_unknown():
-    assert RunState(training_pid=0).describe() == "training now (pid unknown)"
+        assert run_state(tmp_path).describe().endswith("epoch 13 of 13")

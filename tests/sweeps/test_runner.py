@@ -159,7 +159,12 @@ def test_dry_run_says_where_each_pending_run_stands(defn, tmp_path):
     assert set(report.states) == set(report.pending)
     assert report.states["iou__wr1/seed0"].describe() == "would run"
     assert report.states["iou__wr5/seed0"].describe() == "would run (failed before: boom)"
-    assert report.states["giou__wr1/seed0"].has_checkpoint
+    assert (
+        report.states["giou__wr1/seed0"]
+        .describe()
+        .startswith("would resume, but its checkpoint is unreadable (EOFError")
+    )
+    assert report.states["giou__wr1/seed0"].resumes
 
 
 def test_a_stopped_job_resumes_from_its_checkpoint(defn, tmp_path):
@@ -360,7 +365,8 @@ def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
     )
     (tmp_path / job.run_id / "checkpoints").mkdir()
     (tmp_path / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
-    assert job.run_id in run_sweep(defn, root=tmp_path, dry_run=True).pending
+    report = run_sweep(defn, root=tmp_path, dry_run=True)
+    assert job.run_id in report.pending and report.states[job.run_id].resumes
     # Resumed under other overrides it would finish as a mix of two configs: refused.
     with pytest.raises(
         ValueError, match=r"1 completed or resumable run\(s\) .*train.lr: recorded 0.02, now 0.5"
@@ -370,6 +376,10 @@ def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
         defn, root=tmp_path, dry_run=True, rerun=True, extra_overrides=["train.lr=0.5"]
     )
     assert job.run_id in again.pending
+    # --rerun deletes it first: the dry run must not promise a resume.
+    assert again.states[job.run_id].replaced and not again.states[job.run_id].resumes
+    fresh = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.resume=false"])
+    assert not fresh.states[job.run_id].resumes, "the job's own train.resume decides"
 
 
 def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):
