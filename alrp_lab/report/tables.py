@@ -11,7 +11,11 @@ a number. The claims of the definition follow the table with their verdicts
 fractions times 100, so the comparison is like for like), rho as is. Three metrics come from
 ``grad_balance.csv`` rather than results.json: ``grad_ratio_min``, ``grad_ratio_max``
 (Figure 4's legend) and ``grad_ratio_spread`` (max / min); ``loss_rebound`` (Figure A.7)
-and ``loss_relapse`` come from ``metrics.jsonl``.
+and ``loss_relapse`` come from ``metrics.jsonl``. A completed run whose logged
+classification loss ended at least halfway back to where it started (rebound of
+:data:`~alrp_lab.report.curves.REBOUND_DIVERGED` or more: it broke down and never
+recovered) is named under the table, since its number sits in a mean beside runs that
+trained; a run without ``metrics.jsonl`` cannot be judged, and is not named.
 
 Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
 line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
+from alrp_lab.report.curves import REBOUND_DIVERGED
 from alrp_lab.report.runs import SeedRun, is_percent, job_runs, metric_value
 from alrp_lab.report.stats import summarize
 from alrp_lab.sweeps.definition import (
@@ -116,6 +121,7 @@ class TableData:
     scale: str | None = None
     failed: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    broke_down: dict[str, float] = field(default_factory=dict)
     claims: list[ClaimResult] = field(default_factory=list)
     expected_n: int = 0
 
@@ -180,6 +186,10 @@ def _fill(
                     table.failed[name] = run.error
                 elif run.status != "completed" and name not in table.missing:
                     table.missing.append(name)
+                else:
+                    back = run.curve_measure("loss_rebound").value
+                    if back is not None and back >= REBOUND_DIVERGED:
+                        table.broke_down[name] = back
             table.cells[row.label, label] = Cell(
                 row.label,
                 label,
@@ -305,6 +315,12 @@ def _notes(table: TableData) -> list[str]:
         notes.append(f"Failed: {job} ({error})")
     if table.missing:
         notes.append(f"Not finished: {', '.join(table.missing)}")
+    if table.broke_down:
+        runs = ", ".join(f"{name} ({back:.2f})" for name, back in table.broke_down.items())
+        notes.append(
+            "Broke down (completed, but the logged classification loss ended at least halfway "
+            f"back to its start; rebound in brackets): {runs}"
+        )
     return notes
 
 

@@ -207,3 +207,26 @@ def test_bad_names_formats_and_manifests(tmp_path, grid_dir):
     (grid_dir / "sweep.json").write_text(json.dumps({"name": "x", "definition": {"kind": "?"}}))
     with pytest.raises(ValueError, match="sweep.json is damaged"):
         build_table(grid_dir)
+
+
+def _losses(folder, values):
+    """metrics.jsonl with one record per value of loss_cls."""
+    text = "".join(
+        json.dumps({"step": i, "epoch": 0, "loss_cls": v}) + "\n" for i, v in enumerate(values)
+    )
+    (folder / "metrics.jsonl").write_text(text)
+
+
+def test_a_completed_run_that_broke_down_is_named_under_the_table(grid_dir):
+    # IoU/1 fell from 1.0 to 0.0 and came back to 0.5 at the end: rebound (0.5-0)/(1-0).
+    _losses(grid_dir / "iou__wr1", [1.0] * 10 + [0.0] * 20 + [0.5] * 20)
+    _losses(grid_dir / "iou__sb", [1.0] * 10 + [0.2] * 40)  # trained, no rebound
+    text = build_table(grid_dir, "md")
+    assert text.count("Broke down") == 1
+    assert "rebound in brackets): iou__wr1 (0.50)" in text
+    # Halfway back is the line: a rebound under REBOUND_DIVERGED is not named.
+    _losses(grid_dir / "iou__wr1", [1.0] * 10 + [0.0] * 20 + [0.49] * 20)
+    assert "Broke down" not in build_table(grid_dir, "md")
+    # A run without a log is not judged.
+    (grid_dir / "iou__wr1" / "metrics.jsonl").unlink()
+    assert "Broke down" not in build_table(grid_dir, "md")
