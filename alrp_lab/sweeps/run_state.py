@@ -6,7 +6,10 @@ looked at without starting anything.
 Nothing here takes the run's lock or loads its weights: the lock's holder comes from the
 kernel's table (:func:`~alrp_lab.sweeps.processes.lock_holder`; this machine's processes
 only), the checkpoint's epoch from a load that maps every tensor to the meta device, the
-epoch being trained from the last lines of ``metrics.jsonl``.
+epoch being trained from the last lines of ``metrics.jsonl``. A run whose logged
+classification loss has come at least halfway back up so far (the rebound of
+:mod:`alrp_lab.report.curves`, as the tables judge a finished run) is said to have broken
+down, so that an hour-long run that collapsed early can be stopped rather than waited for.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alrp_lab.report.curves import REBOUND_DIVERGED, loss_rebound
 from alrp_lab.sweeps.processes import lock_holder
 from alrp_lab.tracking.run_files import METRICS_FILE, checkpoint_path, read_results
 
@@ -42,6 +46,8 @@ class RunState:
         unreadable: why the checkpoint could not be read, None when it could (or is unused).
         resumes: the next attempt continues from the folder's checkpoint.
         replaced: the folder holds a run of another config, which ``--rerun`` deletes first.
+        rebound: the rebound of the classification loss logged so far, None when it has
+            none (no log, or the loss has not fallen yet).
     """
 
     training_pid: int | None = None
@@ -51,18 +57,25 @@ class RunState:
     unreadable: str | None = None
     resumes: bool = False
     replaced: bool = False
+    rebound: float | None = None
 
     @property
     def training(self) -> bool:
         """Another process is training the run now: a sweep started now skips it."""
         return self.training_pid is not None
 
+    @property
+    def broke_down(self) -> bool:
+        """The loss logged so far has come at least halfway back to where it started."""
+        return self.rebound is not None and self.rebound >= REBOUND_DIVERGED
+
     def describe(self) -> str:
         """One line for a dry run's status column."""
+        broke = f"; broke down (rebound {self.rebound:.2f})" if self.broke_down else ""
         of = f" of {self.epochs}" if self.epochs is not None else ""
         if self.training:
             where = f": epoch {self.epoch}{of}" if self.epoch is not None else ""
-            return f"training now (pid {self.training_pid}){where}"
+            return f"training now (pid {self.training_pid}){where}{broke}"
         if self.replaced:
             return "would run again from scratch (its folder holds another config's run)"
         if not self.resumes:
@@ -70,9 +83,9 @@ class RunState:
         elif self.unreadable is not None:
             text = f"would resume, but its checkpoint is unreadable ({self.unreadable})"
         elif self.epoch is not None:
-            text = f"would resume after epoch {self.epoch}{of}"
+            text = f"would resume after epoch {self.epoch}{of}{broke}"
         else:
-            text = "would resume"
+            text = f"would resume{broke}"
         if self.failed is not None:
             text += f" (failed before: {self.failed})"
         return text
@@ -142,7 +155,9 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         epoch = _logged_epoch(run_dir)
         if epoch is not None and epochs is not None:
             epoch = min(epoch, epochs)  # evaluated after its last epoch, not yet marked done
-        return RunState(training_pid=pid, epoch=epoch, epochs=epochs)
+        return RunState(
+            training_pid=pid, epoch=epoch, epochs=epochs, rebound=loss_rebound(run_dir).value
+        )
     if replaced:
         return RunState(epochs=epochs, replaced=True)
     failed = None
@@ -156,4 +171,11 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         epoch = _checkpoint_epoch(ckpt)
     except Exception as err:  # any damage: say so, the listing goes on
         unreadable = f"{type(err).__name__}: {_first_line(str(err), 120)}".rstrip(": ")
-    return RunState(epoch=epoch, epochs=epochs, failed=failed, unreadable=unreadable, resumes=True)
+    return RunState(
+        epoch=epoch,
+        epochs=epochs,
+        failed=failed,
+        unreadable=unreadable,
+        resumes=True,
+        rebound=loss_rebound(run_dir).value,
+    )

@@ -111,3 +111,24 @@ def test_a_long_logs_last_epoch_is_read_and_capped_at_the_runs_length(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with run_lock(tmp_path):
         assert run_state(tmp_path).describe().endswith("epoch 13 of 13")
+
+
+def test_a_run_whose_loss_came_back_up_is_said_to_have_broken_down(tmp_path):
+    _results(tmp_path, "running", epochs=112)
+    _checkpoint(tmp_path, epoch=9)
+    losses = [1.0] * 10 + [0.0] * 20 + [1.0] * 20  # fell, then all the way back
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": i, "epoch": 0, "loss_cls": v}) + "\n" for i, v in enumerate(losses)
+        )
+    )
+    assert run_state(tmp_path).describe() == (
+        "would resume after epoch 9 of 112; broke down (rebound 1.00)"
+    )
+    # A loss that only fell, or never fell yet, says nothing.
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": i, "epoch": 0, "loss_cls": 1 - i / 50}) + "\n" for i in range(50)
+        )
+    )
+    assert run_state(tmp_path).describe() == "would resume after epoch 9 of 112"
