@@ -5,7 +5,12 @@ Each is evaluated from the results files of the runs behind its cells, over seed
 
 - ``difference``: ``a - b`` of the means (a side of several cells counts as its best cell:
   the highest mean, or the lowest for oLRP), with Welch's t 95% interval; a constant side
-  adds no variance.
+  adds no variance. The best is chosen among the cells with :data:`MIN_SEEDS` or more
+  seeds; a cell with fewer (or none yet) could still turn out better, which can move the
+  difference one way only (a better ``b`` lowers ``a - b``, a better ``a`` raises it), so
+  while such cells remain the verdict stands only where it points that way ("SB trails
+  the best constant" stays true when a better constant is added; "SB matches it" need
+  not), else it is inconclusive; the note names the cells left out.
 - ``spread``: ``max - min`` of the means of ``a``'s cells, with a percentile-bootstrap 95%
   interval (each cell's seeds resampled; fixed generator seed).
 - ``diverges``: every run of ``a``'s job diverges: it stopped on a non-finite loss, or it
@@ -133,14 +138,19 @@ class _Side:
         self.constant = side.value
         self.notes: list[str] = []
         self.summary: Summary | None = None
+        # Cells of a best-of side with too few seeds to be chosen, which could be better.
+        self.left_out: list[str] = []
         if side.is_constant:
             self.paper = side.value
             return
-        summaries = {}
+        summaries, open_cells = {}, set()
         for cell in side.cells:
-            summary, notes = _summary(runs_of(cell), _cell_metric(defn, cell, metric))
+            runs = runs_of(cell)
+            summary, notes = _summary(runs, _cell_metric(defn, cell, metric))
             summaries[cell] = summary
             self.notes += notes
+            if any(run.status in ("missing", "running") for run in runs):
+                open_cells.add(cell)
         means = {cell: s.mean for cell, s in summaries.items() if s.n}
         papers = {c: p for c in side.cells if (p := _paper_value(defn, c, metric)) is not None}
         self.paper = (
@@ -149,10 +159,18 @@ class _Side:
         if not means:
             self.summary = summarize([])
             return
-        chosen = _best(means, metric)
+        seeded = {cell: mean for cell, mean in means.items() if summaries[cell].n >= MIN_SEEDS}
+        chosen = _best(seeded or means, metric)
         self.summary = summaries[chosen]
         if len(side.cells) > 1:
             self.notes.insert(0, f"best: {_cell_text(chosen)}")
+            if seeded:
+                # A cell whose every run failed has no number and never will: not left out.
+                self.left_out = [
+                    f"{_cell_text(c)} (n={summaries[c].n})"
+                    for c in side.cells
+                    if summaries[c].n < MIN_SEEDS and (summaries[c].n or c in open_cells)
+                ]
 
     @property
     def n(self) -> str:
@@ -178,9 +196,30 @@ def _difference(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimRe
         return ClaimResult(claim, "inconclusive", value, None, None, n, paper, "; ".join(notes))
     b_value = b.summary if b.summary is not None else b.constant
     value, low, high = welch_interval(a.summary, b_value)
-    return ClaimResult(
-        claim, _verdict(claim, low, high), value, low, high, n, paper, "; ".join(notes)
-    )
+    verdict = _verdict(claim, low, high)
+    if a.left_out or b.left_out:
+        verdict = _robust(claim, verdict, a, b)
+        notes.append(f"not counted, too few seeds: {', '.join(a.left_out + b.left_out)}")
+    return ClaimResult(claim, verdict, value, low, high, n, paper, "; ".join(notes))
+
+
+def _robust(claim: Claim, verdict: str, a: _Side, b: _Side) -> str:
+    """``verdict`` where the cells left out of a best-of side cannot overturn it, else
+    inconclusive. A better cell on side ``b`` can only lower ``a - b`` (raise it where lower
+    is better), one on side ``a`` only raise it; with both, either."""
+    better = -1 if lower_is_better(claim.metric) else 1  # how a better cell moves its mean
+    moves = set()
+    if a.left_out:
+        moves.add(better)
+    if b.left_out:
+        moves.add(-better)
+    if len(moves) != 1:
+        return "inconclusive"
+    if moves == {-1}:  # the difference can only fall: an interval below the margin stays
+        kept = "fails" if claim.expect == ">" else "holds"
+    else:  # it can only rise: an interval above the margin stays
+        kept = "holds" if claim.expect == ">" else "fails"
+    return verdict if verdict == kept else "inconclusive"
 
 
 def _spread(defn: SweepDefinition, claim: Claim, runs_of: RunsOf) -> ClaimResult:

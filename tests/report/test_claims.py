@@ -346,3 +346,39 @@ def test_a_table_reads_each_runs_files_once(tmp_path, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| zero target | ours"))
     assert row.count("0.250 ± 0.000") == 1 and row.count("0.500 ± 0.000") == 2
     assert "2.000 ± 0.000" in row
+
+
+def test_a_best_of_side_leaves_out_cells_with_too_few_seeds_where_they_cannot_matter(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__wr5", [0.45])  # one seed, the highest mean
+    _seeds(tmp_path, "giou__sb", [0.20, 0.21, 0.22])
+    # SB trails wr 1 by 10 AP; a better wr 5 could only widen that: the fail stands.
+    result = _verdicts(defn, tmp_path)[0]["sb-best"]
+    assert result.verdict == "fails" and result.value == pytest.approx(-10.0)
+    assert result.n == "3 vs 3" and result.note.startswith("best: GIoU/1")
+    assert "not counted, too few seeds: GIoU/5 (n=1)" in result.note
+    # SB above wr 1, but wr 5 may be better still: no verdict yet, run or not.
+    _seeds(tmp_path, "giou__sb", [0.40, 0.41, 0.42])
+    assert _verdicts(defn, tmp_path)[0]["sb-best"].verdict == "inconclusive"
+    (tmp_path / "giou__wr5" / "seed0" / "results.json").unlink()
+    result = _verdicts(defn, tmp_path)[0]["sb-best"]
+    assert result.verdict == "inconclusive" and "GIoU/5 (n=0)" in result.note
+    # Every run of wr 5 failed: no number will come, so SB holds against wr 1.
+    _seeds(tmp_path, "giou__wr5", ["failed", "failed", "failed"])
+    assert _verdicts(defn, tmp_path)[0]["sb-best"].verdict == "holds"
+
+
+def test_left_out_cells_of_an_error_metric_move_the_difference_the_other_way(tmp_path):
+    defn = parse_sweep(METRICS, name="fig")
+    for seed in range(3):
+        _run(tmp_path / "ap-loss" / f"seed{seed}", AP=0.4, oLRP=0.70 + seed / 100)
+    _run(tmp_path / "zero-target" / "seed0", AP=0.1, oLRP=0.50)  # lower is better: the best
+    for olrp, verdict in ((0.60, "inconclusive"), (0.80, "fails")):
+        for seed in range(3):
+            _run(tmp_path / "alrp" / f"seed{seed}", AP=0.4, oLRP=olrp + seed / 100)
+        # aLRP - best < 0 expected: a better (lower) best can only raise the difference, so
+        # "aLRP is above it" stands and "aLRP is below it" waits for the zero target's seeds.
+        result = _verdicts(defn, tmp_path)[0]["best-olrp"]
+        assert result.verdict == verdict, olrp
+        assert "not counted, too few seeds: zero target (n=1)" in result.note
