@@ -7,10 +7,12 @@ Each is evaluated from the results files of the runs behind its cells, over seed
   the highest mean, or the lowest for oLRP), with Welch's t 95% interval; a constant side
   adds no variance. The best is chosen among the cells with :data:`MIN_SEEDS` or more
   seeds; a cell with fewer (or none yet) could still turn out better, which can move the
-  difference one way only (a better ``b`` lowers ``a - b``, a better ``a`` raises it), so
+  difference one way only (a better ``b`` lowers ``a - b``, a better ``a`` raises it; the
+  reverse where lower is better), so
   while such cells remain the verdict stands only where it points that way ("SB trails
   the best constant" stays true when a better constant is added; "SB matches it" need
-  not), else it is inconclusive; the note names the cells left out.
+  not), else it is inconclusive; the note names the cells left out. A finished cell with
+  one seed stays left out for good (its mean alone gives no interval): add seeds to it.
 - ``spread``: ``max - min`` of the means of ``a``'s cells, with a percentile-bootstrap 95%
   interval (each cell's seeds resampled; fixed generator seed).
 - ``diverges``: every run of ``a``'s job diverges: it stopped on a non-finite loss, or it
@@ -23,8 +25,9 @@ Each is evaluated from the results files of the runs behind its cells, over seed
 
 Verdicts: **holds** when the whole interval lies on the claimed side of ``margin``
 (``a - b > margin`` for ``expect: ">"``, ``< margin`` for ``"<"``), **fails** when it lies
-wholly on the other side, **inconclusive** when it straddles the margin or when a side has
-fewer than 2 completed seeds (no interval can be formed). Failed runs are reported and never
+wholly on the other side, **inconclusive** when it straddles the margin, when a side has
+fewer than 2 completed seeds (no interval can be formed), or when cells left out of a
+best-of side could overturn it. Failed runs are reported and never
 counted as numbers. Picking the best of a set by its mean favours that set a little (the
 winner's curse): with few seeds, read "SB >= best constant" claims with that in mind.
 """

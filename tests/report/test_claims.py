@@ -382,3 +382,52 @@ def test_left_out_cells_of_an_error_metric_move_the_difference_the_other_way(tmp
         result = _verdicts(defn, tmp_path)[0]["best-olrp"]
         assert result.verdict == verdict, olrp
         assert "not counted, too few seeds: zero target (n=1)" in result.note
+
+
+SIDES = {
+    **GRID,
+    "columns": [*GRID["columns"], {"label": "10", "id": "wr10"}],
+    "claims": [
+        {  # a best-of side a: a better cell there can only raise a - b
+            "name": "a-constant-beats-sb",
+            "paper": "some constant beats SB",
+            "metric": "AP",
+            "a": {"row": "GIoU", "columns": ["1", "5"]},
+            "b": {"row": "GIoU", "column": "SB"},
+        },
+        {  # both sides best-of: left-out cells on both can move it either way
+            "name": "both",
+            "paper": "the best of 1 and 5 beats the best of 10 and SB",
+            "metric": "AP",
+            "a": {"row": "GIoU", "columns": ["1", "5"]},
+            "b": {"row": "GIoU", "columns": ["10", "SB"]},
+        },
+    ],
+}
+
+
+def test_left_out_cells_on_side_a_keep_a_hold_and_on_both_sides_keep_nothing(tmp_path):
+    defn = parse_sweep(SIDES, name="sides")
+    _seeds(tmp_path, "giou__wr5", [0.50])  # one seed: left out of side a
+    _seeds(tmp_path, "giou__wr10", [0.30, 0.31, 0.32])
+    for wr1, verdict in (([0.40, 0.41, 0.42], "holds"), ([0.20, 0.21, 0.22], "inconclusive")):
+        _seeds(tmp_path, "giou__wr1", wr1)
+        _seeds(tmp_path, "giou__sb", [0.30, 0.31, 0.32])
+        verdicts, _ = _verdicts(defn, tmp_path)
+        assert verdicts["a-constant-beats-sb"].verdict == verdict, wr1
+    # wr 1 is 10 AP above SB and wr 10, but SB's side has a cell left out too.
+    _seeds(tmp_path, "giou__wr1", [0.40, 0.41, 0.42])
+    (tmp_path / "giou__sb").rename(tmp_path / "sb-elsewhere")
+    result = _verdicts(defn, tmp_path)[0]["both"]
+    assert result.low > 0 and result.verdict == "inconclusive"
+    assert "GIoU/5 (n=1), GIoU/SB (n=0)" in result.note
+
+
+def test_a_cell_still_running_is_waited_for(tmp_path):
+    defn = parse_sweep(GRID, name="t3")
+    _seeds(tmp_path, "giou__wr1", [0.30, 0.31, 0.32])
+    _seeds(tmp_path, "giou__sb", [0.40, 0.41, 0.42])
+    for seed in range(3):
+        _run(tmp_path / "giou__wr5" / f"seed{seed}", status="running")
+    result = _verdicts(defn, tmp_path)[0]["sb-best"]
+    assert result.verdict == "inconclusive" and "GIoU/5 (n=0)" in result.note
