@@ -184,9 +184,10 @@ def _fill(
                 name = job if run.seed is None else f"{job}/seed{run.seed}"
                 if run.status == "failed":
                     table.failed[name] = run.error
-                elif run.status != "completed" and name not in table.missing:
-                    table.missing.append(name)
-                else:
+                elif run.status != "completed":
+                    if name not in table.missing:
+                        table.missing.append(name)
+                else:  # completed
                     back = run.curve_measure("loss_rebound").value
                     if back is not None and back >= REBOUND_DIVERGED:
                         table.broke_down[name] = back

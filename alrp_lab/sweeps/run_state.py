@@ -6,7 +6,7 @@ looked at without starting anything.
 Nothing here takes the run's lock or loads its weights: the lock's holder comes from the
 kernel's table (:func:`~alrp_lab.sweeps.processes.lock_holder`; this machine's processes
 only), the checkpoint's epoch from a load that maps every tensor to the meta device, the
-epoch being trained from the last lines of ``metrics.jsonl``. A run whose logged
+epoch being trained from the last record of ``metrics.jsonl``. A run whose logged
 classification loss has come at least halfway back up so far (the rebound of
 :mod:`alrp_lab.report.curves`, as the tables judge a finished run) is said to have broken
 down, so that an hour-long run that collapsed early can be stopped rather than waited for.
@@ -14,21 +14,24 @@ down, so that an hour-long run that collapsed early can be stopped rather than w
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alrp_lab.report.curves import REBOUND_DIVERGED, loss_rebound
+from alrp_lab.report.curves import (
+    REBOUND_DIVERGED,
+    Logged,
+    loss_rebound,
+    measure_logged,
+    read_logged,
+    rebound,
+)
 from alrp_lab.sweeps.processes import lock_holder
-from alrp_lab.tracking.run_files import METRICS_FILE, checkpoint_path, read_results
+from alrp_lab.tracking.run_files import checkpoint_path, read_results
 
 PathLike = str | os.PathLike[str]
-
-# How much of metrics.jsonl's end is read for its last record (a record is about 400 bytes).
-_TAIL_BYTES = 16_384
 
 __all__ = ["RunState", "run_state"]
 
@@ -108,24 +111,12 @@ def _checkpoint_epoch(path: Path) -> int:
     return int(state["epoch"])
 
 
-def _logged_epoch(run_dir: Path) -> int | None:
-    """The 1-based epoch being trained, from the last record of ``metrics.jsonl`` with an
-    integer ``epoch``: a training record's is 0-based, an evaluation's counts the epochs
-    done, so either is one less than the epoch under way. None without such a record in
-    the file's last part."""
-    path = run_dir / METRICS_FILE
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-            tail = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        try:
-            record = json.loads(line)
-        except ValueError:  # the window's first, cut line, or one being written
-            continue
-        epoch = record.get("epoch") if isinstance(record, dict) else None
+def _logged_epoch(logged: Logged) -> int | None:
+    """The 1-based epoch being trained, from the last logged record with an integer
+    ``epoch``: a training record's is 0-based, an evaluation's counts the epochs done, so
+    either is one less than the epoch under way. None without such a record."""
+    for record in reversed(logged.records or ()):
+        epoch = record.get("epoch")
         if isinstance(epoch, int) and not isinstance(epoch, bool):
             return epoch + 1
     return None
@@ -152,12 +143,12 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
     epochs = _config_epochs(results)
     pid = lock_holder(run_dir)
     if pid is not None:
-        epoch = _logged_epoch(run_dir)
+        logged = read_logged(run_dir)  # one read gives the epoch and the rebound
+        epoch = _logged_epoch(logged)
         if epoch is not None and epochs is not None:
             epoch = min(epoch, epochs)  # evaluated after its last epoch, not yet marked done
-        return RunState(
-            training_pid=pid, epoch=epoch, epochs=epochs, rebound=loss_rebound(run_dir).value
-        )
+        back = measure_logged(logged, rebound).value
+        return RunState(training_pid=pid, epoch=epoch, epochs=epochs, rebound=back)
     if replaced:
         return RunState(epochs=epochs, replaced=True)
     failed = None
