@@ -5,8 +5,9 @@ against the epoch's mean iteration, :func:`~alrp_lab.report.curves.epoch_curve`)
 per key that any run logged: by default the classification loss, and aLRP's share of
 positives with Eloc > 1 where the runs logged it; any logged key on request (``loc_weight``:
 SB's value over training, or the constant wr). The runs of one job share a colour and a
-legend entry, named by the sweep's row (and column) from ``sweep.json``; without one, by the
-job folder.
+legend entry, named by the sweep's row (and column) from ``sweep.json`` and listed in its job
+order (the table's: wr 1, 2, ... 25, not 1, 10, 15); without one, by the job folder, in
+folder order.
 Reads files only; matplotlib is imported when a plot is drawn, with the Agg canvas.
 """
 
@@ -48,7 +49,8 @@ class CurveSeries(NamedTuple):
 
 
 def _job_labels(source: PathLike | Iterable[PathLike]) -> dict[str, str]:
-    """Job id -> "row" or "row / column", from the sweep folder's ``sweep.json``."""
+    """Job id -> "row" or "row / column", from the sweep folder's ``sweep.json``, in its
+    job order."""
     if not isinstance(source, (str, os.PathLike)):
         return {}
     manifest = read_manifest(Path(source)) or {}
@@ -58,6 +60,11 @@ def _job_labels(source: PathLike | Iterable[PathLike]) -> dict[str, str]:
             parts = [job.get("row"), job.get("column")]
             labels[job["id"]] = " / ".join(str(p) for p in parts if p) or job["id"]
     return labels
+
+
+def _job(run: Path) -> str:
+    """The job id of a run folder: ``JOB`` of ``JOB/seedN``, else the folder's name."""
+    return run.parent.name if run.name.startswith("seed") else run.name
 
 
 def curve_series(
@@ -71,19 +78,24 @@ def curve_series(
         keys: the logged keys to read.
 
     Returns:
-        ``{key: [CurveSeries, ...]}`` in run-folder order, keys without any curve omitted.
-        A run in ``JOB/seedN`` is labelled by the job's row (and column) in the sweep's
-        ``sweep.json``, else by ``JOB``; a run folder given alone, by its name.
+        ``{key: [CurveSeries, ...]}``, keys without any curve omitted. A run in
+        ``JOB/seedN`` is labelled by the job's row (and column) in the sweep's
+        ``sweep.json``, else by ``JOB``; a run folder given alone, by its name. Runs come in
+        the sweep's job order (jobs it does not list last), then in folder order.
     """
     labels = _job_labels(source)
+    order = {job: index for index, job in enumerate(labels)}
+    runs = run_dirs(source, METRICS_FILE)
+    # sorted() is stable: within a job (and without a sweep.json) folder order stays.
+    runs = sorted(runs, key=lambda run: order.get(_job(run), len(order)))
     series: dict[str, list[CurveSeries]] = {key: [] for key in keys}
-    for run in run_dirs(source, METRICS_FILE):
+    for run in runs:
         logged = read_logged(run)
         if logged.damaged:
             log.warning("%s left out of the curves: %s", run, logged.reason)
         if logged.records is None:
             continue
-        job = run.parent.name if run.name.startswith("seed") else run.name
+        job = _job(run)
         label = labels.get(job, job)
         for key in keys:
             points = epoch_curve(logged.records, key)

@@ -34,20 +34,34 @@ def sweep(tmp_path):
 
 def test_curves_are_labelled_by_the_sweeps_rows_and_read_per_epoch(sweep):
     series = curve_series(sweep)
+    # In sweep.json's job order, not the folders' (giou__wr1 sorts first there).
     assert [(s.label, s.run_dir.name) for s in series["loss_cls"]] == [
-        ("GIoU / 1", "seed0"),
         ("IoU, wr 1", "seed0"),
         ("IoU, wr 1", "seed1"),
+        ("GIoU / 1", "seed0"),
     ]
-    iou0 = series["loss_cls"][1]
+    iou0 = series["loss_cls"][0]
     assert iou0.points == [(0.5, pytest.approx(0.9)), (2.0, 0.6)]  # (mean step, mean value)
     # Only the run that logged it has an Eloc curve.
     assert [s.run_dir.parent.name for s in series["eloc_over_one"]] == ["iou-wr1"]
 
 
+def test_columns_come_in_the_tables_order_not_the_folders(tmp_path):
+    root = tmp_path / "table4"
+    inits = ("1", "50", "100", "500")  # folder order: init1, init100, init50, init500
+    jobs = [{"id": f"sb__init{i}", "row": "SB", "column": i, "seed": 0} for i in inits]
+    atomic_write_json(root / "sweep.json", {"name": "t", "scale": "cpu", "jobs": jobs})
+    for init in reversed(inits):
+        _log(root / f"sb__init{init}" / "seed0", [(0, 1.0), (1, 0.5)])
+    _log(root / "unlisted" / "seed0", [(0, 1.0)])  # a job the sweep does not list: last
+    labels = [s.label for s in curve_series(root)["loss_cls"]]
+    assert labels == ["SB / 1", "SB / 50", "SB / 100", "SB / 500", "unlisted"]
+
+
 def test_without_a_sweep_file_runs_are_named_by_their_job_folder(sweep):
     (sweep / "sweep.json").unlink()
-    assert {s.label for s in curve_series(sweep)["loss_cls"]} == {"iou-wr1", "giou__wr1"}
+    labels = [s.label for s in curve_series(sweep)["loss_cls"]]
+    assert labels == ["giou__wr1", "iou-wr1", "iou-wr1"]  # folder order
     only = curve_series([sweep / "giou__wr1" / "seed0"], keys=["loss_cls"])
     assert [s.label for s in only["loss_cls"]] == ["giou__wr1"]
 
