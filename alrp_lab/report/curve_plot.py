@@ -31,6 +31,7 @@ _TITLES = {
     CURVE_KEY: "Classification loss",
     "eloc_over_one": "Share of positives with Eloc > 1",
     "loc_weight": "Localisation weight (SB, or the constant wr)",
+    "grad_norm": "Gradient norm (before clipping)",
 }
 
 PathLike = str | os.PathLike[str]
