@@ -545,8 +545,15 @@ def run_sweep(
         },
     )
     for job in stale:
-        # --rerun: the user chose to replace these; start them from nothing.
-        shutil.rmtree(root / job.run_id)
+        # --rerun: the user chose to replace these; start them from nothing. Under the run's
+        # lock: a folder another process is training in is left alone, as that run only fails.
+        try:
+            with run_lock(root / job.run_id):
+                shutil.rmtree(root / job.run_id)
+        except RunLocked as err:
+            report.failed[job.run_id] = str(err)
+    busy = set(report.failed)
+    sources = {run_id: source for run_id, source in sources.items() if run_id not in busy}
     for run_id, source in sources.items():
         try:
             copy_run(source, root / run_id)
@@ -554,7 +561,11 @@ def run_sweep(
             report.failed[run_id] = str(err)
             continue
         report.copied[run_id] = str(source)
-    todo = [_with_resume(job, root / job.run_id) for job in todo if job.run_id not in sources]
+    todo = [
+        _with_resume(job, root / job.run_id)
+        for job in todo
+        if job.run_id not in sources and job.run_id not in busy
+    ]
     if launcher is not None:
         # Local submitit jobs all run at once on this machine: each gets its share of the
         # cores. A cluster's jobs use what their allocation gives them.

@@ -7,6 +7,7 @@ import pytest
 from alrp_lab.errors import SweepError
 from alrp_lab.sweeps import reuse as reuse_module
 from alrp_lab.sweeps import runner as runner_module
+from alrp_lab.sweeps.processes import run_lock
 from alrp_lab.sweeps.reuse import COPIED_FROM, copy_run, index_completed_runs
 from alrp_lab.sweeps.runner import expand_jobs, run_sweep
 from alrp_lab.tracking.results import is_completed, read_results
@@ -147,6 +148,28 @@ def test_rerun_copies_over_stale_runs_checkpoints_and_all(defn, tmp_path):
     assert report.copied == {job.run_id: str(other / "same" / "seed0")}
     assert not (root / job.run_id / "checkpoints").exists()
     assert read_results(root / job.run_id)["config"]["train"]["lr"] == 0.02
+
+
+@pytest.mark.parametrize("copied", [True, False], ids=["copy", "train"])
+def test_rerun_leaves_a_stale_run_that_another_process_trains_alone(
+    defn, tmp_path, monkeypatch, copied
+):
+    job = expand_jobs(defn)[0]
+    other, root = tmp_path / "other", tmp_path / "toy"
+    if copied:
+        _finished(other / "same" / "seed0", _config(defn, job))
+    stale = root / job.run_id
+    _finished(stale, _config(defn, job, **{"train.lr": 0.5}), status="running")
+    trained = []
+    monkeypatch.setattr(runner_module, "run_job_default", lambda *a, **k: trained.append(a))
+    kwargs = {"root": root, "reuse": [other] if copied else (), "only": [job.id]}
+    with run_lock(stale):  # the run another process is training, with its old config
+        report = run_sweep(defn, rerun=True, write_tables=False, **kwargs)
+    assert "being trained by another process" in report.failed[job.run_id]
+    assert report.copied == {} and trained == []
+    # Nothing of it was deleted or overwritten.
+    assert (stale / "checkpoints" / "last.pt").read_bytes() == b"weights"
+    assert read_results(stale)["config"]["train"]["lr"] == 0.5
 
 
 def test_a_copy_that_fails_fails_that_run_only(defn, tmp_path, monkeypatch):
