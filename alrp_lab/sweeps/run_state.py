@@ -51,6 +51,9 @@ class RunState:
         replaced: the folder holds a run of another config, which ``--rerun`` deletes first.
         rebound: the rebound of the classification loss logged so far, None when it has
             none (no log, or the loss has not fallen yet).
+        left_s: while training, the seconds of training left, estimated from the log (the
+            iterations an epoch takes, the recent ``sec_per_iter``); evaluation not
+            counted. None when the log cannot tell.
     """
 
     training_pid: int | None = None
@@ -61,6 +64,7 @@ class RunState:
     resumes: bool = False
     replaced: bool = False
     rebound: float | None = None
+    left_s: float | None = None
 
     @property
     def training(self) -> bool:
@@ -78,7 +82,8 @@ class RunState:
         of = f" of {self.epochs}" if self.epochs is not None else ""
         if self.training:
             where = f": epoch {self.epoch}{of}" if self.epoch is not None else ""
-            return f"training now (pid {self.training_pid}){where}{broke}"
+            left = f", {_duration(self.left_s)} left" if self.left_s is not None else ""
+            return f"training now (pid {self.training_pid}){where}{left}{broke}"
         if self.replaced:
             return "would run again from scratch (its folder holds another config's run)"
         if not self.resumes:
@@ -122,6 +127,46 @@ def _logged_epoch(logged: Logged) -> int | None:
     return None
 
 
+# The recent records whose ``sec_per_iter`` set the pace (their median: one slow
+# iteration, an evaluation's or a checkpoint's, does not).
+_PACE_RECORDS = 20
+
+
+def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
+    """Seconds of training left: the iterations to the end of epoch ``epochs`` times the
+    median ``sec_per_iter`` of the last training records. The iterations an epoch takes
+    are the steps between the first records of the last two epochs that began in the log
+    (exact when the log interval divides them); None before two epochs have begun."""
+    train = [
+        r
+        for r in records
+        if isinstance(r.get("step"), int)
+        and isinstance(r.get("epoch"), int)
+        and isinstance(r.get("sec_per_iter"), int | float)
+        and "loss" in r
+    ]
+    first_step: dict[int, int] = {}
+    for record in train:
+        first_step.setdefault(record["epoch"], record["step"])
+    starts = sorted(first_step.items())
+    if len(starts) < 2:
+        return None
+    (e0, s0), (e1, s1) = starts[-2], starts[-1]
+    per_epoch = (s1 - s0) / (e1 - e0)
+    pace = sorted(float(r["sec_per_iter"]) for r in train[-_PACE_RECORDS:])
+    left_iters = max(0.0, epochs * per_epoch - (train[-1]["step"] + 1))
+    return left_iters * pace[len(pace) // 2]
+
+
+def _duration(seconds: float) -> str:
+    """``about 42 min``, ``about 2.5 h``, ``under a minute``."""
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 def _first_line(text: str, limit: int = 160) -> str:
     return (text.splitlines() or [""])[0][:limit]
 
@@ -148,7 +193,12 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         if epoch is not None and epochs is not None:
             epoch = min(epoch, epochs)  # evaluated after its last epoch, not yet marked done
         back = measure_logged(logged, rebound).value
-        return RunState(training_pid=pid, epoch=epoch, epochs=epochs, rebound=back)
+        left = (
+            _training_left(logged.records, epochs)
+            if logged.records and epochs is not None
+            else None
+        )
+        return RunState(training_pid=pid, epoch=epoch, epochs=epochs, rebound=back, left_s=left)
     if replaced:
         return RunState(epochs=epochs, replaced=True)
     failed = None

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from alrp_lab.engine.checkpoint import save_checkpoint
+from alrp_lab.sweeps import run_state as run_state_module
 from alrp_lab.sweeps.processes import run_lock
 from alrp_lab.sweeps.run_state import RunState, run_state
 from alrp_lab.tracking.run_files import checkpoint_path
@@ -111,6 +112,38 @@ def test_a_long_logs_last_epoch_is_read_and_capped_at_the_runs_length(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with run_lock(tmp_path):
         assert run_state(tmp_path).describe().endswith("epoch 13 of 13")
+
+
+@linux_only
+def test_a_run_being_trained_says_how_long_its_training_has_left(tmp_path):
+    _results(tmp_path, "running", epochs=10)
+    # 150 iterations an epoch, logged every 10th; 0.2 s an iteration but for one slow one
+    # (a checkpoint's), which the median leaves out.
+    records = [
+        {"step": s, "epoch": s // 150, "loss": 0.5, "sec_per_iter": 0.2} for s in range(0, 460, 10)
+    ]
+    records[-3]["sec_per_iter"] = 30.0
+    records.insert(15, {"step": 149, "epoch": 1, "val/AP": 0.1})  # an evaluation: no pace
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with run_lock(tmp_path):
+        state = run_state(tmp_path)
+        # 1500 iterations in all, the last logged is step 450: 1049 left at 0.2 s.
+        assert state.left_s == pytest.approx(1049 * 0.2)
+        assert (
+            state.describe() == f"training now (pid {os.getpid()}): epoch 4 of 10, about 3 min left"
+        )
+        # Within the first epoch the log cannot tell an epoch's length: nothing is promised.
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:10]))
+        assert run_state(tmp_path).left_s is None
+        assert run_state(tmp_path).describe().endswith("epoch 1 of 10")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(20, "under a minute"), (61, "about 1 min"), (42 * 60, "about 42 min"), (9000, "about 2.5 h")],
+)
+def test_durations_read_in_minutes_then_hours(seconds, text):
+    assert run_state_module._duration(seconds) == text
 
 
 def test_a_run_whose_loss_came_back_up_is_said_to_have_broken_down(tmp_path):
