@@ -544,6 +544,7 @@ def run_sweep(
             "jobs": [vars(job) for job in expand_jobs(defn, scale, extra_overrides, folder_seeds)],
         },
     )
+    busy: set[str] = set()  # stale runs another process is training: left alone
     for job in stale:
         # --rerun: the user chose to replace these; start them from nothing. Under the run's
         # lock: a folder another process is training in is left alone, as that run only fails.
@@ -552,7 +553,7 @@ def run_sweep(
                 shutil.rmtree(root / job.run_id)
         except RunLocked as err:
             report.failed[job.run_id] = str(err)
-    busy = set(report.failed)
+            busy.add(job.run_id)
     sources = {run_id: source for run_id, source in sources.items() if run_id not in busy}
     for run_id, source in sources.items():
         try:

@@ -17,8 +17,17 @@ from alrp_lab.resources import conf_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "sweeps/README.md", "docs/notes.md")
-GROUPS = ("assigner", "backbone", "box_error", "data", "detector", "logger", "loss", "pretrain")
-GROUPS += ("train",)
+GROUPS = (
+    "assigner",
+    "backbone",
+    "box_error",
+    "data",
+    "detector",
+    "logger",
+    "loss",
+    "pretrain",
+    "train",
+)
 # File names that look like dotted keys (`box_error.py`, `train.log`).
 FILE_SUFFIXES = {"py", "log", "yaml", "json", "jsonl", "csv", "png", "md", "pt", "txt"}
 
