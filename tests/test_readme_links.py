@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from alrp_lab.report.readme import unfenced_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "sweeps/README.md", "docs/notes.md", "docs/interfaces.md")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -26,13 +28,9 @@ def anchors(text: str) -> set[str]:
     `-2` ... as on GitHub."""
     seen: dict[str, int] = {}
     out: set[str] = set()
-    fenced = False
-    for line in text.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-            continue
+    for _, line in unfenced_lines(text):
         match = re.match(r"#{1,6} (.+)", line)
-        if fenced or not match:
+        if not match:
             continue
         base = slug(match.group(1))
         count = seen.get(base, 0)
@@ -55,6 +53,13 @@ def test_slug_follows_github():
 def test_repeated_headings_and_fenced_comments():
     text = "# A\n```bash\n# not a heading\n```\n## A\n"
     assert anchors(text) == {"a", "a-1"}
+
+
+def test_a_shorter_or_other_fence_does_not_close_the_code():
+    # "```" inside a "````" block, and "~~~" inside a "```" block, are code text: a
+    # toggle on every backtick line would take "# B" and "# C" for headings.
+    text = "````markdown\n```\n# B\n````\n```\n~~~\n# C\n```\n# D\n"
+    assert anchors(text) == {"d"}
 
 
 @pytest.mark.parametrize("name", DOCS)

@@ -21,13 +21,13 @@ the results files.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from alrp_lab.errors import ReadmeError
 
-__all__ = ["CLOSE", "Block", "ReadmeError", "Refreshed", "find_blocks", "refresh"]
+__all__ = ["CLOSE", "Block", "ReadmeError", "Refreshed", "find_blocks", "refresh", "unfenced_lines"]
 
 # A whole line each (up to 3 spaces of indent, as Markdown allows before an HTML block);
 # a command cannot contain "-->", which would end the comment.
@@ -72,6 +72,36 @@ def _lines(text: str) -> list[str]:
     return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
+def _opens_fence(line: str) -> str | None:
+    """The fence (three or more backticks or tildes, up to 3 spaces of indent) that
+    ``line`` opens, or None."""
+    match = _FENCE.match(line)
+    return match["fence"] if match else None
+
+
+def _closes_fence(fence: str, line: str) -> bool:
+    """Whether ``line`` closes the code block opened by ``fence``: as in CommonMark, only a
+    fence of the same character, at least as long."""
+    match = _FENCE.match(line)
+    return bool(match) and match["fence"][0] == fence[0] and len(match["fence"]) >= len(fence)
+
+
+def unfenced_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of ``text`` outside fenced code, each with its 1-based number and without
+    its line ending; the fence lines themselves are left out. The fence rule is
+    :func:`find_blocks`' (CommonMark's), so a check of headings or links skips the same
+    code that the block finder skips."""
+    fence: str | None = None
+    for number, line in enumerate(_lines(text), start=1):
+        if fence is not None:
+            if _closes_fence(fence, line):
+                fence = None
+        elif (opened := _opens_fence(line)) is not None:
+            fence = opened
+        else:
+            yield number, line.rstrip("\r\n")
+
+
 def find_blocks(text: str, source: str = "the file") -> list[Block]:
     """The blocks of ``text``, in order.
 
@@ -84,14 +114,12 @@ def find_blocks(text: str, source: str = "the file") -> list[Block]:
     offset = 0
     for number, line in enumerate(_lines(text), start=1):
         at, offset = offset, offset + len(line)
-        fenced = _FENCE.match(line)
         if fence is not None:
-            # Only a fence of the same character, at least as long, closes it.
-            if fenced and fenced["fence"][0] == fence[0] and len(fenced["fence"]) >= len(fence):
+            if _closes_fence(fence, line):
                 fence = None
             continue
-        if fenced and opened is None:
-            fence = fenced["fence"]
+        # A fence inside a generated block is the block's text, not the start of code.
+        if opened is None and (fence := _opens_fence(line)) is not None:
             continue
         if _CLOSE.match(line):
             if opened is None:

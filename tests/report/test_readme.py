@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from alrp_lab.report.readme import CLOSE, ReadmeError, find_blocks, refresh
+from alrp_lab.report.readme import CLOSE, ReadmeError, find_blocks, refresh, unfenced_lines
 
 DOC = f"""\
 # Title
@@ -122,3 +122,8 @@ def test_output_holding_a_marker_line_is_refused_before_it_breaks_the_file():
 def test_a_marker_inside_a_line_of_prose_is_not_a_block():
     text = "Write `<!-- alrp-lab table DIR -->` above a table.\n"
     assert find_blocks(text) == []
+
+
+def test_unfenced_lines_follow_the_block_finders_fence_rule():
+    text = "a\n  ```py\nb\n~~~\n```\n````\nc\n```\n````\r\nd\r\n~~~~\ne\n"
+    assert list(unfenced_lines(text)) == [(1, "a"), (10, "d")]
