@@ -8,7 +8,6 @@ writes files and logs.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -40,7 +39,7 @@ from alrp_lab.tracking.results import (
     is_completed,
     read_results,
 )
-from alrp_lab.tracking.staleness import first_difference, run_digest
+from alrp_lab.tracking.staleness import differences
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
 
@@ -155,23 +154,29 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
     )
 
 
-def _warn_if_config_changed(run_dir: Path, config: dict[str, Any]) -> None:
-    # Allowed (a diverged run may continue from its last finite checkpoint at a lower lr),
-    # but the run is then a mix of two configs: say so. A sweep refuses such a resume. More
-    # epochs are not a change: the schedule's steps and warm-up do not depend on the total.
+def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
+    """What a resume changes against the config the run recorded (``key: recorded X, now
+    Y`` each; empty when nothing does or none was recorded), for results.json's attempts.
+
+    A change is allowed (a diverged run may continue from its last finite checkpoint at a
+    lower lr), but the run is then a mix of two configs, so it is also logged as a warning;
+    a sweep refuses such a resume. More epochs are recorded but not warned about: the
+    schedule's steps and warm-up do not depend on the total, so extending a run is the same
+    run.
+    """
     recorded = read_results(run_dir).get("config") if (run_dir / RESULTS_FILE).is_file() else None
     if not isinstance(recorded, dict):
-        return
-    old, new = copy.deepcopy(recorded), copy.deepcopy(config)
-    for each in (old, new):
-        (each.get("train") or {}).pop("epochs", None)
-    if run_digest(old) != run_digest(new):
+        return []
+    changes = differences(recorded, config)
+    mixed = [each for each in changes if not each.startswith("train.epochs:")]
+    if mixed:
         log.warning(
             "resuming %s with another config than it was started with (%s): its results will "
             "mix the two; start a new folder to keep one config per run",
             run_dir,
-            first_difference(old, new),
+            "; ".join(mixed),
         )
+    return changes
 
 
 class _Resumed(NamedTuple):
@@ -476,9 +481,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path = checkpoint_path(run_dir)
     scaler = grad_scaler(cfg.train.amp, device)
     resumed = _resume_or_start(cfg, ckpt_path, model, optimizer, signature, ctx, scaler)
-    if ctx.is_main and cfg.train.resume and ckpt_path.exists():
+    changes: list[str] = []
+    if ctx.is_main and resumed.epoch > 0:
         # After the checkpoint was accepted: a refused resume writes nothing.
-        _warn_if_config_changed(run_dir, config_dict)
+        changes = _resume_changes(run_dir, config_dict)
     if ctx.is_main:
         # Only now: a refused resume (above) leaves the folder as it was.
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -496,7 +502,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     tracker = _make_tracker(cfg, config_dict, run_dir, ctx)
     resume_step = resumed.iteration if resumed.epoch > 0 else None
-    recorder.start(resume_step=resume_step)
+    recorder.start(resume_step=resume_step, changed=changes)
     grad_csv = (run_dir / "grad_balance.csv") if ctx.is_main and cfg.train.grad_balance else None
     if grad_csv is not None:
         # A resume cuts the lines the stopped run wrote after its checkpoint.

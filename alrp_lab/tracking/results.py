@@ -19,6 +19,12 @@ level (readers should stay fast).
     finished_at     UTC ISO-8601 when completed or failed, else null
     error           "ExceptionType: message" when failed, else null
     resumes         how many times the run was resumed
+    attempts        one entry per start and resume, oldest first: {"started_at", "from_step"
+                    (0, or the checkpoint's iteration it resumed at), "git_revision",
+                    "git_dirty", "changed" (each "key: recorded X, now Y" whose value
+                    differs from the config the run had before this attempt; empty when
+                    none)}. The top-level git fields are the last attempt's. A run recorded
+                    before this key existed keeps only the attempts made since.
     extra           JSON-able facts the trainer adds on completion (epochs, iterations ...)
     history         {"records", "last_step", "last_epoch"} of metrics.jsonl
     versions        python, torch, CUDA, numpy and alrp-lab versions
@@ -32,7 +38,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -123,26 +129,38 @@ class RunRecorder:
         """The status last written, or None before :meth:`start`."""
         return self._results.get("status")
 
-    def start(self, *, resume_step: int | None = None) -> None:
-        """Mark the run ``running``.
+    def start(self, *, resume_step: int | None = None, changed: Sequence[str] = ()) -> None:
+        """Mark the run ``running`` and record this attempt in ``attempts``.
 
         A fresh start (``resume_step=None``) discards any earlier ``metrics.jsonl`` in the
         folder: training restarts from step 0 and will log those steps again. A resume passes
         the first step the resumed run will log (the checkpoint's iteration count); it keeps
         the earlier results' ``started_at``, metrics and extra, and drops the records with
         ``step >= resume_step``: they were logged after the checkpoint was written, and the
-        resumed run logs them again.
+        resumed run logs them again. ``changed`` names the keys a resume changes (as
+        :func:`alrp_lab.tracking.staleness.differences` words them), so that the record of
+        a run trained under two configs says so.
         """
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         results = self._new_results()
+        now = results["started_at"]  # a resume keeps the run's first start time below
         if resume_step is None:
             records: list[dict[str, Any]] = []
             atomic_write_text(self.metrics_path, "")  # empty, so readers find the file at once
         else:
             records = self._truncate_metrics(resume_step)
             self._carry_over(results, count_resume=True)
+        results["attempts"].append(
+            {
+                "started_at": now,
+                "from_step": 0 if resume_step is None else int(resume_step),
+                "git_revision": results["git_revision"],
+                "git_dirty": results["git_dirty"],
+                "changed": [str(each) for each in changed],
+            }
+        )
         self._reset_history(records)
         self._results = results
         self._write()
@@ -160,13 +178,15 @@ class RunRecorder:
             "finished_at": None,
             "error": None,
             "resumes": 0,
+            "attempts": [],
             "extra": {},
             "history": None,
             "versions": environment_versions(),
         }
 
     def _carry_over(self, results: dict[str, Any], *, count_resume: bool) -> None:
-        """Keep what an earlier attempt in this folder recorded: start time, metrics, extra."""
+        """Keep what an earlier attempt in this folder recorded: start time, metrics, extra,
+        attempts."""
         try:
             previous = read_results(self.run_dir)
         except (FileNotFoundError, ValueError):  # provenance only: not worth blocking a resume
@@ -175,6 +195,9 @@ class RunRecorder:
         results["metrics"] = dict(previous.get("metrics") or {})
         results["extra"] = dict(previous.get("extra") or {})
         results["resumes"] = int(previous.get("resumes") or 0) + int(count_resume)
+        attempts = previous.get("attempts")
+        if isinstance(attempts, list):
+            results["attempts"] = [dict(a) for a in attempts if isinstance(a, Mapping)]
 
     def _truncate_metrics(self, resume_step: int) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():

@@ -50,7 +50,7 @@ LEGACY_VALUES: dict[str, Any] = {
 # Loss keys a run does not read, by loss.self_balance.
 _UNREAD_LOSS_KEYS = {True: ("wr",), False: ("sb_init", "sb_period", "sb_start")}
 
-__all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "first_difference", "run_digest"]
+__all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "differences", "first_difference", "run_digest"]
 
 
 def _pop(node: Any, dotted: str) -> None:
@@ -113,10 +113,17 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``key: recorded X, now Y`` for every key (sorted) whose values differ, among the keys
+    that change what a run computes; empty when the two configs compute the same run."""
+    old, new = _flat(_comparable(recorded)), _flat(_comparable(wanted))
+    return [
+        f"{key}: recorded {old.get(key, '<unset>')!r}, now {new.get(key, '<unset>')!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, "<unset>") != new.get(key, "<unset>")
+    ]
+
+
 def first_difference(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
     """``key: recorded X, now Y`` for the first key (sorted) whose values differ."""
-    old, new = _flat(_comparable(recorded)), _flat(_comparable(wanted))
-    for key in sorted(set(old) | set(new)):
-        if old.get(key, "<unset>") != new.get(key, "<unset>"):
-            return f"{key}: recorded {old.get(key, '<unset>')!r}, now {new.get(key, '<unset>')!r}"
-    return "no key differs"
+    return next(iter(differences(recorded, wanted)), "no key differs")

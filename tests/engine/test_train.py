@@ -335,18 +335,25 @@ def test_a_resume_with_another_config_is_named_in_a_warning(tmp_path, caplog):
     from omegaconf import OmegaConf
 
     from alrp_lab.config.compose import compose_config
-    from alrp_lab.engine.train import _warn_if_config_changed
+    from alrp_lab.engine.train import _resume_changes
 
     def resolved(*overrides):
         return OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
 
     atomic_write_json(tmp_path / "results.json", {"status": "running", "config": resolved()})
-    # More epochs (extending a run) and another logger are the same run.
-    _warn_if_config_changed(tmp_path, resolved("train.epochs=30", "logger=none"))
+    # More epochs (extending a run) are recorded but not warned about; a logger is no change.
+    epochs = resolved()["train"]["epochs"]
+    assert _resume_changes(tmp_path, resolved("train.epochs=30", "logger=none")) == [
+        f"train.epochs: recorded {epochs}, now 30"
+    ]
     assert not caplog.records
-    _warn_if_config_changed(tmp_path, resolved("train.lr=0.001"))
+    assert _resume_changes(tmp_path, resolved("train.lr=0.001", "train.momentum=0.8")) == [
+        "train.lr: recorded 0.005, now 0.001",
+        "train.momentum: recorded 0.9, now 0.8",
+    ]
     (record,) = caplog.records
-    assert record.levelname == "WARNING" and "train.lr: recorded 0.005, now 0.001" in record.message
+    assert record.levelname == "WARNING"
+    assert "train.lr: recorded 0.005, now 0.001; train.momentum: recorded 0.9" in record.message
 
 
 def test_a_resumed_run_logs_the_changed_key(tmp_path):
@@ -358,6 +365,13 @@ def test_a_resumed_run_logs_the_changed_key(tmp_path):
         _run(tmp_path / "run", *common, "train.epochs=3", "train.resume=true", "train.lr=1e-4") == 0
     )
     assert "(train.lr: recorded" in (tmp_path / "run" / "train.log").read_text()
+    # The record says the same: one attempt each, the third trained under another lr.
+    attempts = read_results(tmp_path / "run")["attempts"]
+    assert [a["from_step"] for a in attempts] == [0, 2, 4]
+    assert [a["changed"] for a in attempts[:2]] == [[], ["train.epochs: recorded 1, now 2"]]
+    epochs, lr = attempts[2]["changed"]  # the lr before is the rule's for this batch
+    assert epochs == "train.epochs: recorded 2, now 3"
+    assert lr.startswith("train.lr: recorded ") and lr.endswith(", now 0.0001")
 
 
 def test_the_engine_refuses_a_completed_folder_too(tmp_path):

@@ -136,6 +136,55 @@ def test_resume_drops_records_after_checkpoint_and_keeps_start_time(tmp_path):
     assert read_results(tmp_path)["history"]["records"] == 3
 
 
+def test_each_start_and_resume_is_an_attempt_with_its_commit_and_changes(tmp_path, monkeypatch):
+    commits = iter(["a" * 40, "b" * 40, "c" * 40])
+    monkeypatch.setattr(
+        results_module, "git_state", lambda: results_module.GitState(next(commits), False)
+    )
+    first = RunRecorder(tmp_path, CONFIG)
+    first.start()
+    first.fail("killed")
+    RunRecorder(tmp_path, CONFIG).start(resume_step=40)
+    changed = ["train.lr: recorded 0.1, now 0.01"]
+    RunRecorder(tmp_path, CONFIG).start(resume_step=80, changed=changed)
+    results = read_results(tmp_path)
+    attempts = results["attempts"]
+    assert [(a["from_step"], a["git_revision"][0], a["changed"]) for a in attempts] == [
+        (0, "a", []),
+        (40, "b", []),
+        (80, "c", changed),
+    ]
+    assert attempts[0]["started_at"] == results["started_at"]
+    assert attempts[0]["started_at"] <= attempts[1]["started_at"] <= attempts[2]["started_at"]
+    # The top-level provenance is the last attempt's.
+    assert results["git_revision"] == "c" * 40 and results["resumes"] == 2
+
+
+def test_a_resume_of_a_run_recorded_before_attempts_existed_starts_the_list(tmp_path):
+    recorder = RunRecorder(tmp_path, CONFIG)
+    recorder.start()
+    recorder.fail("killed")
+    old = read_results(tmp_path)
+    del old["attempts"]
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    RunRecorder(tmp_path, CONFIG).start(resume_step=7)
+    resumed = read_results(tmp_path)
+    assert [a["from_step"] for a in resumed["attempts"]] == [7] and resumed["resumes"] == 1
+
+
+def test_a_fresh_start_and_a_failure_before_start_keep_the_attempts_right(tmp_path):
+    recorder = RunRecorder(tmp_path, CONFIG)
+    recorder.start()
+    recorder.fail("killed")
+    RunRecorder(tmp_path, CONFIG).start(resume_step=5)
+    # A failure before start() (a refused checkpoint) is no attempt: the list is kept.
+    failed = RunRecorder(tmp_path, CONFIG).fail(ValueError("bad checkpoint"))
+    assert [a["from_step"] for a in failed["attempts"]] == [0, 5]
+    # Starting over discards the earlier run, its attempts included.
+    RunRecorder(tmp_path, CONFIG).start()
+    assert [a["from_step"] for a in read_results(tmp_path)["attempts"]] == [0]
+
+
 def test_fresh_start_discards_old_metrics(tmp_path):
     old = RunRecorder(tmp_path, CONFIG)
     old.start()
