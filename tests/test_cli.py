@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,20 @@ def test_sweep_with_seeds_lists_every_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "48 runs: 48 would run, 0 completed before" in out
     assert out.count("would run") == 49
+    assert "no completed run of the same length here to judge the time left by" in out
+
+
+def test_sweep_dry_run_estimates_the_time_left_by_the_committed_runs(capsys):
+    # A dry run writes nothing, so the committed folder serves as it is; a fourth seed
+    # leaves 16 runs pending however far the first three have got.
+    root = Path(__file__).resolve().parents[1] / "results" / "table3"
+    args = ["sweep", "table3", "--seeds", "4", "--dry-run", "--root", str(root), "logger=none"]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    match = re.search(r"about ([\d.]+) h of run time left in (\d+) run\(s\), by the median", out)
+    assert match is not None, out[-400:]
+    # Table 3's runs took about an hour each here: at least the 16 fourth seeds are left.
+    assert int(match[2]) >= 16 and float(match[1]) >= 16 * 0.5
     assert "giou__sb/seed2" in out
 
 

@@ -33,7 +33,7 @@ from alrp_lab.tracking.run_files import checkpoint_path, read_results
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["RunState", "run_state"]
+__all__ = ["RunState", "duration_text", "run_state"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class RunState:
         of = f" of {self.epochs}" if self.epochs is not None else ""
         if self.training:
             where = f": epoch {self.epoch}{of}" if self.epoch is not None else ""
-            left = f", {_duration(self.left_s)} left" if self.left_s is not None else ""
+            left = f", {duration_text(self.left_s)} left" if self.left_s is not None else ""
             return f"training now (pid {self.training_pid}){where}{left}{broke}"
         if self.replaced:
             return "would run again from scratch (its folder holds another config's run)"
@@ -158,7 +158,7 @@ def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
     return left_iters * pace[len(pace) // 2]
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     """``about 42 min``, ``about 2.5 h``, ``under a minute``."""
     if seconds < 60:
         return "under a minute"

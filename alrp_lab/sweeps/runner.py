@@ -48,6 +48,7 @@ from alrp_lab.sweeps.definition import (
 from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.reuse import copy_run, index_completed_runs
 from alrp_lab.sweeps.run_state import RunState, run_state
+from alrp_lab.sweeps.time_left import TimeLeft, time_left
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -100,9 +101,10 @@ class Job:
 @dataclass
 class SweepReport:
     """What :func:`run_sweep` did. ``failed`` maps a run id to its error message;
-    ``pending`` lists the runs a dry run would have run, and ``states`` where each of them
-    stands (training elsewhere now, resumable, failed before); ``copied`` maps a run id to
-    the folder of the finished run it was copied from (or, in a dry run, would be)."""
+    ``pending`` lists the runs a dry run would have run, ``states`` where each of them
+    stands (training elsewhere now, resumable, failed before) and ``time_left`` how long
+    they would take by the runs finished here; ``copied`` maps a run id to the folder of
+    the finished run it was copied from (or, in a dry run, would be)."""
 
     name: str
     scale: str
@@ -117,6 +119,7 @@ class SweepReport:
     tables: dict[str, Path] = field(default_factory=dict)
     plot: Path | None = None
     dry_run: bool = False
+    time_left: TimeLeft | None = None
 
 
 def _override_key(override: str) -> str:
@@ -273,18 +276,20 @@ def run_job_default(
     return train(cfg, Path(run_dir))
 
 
-def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> None:
+def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> dict[str, Any]:
     """Compose and validate every job before any runs, so a typo fails in seconds, not
-    hours into a sweep. Raises :class:`ValueError` listing the first problems."""
-    problems = []
+    hours into a sweep. Returns each job's validated DictConfig by ``run_id``; raises
+    :class:`ValueError` listing the first problems."""
+    problems, configs = [], {}
     for job in jobs:
         try:
-            compose_job_config(job.overrides)
+            configs[job.run_id] = compose_job_config(job.overrides)
         except ValueError as err:
             problems.append(f"{job.id}: {err}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise SweepError(f"sweep {defn.name} cannot run: {'; '.join(problems[:3])}{more}")
+    return configs
 
 
 def _record_failure(
@@ -363,6 +368,17 @@ def _resolved(job: Job, defn: SweepDefinition, scale: str) -> dict[str, Any]:
     group, tags = _group_and_tags(defn, job, scale)
     cfg = compose_job_config(job.overrides, group=group, tags=tags)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _time_left(report: SweepReport, configs: Mapping[str, Any], root: Path) -> TimeLeft:
+    """A dry run's estimate for its pending runs, by the completed runs it skips."""
+    from omegaconf import OmegaConf
+
+    pending = [
+        (OmegaConf.to_container(configs[run_id], resolve=True), report.states.get(run_id))
+        for run_id in report.pending
+    ]
+    return time_left(pending, (read_results(root / run_id) for run_id in report.skipped))
 
 
 def _stale_runs(defn: SweepDefinition, root: Path, runs: Sequence[Job], scale: str) -> list[Job]:
@@ -483,8 +499,9 @@ def run_sweep(
     for job in jobs:
         (done if is_completed(root / job.run_id) else todo).append(job)
     stale: list[Job] = []
+    configs: dict[str, Any] = {}
     if run_job is None:
-        check_jobs(defn, todo)
+        configs = check_jobs(defn, todo)
         # A stopped run with a checkpoint is resumed below: it must be the same run too, or
         # its results would mix two configs.
         resumable = [job for job in todo if checkpoint_path(root / job.run_id).is_file()]
@@ -527,6 +544,11 @@ def run_sweep(
             for job in todo
             if job.run_id not in sources
         }
+        if run_job is None:
+            for job in todo:  # the stale completed runs --rerun would replace
+                if job.run_id not in configs:
+                    configs[job.run_id] = compose_job_config(job.overrides)
+            report.time_left = _time_left(report, configs, root)
         return report
 
     root.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,14 @@ LEGACY_VALUES: dict[str, Any] = {
 # Loss keys a run does not read, by loss.self_balance.
 _UNREAD_LOSS_KEYS = {True: ("wr",), False: ("sb_init", "sb_period", "sb_start")}
 
-__all__ = ["IGNORED_KEYS", "LEGACY_VALUES", "differences", "first_difference", "run_digest"]
+__all__ = [
+    "IGNORED_KEYS",
+    "LEGACY_VALUES",
+    "comparable",
+    "differences",
+    "first_difference",
+    "run_digest",
+]
 
 
 def _pop(node: Any, dotted: str) -> None:
@@ -76,7 +83,9 @@ def _drop_unset(node: Any, prefix: str = "") -> Any:
     return out
 
 
-def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with only what changes what a run computes (the module's list above), so
+    that configs recorded by older code compare equal to today's."""
     out = copy.deepcopy(dict(config))
     for key in IGNORED_KEYS:
         _pop(out, key)
@@ -101,7 +110,7 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_digest(config: Mapping[str, Any]) -> str:
     """sha256 of the parts of a resolved config that change what a run computes."""
-    return config_digest(_comparable(config))
+    return config_digest(comparable(config))
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -116,7 +125,7 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``key: recorded X, now Y`` for every key (sorted) whose values differ, among the keys
     that change what a run computes; empty when the two configs compute the same run."""
-    old, new = _flat(_comparable(recorded)), _flat(_comparable(wanted))
+    old, new = _flat(comparable(recorded)), _flat(comparable(wanted))
     return [
         f"{key}: recorded {old.get(key, '<unset>')!r}, now {new.get(key, '<unset>')!r}"
         for key in sorted(set(old) | set(new))

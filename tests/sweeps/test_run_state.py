@@ -143,7 +143,7 @@ def test_a_run_being_trained_says_how_long_its_training_has_left(tmp_path):
     [(20, "under a minute"), (61, "about 1 min"), (42 * 60, "about 42 min"), (9000, "about 2.5 h")],
 )
 def test_durations_read_in_minutes_then_hours(seconds, text):
-    assert run_state_module._duration(seconds) == text
+    assert run_state_module.duration_text(seconds) == text
 
 
 def test_a_run_whose_loss_came_back_up_is_said_to_have_broken_down(tmp_path):

@@ -466,3 +466,20 @@ def test_only_runs_the_matching_jobs_and_keeps_the_others_in_the_tables(defn, tm
     assert len(saved["jobs"]) == 4  # every job, for the tables
     with pytest.raises(SweepError, match=r"--only 'nope\*' matches no job.*iou__wr1"):
         run_sweep(defn, root=tmp_path, run_job=fake_job, only=["nope*"])
+
+
+def test_a_dry_run_says_how_long_its_pending_runs_take_by_the_finished_ones(defn, tmp_path):
+    jobs = expand_jobs(defn, seeds=2)
+    for job, minutes in zip(jobs[:3], (20, 30, 60), strict=True):
+        _complete_as_composed(tmp_path, defn, job)
+        results = json.loads((tmp_path / job.run_id / "results.json").read_text())
+        results.update(
+            started_at="2026-12-06T10:00:00+00:00",
+            finished_at=f"2026-12-06T{10 + minutes // 60}:{minutes % 60:02d}:00+00:00",
+        )
+        atomic_write_json(tmp_path / job.run_id / "results.json", results)
+    report = run_sweep(defn, root=tmp_path, dry_run=True, seeds=2)
+    left = report.time_left
+    # Every job of the toy grid has the same length: 5 runs left at the median, 30 min.
+    assert left is not None and (left.judged, left.unjudged, left.basis) == (5, 0, 3)
+    assert left.seconds == 5 * 30 * 60
