@@ -468,7 +468,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         summary += f", {len(report.copied)} {'would be ' if report.dry_run else ''}copied"
     _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
     if report.time_left is not None and report.pending:
-        _out.print(report.time_left.describe(), highlight=False, soft_wrap=True)
+        _out.print(report.time_left.describe(args.jobs), highlight=False, soft_wrap=True)
     if report.dry_run and report.pending and not locks_visible():
         _out.print(
             "(no /proc/locks here: a run another process is training shows as would run or resume)",

@@ -156,7 +156,9 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
 
 def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """What a resume changes against the config the run recorded (``key: recorded X, now
-    Y`` each; empty when nothing does or none was recorded), for results.json's attempts.
+    Y`` each; empty when nothing does, or when no config of a run was recorded: a sweep's
+    record of a job that failed before training holds only its overrides), for
+    results.json's attempts.
 
     A change is allowed (a diverged run may continue from its last finite checkpoint at a
     lower lr), but the run is then a mix of two configs, so it is also logged as a warning;
@@ -165,10 +167,10 @@ def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
     run.
     """
     recorded = read_results(run_dir).get("config") if (run_dir / RESULTS_FILE).is_file() else None
-    if not isinstance(recorded, dict):
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("train"), dict):
         return []
     changes = differences(recorded, config)
-    mixed = [each for each in changes if not each.startswith("train.epochs:")]
+    mixed = [str(each) for each in changes if each.key != "train.epochs"]
     if mixed:
         log.warning(
             "resuming %s with another config than it was started with (%s): its results will "
@@ -176,7 +178,7 @@ def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
             run_dir,
             "; ".join(mixed),
         )
-    return changes
+    return [str(each) for each in changes]
 
 
 class _Resumed(NamedTuple):

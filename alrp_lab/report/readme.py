@@ -35,6 +35,8 @@ _OPEN = re.compile(r"^ {0,3}<!-- alrp-lab (?P<command>(?:(?!-->).)+?) -->[ \t]*\
 CLOSE = "<!-- alrp-lab end -->"
 _CLOSE = re.compile(r"^ {0,3}" + re.escape(CLOSE) + r"[ \t]*\r?$")
 _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})")
+# A closing fence has no info string after it, only spaces (CommonMark).
+_CLOSING_FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})[ \t]*\r?\n?$")
 
 
 @dataclass(frozen=True)
@@ -81,16 +83,17 @@ def _opens_fence(line: str) -> str | None:
 
 def _closes_fence(fence: str, line: str) -> bool:
     """Whether ``line`` closes the code block opened by ``fence``: as in CommonMark, only a
-    fence of the same character, at least as long."""
-    match = _FENCE.match(line)
+    fence of the same character, at least as long, with nothing but spaces after it."""
+    match = _CLOSING_FENCE.match(line)
     return bool(match) and match["fence"][0] == fence[0] and len(match["fence"]) >= len(fence)
 
 
 def unfenced_lines(text: str) -> Iterator[tuple[int, str]]:
     """The lines of ``text`` outside fenced code, each with its 1-based number and without
-    its line ending; the fence lines themselves are left out. The fence rule is
-    :func:`find_blocks`' (CommonMark's), so a check of headings or links skips the same
-    code that the block finder skips."""
+    its line ending; the fence lines themselves are left out. The fences open and close as
+    in :func:`find_blocks` (CommonMark's rule), so a check of headings or links skips what
+    the block finder takes for code; unlike it, this knows nothing of generated blocks and
+    follows fences inside them too."""
     fence: str | None = None
     for number, line in enumerate(_lines(text), start=1):
         if fence is not None:

@@ -53,6 +53,7 @@ from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
     checkpoint_path,
+    find_runs,
     is_completed,
     read_results,
 )
@@ -292,6 +293,19 @@ def check_jobs(defn: SweepDefinition, jobs: Sequence[Job]) -> dict[str, Any]:
     return configs
 
 
+def _recorded_config(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The config a failure record keeps: the one an earlier attempt recorded, when there is
+    one (the folder's checkpoint was trained with it: replacing it with the overrides would
+    make the next sweep take the run for stale and offer to delete it), else the overrides."""
+    try:
+        recorded = read_results(run_dir).get("config")
+    except (FileNotFoundError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict) and isinstance(recorded.get("train"), dict):
+        return recorded
+    return {"overrides": list(overrides)}
+
+
 def _record_failure(
     run_dir: Path, overrides: Sequence[str], err: BaseException, started: float
 ) -> str:
@@ -306,7 +320,7 @@ def _record_failure(
     except (FileNotFoundError, ValueError):
         results = None
     if results is None or results.get("status") != "failed":
-        results = RunRecorder(run_dir, {"overrides": list(overrides)}).fail(err)
+        results = RunRecorder(run_dir, _recorded_config(run_dir, overrides)).fail(err)
     message = results.get("error") or f"{type(err).__name__}: {err}"
     return str(message)
 
@@ -371,14 +385,21 @@ def _resolved(job: Job, defn: SweepDefinition, scale: str) -> dict[str, Any]:
 
 
 def _time_left(report: SweepReport, configs: Mapping[str, Any], root: Path) -> TimeLeft:
-    """A dry run's estimate for its pending runs, by the completed runs it skips."""
+    """A dry run's estimate for its pending runs, by every completed run in ``root`` (not
+    only the jobs ``--only`` picks: a run's length comes from its own recorded config)."""
     from omegaconf import OmegaConf
 
     pending = [
         (OmegaConf.to_container(configs[run_id], resolve=True), report.states.get(run_id))
         for run_id in report.pending
     ]
-    return time_left(pending, (read_results(root / run_id) for run_id in report.skipped))
+    completed = []
+    for run_dir in find_runs(root) if root.is_dir() else ():
+        try:
+            completed.append(read_results(run_dir))
+        except ValueError:  # a damaged file is no evidence; the sweep itself reports it
+            continue
+    return time_left(pending, completed)
 
 
 def _stale_runs(defn: SweepDefinition, root: Path, runs: Sequence[Job], scale: str) -> list[Job]:

@@ -3,7 +3,8 @@
 ``alrp-lab sweep NAME --dry-run`` adds the estimate to its summary, so that a sweep run
 across sessions can be planned (which runs fit before the machine goes back). The estimate
 is the median wall time of the completed runs of the same length and model in the same
-folder, each pending run counted once:
+folder (every completed run there, whichever jobs the dry run lists), each pending run
+counted once:
 
 - a run not started counts the whole median;
 - a run stopped after epoch ``e`` of ``E`` counts ``(E - e) / E`` of it;
@@ -13,8 +14,10 @@ folder, each pending run counted once:
 A completed run counts only when it ran in one go (``resumes == 0``: a resumed run's
 ``started_at`` to ``finished_at`` spans the pause) and recorded both times. Runs with no such
 run of their kind to go by are counted apart, not guessed. The times are wall times as the
-runs had them (how many ran beside each other, and with how many threads, is not recorded),
-so the estimate holds for a sweep run as its finished runs were.
+runs had them (how many ran beside each other, and with how many threads, is not recorded):
+the total is for the runs one after another at that pace, divided by ``--jobs`` for a
+sweep that runs several at a time. A run training now counts its log's estimate, which
+leaves out its final evaluation.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["TimeLeft", "length_key", "run_seconds", "time_left"]
 # options change the time by a few percent at most; they are left out so that the runs of
 # one table (one model, many losses) share their evidence.
 _TRAIN_KEYS = ("epochs", "batch_size", "max_iters_per_epoch", "eval_every", "eval_bounds")
-_MODEL_SECTIONS = ("detector", "backbone", "neck", "head")
+_MODEL_SECTIONS = ("detector", "backbone")
 
 
 def length_key(config: Mapping[str, Any]) -> str:
@@ -87,14 +90,21 @@ class TimeLeft:
     unjudged: int
     basis: int
 
-    def describe(self) -> str:
-        """One clause for the dry run's summary."""
+    def describe(self, jobs: int = 1) -> str:
+        """One line for the dry run's summary; ``jobs`` runs at a time (``--jobs``) divide
+        the total, as if each ran at the pace of the finished runs."""
         if not self.judged:
             return "no completed run of the same length here to judge the time left by"
         text = (
-            f"{duration_text(self.seconds)} of run time left in {self.judged} run(s), by the "
-            f"median time of {self.basis} completed run(s) of the same length here"
+            f"{duration_text(self.seconds)} of run time left in {self.judged} run(s) one "
+            "after another"
         )
+        if jobs > 1:
+            text += f" ({duration_text(self.seconds / jobs)} at {jobs} at a time)"
+        if self.basis:
+            text += f", by the median time of {self.basis} completed run(s) of the same length here"
+        else:
+            text += ", by the logs of the runs training now"
         if self.unjudged:
             text += f"; {self.unjudged} more with none to go by"
         return text

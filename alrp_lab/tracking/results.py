@@ -23,8 +23,10 @@ level (readers should stay fast).
                     (0, or the checkpoint's iteration it resumed at), "git_revision",
                     "git_dirty", "changed" (each "key: recorded X, now Y" whose value
                     differs from the config the run had before this attempt; empty when
-                    none)}. The top-level git fields are the last attempt's. A run recorded
-                    before this key existed keeps only the attempts made since.
+                    none, or when no run's config was recorded before)}. The top-level git
+                    fields are those of the last process that wrote the file (a failure
+                    before training included). A run recorded before this key existed
+                    keeps only the attempts made since.
     extra           JSON-able facts the trainer adds on completion (epochs, iterations ...)
     history         {"records", "last_step", "last_epoch"} of metrics.jsonl
     versions        python, torch, CUDA, numpy and alrp-lab versions

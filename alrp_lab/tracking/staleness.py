@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from alrp_lab.config.schema import CHOICE_NODES, section_keys
 from alrp_lab.data import BUILTIN_DATASETS
@@ -53,6 +53,7 @@ _UNREAD_LOSS_KEYS = {True: ("wr",), False: ("sb_init", "sb_period", "sb_start")}
 __all__ = [
     "IGNORED_KEYS",
     "LEGACY_VALUES",
+    "Difference",
     "comparable",
     "differences",
     "first_difference",
@@ -108,6 +109,20 @@ def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     return _drop_unset(out)
 
 
+_UNSET = "<unset>"
+
+
+class Difference(NamedTuple):
+    """One key whose value differs between a recorded config and another."""
+
+    key: str
+    recorded: Any
+    now: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: recorded {self.recorded!r}, now {self.now!r}"
+
+
 def run_digest(config: Mapping[str, Any]) -> str:
     """sha256 of the parts of a resolved config that change what a run computes."""
     return config_digest(comparable(config))
@@ -122,17 +137,18 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """``key: recorded X, now Y`` for every key (sorted) whose values differ, among the keys
-    that change what a run computes; empty when the two configs compute the same run."""
+def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[Difference]:
+    """Every key (dotted, sorted) whose value differs between the two configs, among the
+    keys that change what a run computes; empty when they compute the same run. A key one
+    of them lacks has the value ``"<unset>"`` there."""
     old, new = _flat(comparable(recorded)), _flat(comparable(wanted))
     return [
-        f"{key}: recorded {old.get(key, '<unset>')!r}, now {new.get(key, '<unset>')!r}"
+        Difference(key, old.get(key, _UNSET), new.get(key, _UNSET))
         for key in sorted(set(old) | set(new))
-        if old.get(key, "<unset>") != new.get(key, "<unset>")
+        if old.get(key, _UNSET) != new.get(key, _UNSET)
     ]
 
 
 def first_difference(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
     """``key: recorded X, now Y`` for the first key (sorted) whose values differ."""
-    return next(iter(differences(recorded, wanted)), "no key differs")
+    return next((str(each) for each in differences(recorded, wanted)), "no key differs")

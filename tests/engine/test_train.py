@@ -354,6 +354,10 @@ def test_a_resume_with_another_config_is_named_in_a_warning(tmp_path, caplog):
     (record,) = caplog.records
     assert record.levelname == "WARNING"
     assert "train.lr: recorded 0.005, now 0.001; train.momentum: recorded 0.9" in record.message
+    # A sweep's record of a job that failed before training holds only its overrides: no
+    # config of a run to compare with, so nothing is said to change.
+    atomic_write_json(tmp_path / "results.json", {"status": "failed", "config": {"overrides": []}})
+    assert _resume_changes(tmp_path, resolved("train.lr=0.001")) == []
 
 
 def test_a_resumed_run_logs_the_changed_key(tmp_path):

@@ -127,3 +127,7 @@ def test_a_marker_inside_a_line_of_prose_is_not_a_block():
 def test_unfenced_lines_follow_the_block_finders_fence_rule():
     text = "a\n  ```py\nb\n~~~\n```\n````\nc\n```\n````\r\nd\r\n~~~~\ne\n"
     assert list(unfenced_lines(text)) == [(1, "a"), (10, "d")]
+    # A fence with an info string opens code but never closes it.
+    assert list(unfenced_lines("```\nb\n```bash\nc\n```  \nd")) == [(6, "d")]
+    text = f"```\n<!-- alrp-lab {B} -->\n```bash\n{CLOSE}\n```\n"
+    assert find_blocks(text) == []  # the markers are inside one code block

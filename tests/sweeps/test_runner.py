@@ -14,6 +14,7 @@ from alrp_lab.sweeps.runner import (
     expand_jobs,
     run_sweep,
 )
+from alrp_lab.sweeps.time_left import TimeLeft
 from alrp_lab.tracking.results import RunRecorder, read_results
 from alrp_lab.utils.io import atomic_write_json
 
@@ -483,3 +484,33 @@ def test_a_dry_run_says_how_long_its_pending_runs_take_by_the_finished_ones(defn
     # Every job of the toy grid has the same length: 5 runs left at the median, 30 min.
     assert left is not None and (left.judged, left.unjudged, left.basis) == (5, 0, 3)
     assert left.seconds == 5 * 30 * 60
+    # --only lists fewer jobs, but every completed run in the folder is evidence.
+    only = run_sweep(defn, root=tmp_path, dry_run=True, seeds=2, only=["giou__*"])
+    assert only.time_left == TimeLeft(4 * 30 * 60, judged=4, unjudged=0, basis=3)
+
+
+def test_a_failure_before_training_keeps_the_config_the_folders_checkpoint_was_trained_with(
+    defn, tmp_path
+):
+    job = expand_jobs(defn)[0]
+    config = runner_module._resolved(job, defn, "cpu")
+    atomic_write_json(
+        tmp_path / job.run_id / "results.json", {"status": "running", "config": config}
+    )
+    (tmp_path / job.run_id / "checkpoints").mkdir()
+    (tmp_path / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+
+    def crash(overrides, run_dir):
+        raise MemoryError("before the engine wrote anything")
+
+    report = run_sweep(defn, root=tmp_path, run_job=crash, only=[job.id], write_tables=False)
+    assert report.failed[job.run_id] == "MemoryError: before the engine wrote anything"
+    recorded = read_results(tmp_path / job.run_id)
+    assert recorded["status"] == "failed" and recorded["config"] == config
+    # So the next sweep still resumes the run, instead of taking it for stale.
+    again = run_sweep(defn, root=tmp_path, dry_run=True, only=[job.id])
+    assert again.pending == [job.run_id] and again.states[job.run_id].resumes
+    # A folder with no run recorded before keeps the overrides, as before.
+    other = expand_jobs(defn)[1]
+    run_sweep(defn, root=tmp_path, run_job=crash, only=[other.id], write_tables=False)
+    assert read_results(tmp_path / other.run_id)["config"] == {"overrides": other.overrides}

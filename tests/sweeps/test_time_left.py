@@ -73,9 +73,16 @@ def test_each_pending_run_counts_the_median_of_its_kind():
     got = time_left(pending, completed)
     assert got == TimeLeft(seconds=(52 + 39 + 10 + 5) * 60, judged=4, unjudged=2, basis=4)
     assert got.describe() == (
-        "about 1.8 h of run time left in 4 run(s), by the median time of 4 completed "
-        "run(s) of the same length here; 2 more with none to go by"
+        "about 1.8 h of run time left in 4 run(s) one after another, by the median time of "
+        "4 completed run(s) of the same length here; 2 more with none to go by"
     )
+    assert "left in 4 run(s) one after another (about 53 min at 2 at a time)" in got.describe(2)
+
+
+def test_runs_training_now_are_judged_by_their_logs_alone():
+    got = time_left([(CONFIG, RunState(training_pid=7, left_s=600.0))], [])
+    assert got == TimeLeft(600.0, judged=1, unjudged=0, basis=0)
+    assert got.describe().endswith("one after another, by the logs of the runs training now")
 
 
 def test_without_a_finished_run_of_its_kind_nothing_is_guessed():
