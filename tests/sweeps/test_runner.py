@@ -358,14 +358,19 @@ def test_a_completed_run_is_skipped_only_when_its_config_matches(defn, tmp_path)
     assert (tmp_path / jobs[0].run_id / "results.json").is_file(), "a dry run deletes nothing"
 
 
-def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
+def _stopped_run(root, defn):
+    """The toy sweep's first job stopped after a checkpoint: its results.json (running, with
+    the config the job composes) and a stand-in checkpoint. Returns the job and config."""
     job = expand_jobs(defn)[0]
     config = runner_module._resolved(job, defn, "cpu")
-    atomic_write_json(
-        tmp_path / job.run_id / "results.json", {"status": "running", "config": config}
-    )
-    (tmp_path / job.run_id / "checkpoints").mkdir()
-    (tmp_path / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+    atomic_write_json(root / job.run_id / "results.json", {"status": "running", "config": config})
+    (root / job.run_id / "checkpoints").mkdir()
+    (root / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+    return job, config
+
+
+def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
+    job, config = _stopped_run(tmp_path, defn)
     report = run_sweep(defn, root=tmp_path, dry_run=True)
     assert job.run_id in report.pending and report.states[job.run_id].resumes
     # Resumed under other overrides it would finish as a mix of two configs: refused.
@@ -492,13 +497,7 @@ def test_a_dry_run_says_how_long_its_pending_runs_take_by_the_finished_ones(defn
 def test_a_failure_before_training_keeps_the_config_the_folders_checkpoint_was_trained_with(
     defn, tmp_path
 ):
-    job = expand_jobs(defn)[0]
-    config = runner_module._resolved(job, defn, "cpu")
-    atomic_write_json(
-        tmp_path / job.run_id / "results.json", {"status": "running", "config": config}
-    )
-    (tmp_path / job.run_id / "checkpoints").mkdir()
-    (tmp_path / job.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+    job, config = _stopped_run(tmp_path, defn)
 
     def crash(overrides, run_dir):
         raise MemoryError("before the engine wrote anything")
