@@ -39,6 +39,7 @@ from alrp_lab.tracking.results import (
     is_completed,
     read_results,
 )
+from alrp_lab.tracking.run_files import is_run_config
 from alrp_lab.tracking.staleness import differences
 from alrp_lab.tracking.wandb_run import WandbRun
 from alrp_lab.utils.io import atomic_write_json
@@ -167,7 +168,7 @@ def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
     run.
     """
     recorded = read_results(run_dir).get("config") if (run_dir / RESULTS_FILE).is_file() else None
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("train"), dict):
+    if not is_run_config(recorded):
         return []
     changes = differences(recorded, config)
     mixed = [str(each) for each in changes if each.key != "train.epochs"]

@@ -57,6 +57,7 @@ from alrp_lab.tracking.results import (
     is_completed,
     read_results,
 )
+from alrp_lab.tracking.run_files import is_run_config
 from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.utils.io import atomic_write_json
 
@@ -301,9 +302,7 @@ def _recorded_config(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         recorded = read_results(run_dir).get("config")
     except (FileNotFoundError, ValueError):
         recorded = None
-    if isinstance(recorded, dict) and isinstance(recorded.get("train"), dict):
-        return recorded
-    return {"overrides": list(overrides)}
+    return recorded if is_run_config(recorded) else {"overrides": list(overrides)}
 
 
 def _record_failure(

@@ -28,6 +28,7 @@ __all__ = [
     "checkpoint_path",
     "find_runs",
     "is_completed",
+    "is_run_config",
     "read_metrics",
     "read_results",
 ]
@@ -83,6 +84,12 @@ def is_completed(run_dir: PathLike) -> bool:
         return read_results(run_dir)["status"] == "completed"
     except (FileNotFoundError, ValueError):
         return False
+
+
+def is_run_config(config: Any) -> bool:
+    """Whether a results.json's ``config`` is a run's resolved config, and not the stand-in
+    (``{"overrides": [...]}``) a sweep records for a job that failed before training."""
+    return isinstance(config, dict) and isinstance(config.get("train"), dict)
 
 
 def find_runs(root: PathLike) -> list[Path]:
