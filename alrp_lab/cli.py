@@ -434,20 +434,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     table.add_column("overrides", overflow="fold")
     failed = report.failed
     for job in report.jobs:
+        other = report.code_changed.get(job.run_id)
+        other_code = f"trained by other code in {', '.join(other)}" if other else ""
         if job.run_id in report.copied:
             verb = "would copy" if report.dry_run else "copied"
             status = f"{verb} from {escape(report.copied[job.run_id])}"
         elif report.dry_run and job.run_id in report.skipped:
-            status = "skip (completed)"
+            status = f"skip (completed; {other_code})" if other else "skip (completed)"
         elif report.dry_run:
             state = report.states.get(job.run_id)
             status = escape(state.describe()) if state is not None else "would run"
         elif job.run_id in failed:
             status = f"[red]failed[/red]: {escape(str(failed[job.run_id]))}"
         elif job.run_id in report.skipped:
-            status = "skipped (completed)"
+            status = f"skipped (completed; {other_code})" if other else "skipped (completed)"
         else:
             status = "completed"
+        if other and job.run_id not in report.skipped:  # resumed: its earlier attempts
+            status += f"; {other_code}"
         table.add_row(job.run_id, status, escape(" ".join(job.overrides)))
     _out.print(table)
     if report.dry_run:
@@ -469,6 +473,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _out.print(f"{len(report.jobs)} runs: {summary}", highlight=False, soft_wrap=True)
     if report.time_left is not None and report.pending:
         _out.print(report.time_left.describe(args.jobs), highlight=False, soft_wrap=True)
+    if report.code_changed:
+        packages = sorted({name for names in report.code_changed.values() for name in names})
+        _out.print(
+            f"{len(report.code_changed)} run(s) kept here were trained by code that differs "
+            f"from this install's in {', '.join(packages)} (syntax, not docstrings or "
+            "comments); the sweep keeps them: to train them with this code, sweep into a "
+            "new folder with --root DIR",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.dry_run and report.pending and not locks_visible():
         _out.print(
             "(no /proc/locks here: a run another process is training shows as would run or resume)",

@@ -32,6 +32,7 @@ from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
+from alrp_lab.tracking.code_digest import changed_packages
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -159,7 +160,8 @@ def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """What a resume changes against the config the run recorded (``key: recorded X, now
     Y`` each; empty when nothing does, or when no config of a run was recorded: a sweep's
     record of a job that failed before training holds only its overrides), for
-    results.json's attempts.
+    results.json's attempts. Code that differs from the code of the earlier attempts is
+    warned about too (each attempt records its own).
 
     A change is allowed (a diverged run may continue from its last finite checkpoint at a
     lower lr), but the run is then a mix of two configs, so it is also logged as a warning;
@@ -167,7 +169,16 @@ def _resume_changes(run_dir: Path, config: dict[str, Any]) -> list[str]:
     schedule's steps and warm-up do not depend on the total, so extending a run is the same
     run.
     """
-    recorded = read_results(run_dir).get("config") if (run_dir / RESULTS_FILE).is_file() else None
+    previous = read_results(run_dir) if (run_dir / RESULTS_FILE).is_file() else {}
+    code = changed_packages(previous)
+    if code:
+        log.warning(
+            "resuming %s with other code than its earlier attempts were trained with (in %s): "
+            "its results will mix the two",
+            run_dir,
+            ", ".join(code),
+        )
+    recorded = previous.get("config")
     if not is_run_config(recorded):
         return []
     changes = differences(recorded, config)

@@ -49,6 +49,7 @@ from alrp_lab.sweeps.processes import RunLocked, die_with_parent, run_lock
 from alrp_lab.sweeps.reuse import copy_run, index_completed_runs
 from alrp_lab.sweeps.run_state import RunState, run_state
 from alrp_lab.sweeps.time_left import TimeLeft, time_left
+from alrp_lab.tracking.code_digest import changed_packages
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -106,7 +107,10 @@ class SweepReport:
     ``pending`` lists the runs a dry run would have run, ``states`` where each of them
     stands (training elsewhere now, resumable, failed before) and ``time_left`` how long
     they would take by the runs finished here; ``copied`` maps a run id to the folder of
-    the finished run it was copied from (or, in a dry run, would be)."""
+    the finished run it was copied from (or, in a dry run, would be); ``code_changed``
+    maps a run id kept as it is (completed, or resumed from its checkpoint) to the
+    subpackages whose code differs from the code that trained it (only runs that recorded
+    their code, and only where some differs: :mod:`alrp_lab.tracking.code_digest`)."""
 
     name: str
     scale: str
@@ -122,6 +126,7 @@ class SweepReport:
     plot: Path | None = None
     dry_run: bool = False
     time_left: TimeLeft | None = None
+    code_changed: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _override_key(override: str) -> str:
@@ -369,6 +374,21 @@ def _resumes(job: Job, run_dir: Path) -> bool:
     return bool(values) and values[-1].strip().lower() == "true"
 
 
+def _code_changes(root: Path, run_ids: Sequence[str]) -> dict[str, list[str]]:
+    """For each of ``run_ids`` whose folder recorded the code that trained it and some of
+    that code differs from the installed code: the subpackages that differ."""
+    out = {}
+    for run_id in run_ids:
+        try:
+            results = read_results(root / run_id)
+        except (FileNotFoundError, ValueError):  # nothing recorded, nothing to tell
+            continue
+        changed = changed_packages(results)
+        if changed:
+            out[run_id] = changed
+    return out
+
+
 def _group_and_tags(defn: SweepDefinition, job: Job, scale: str) -> tuple[str, tuple[str, ...]]:
     """The W&B group (one per table job, so the UI averages its seeds) and tags of a run."""
     return f"{defn.name}/{job.id}", (f"sweep:{defn.name}", f"scale:{scale}", f"seed:{job.seed}")
@@ -544,6 +564,13 @@ def run_sweep(
             report.skipped.append(job.run_id)
     order = {job.run_id: i for i, job in enumerate(jobs)}
     todo.sort(key=lambda job: order[job.run_id])
+    # Kept as they are: the completed runs skipped and the stopped runs resumed.
+    resumed = [
+        job.run_id
+        for job in todo
+        if job.run_id not in stale_ids and checkpoint_path(root / job.run_id).is_file()
+    ]
+    report.code_changed = _code_changes(root, [*report.skipped, *resumed])
 
     def runner_for(job: Job) -> RunJob:
         if run_job is not None:

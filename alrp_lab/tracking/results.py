@@ -23,7 +23,8 @@ level (readers should stay fast).
                     (0, or the checkpoint's iteration it resumed at), "git_revision",
                     "git_dirty", "changed" (each "key: recorded X, now Y" whose value
                     differs from the config the run had before this attempt; empty when
-                    none, or when no run's config was recorded before)}. The top-level git
+                    none, or when no run's config was recorded before), "code" ({subpackage:
+                    digest} of the code that computes, see tracking.code_digest)}. The top-level git
                     fields are those of the last process that wrote the file (a failure
                     before training included). A run recorded before this key existed
                     keeps only the attempts made since.
@@ -47,6 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from alrp_lab.errors import ResultsError
+from alrp_lab.tracking.code_digest import code_digests
 from alrp_lab.tracking.provenance import (
     GitState,
     config_digest,
@@ -161,6 +163,7 @@ class RunRecorder:
                 "git_revision": results["git_revision"],
                 "git_dirty": results["git_dirty"],
                 "changed": [str(each) for each in changed],
+                "code": code_digests(),
             }
         )
         self._reset_history(records)

@@ -15,6 +15,7 @@ from alrp_lab.sweeps.runner import (
     run_sweep,
 )
 from alrp_lab.sweeps.time_left import TimeLeft
+from alrp_lab.tracking.code_digest import DIGEST_CHARS, code_digests
 from alrp_lab.tracking.results import RunRecorder, read_results
 from alrp_lab.utils.io import atomic_write_json
 
@@ -386,6 +387,36 @@ def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
     assert again.states[job.run_id].replaced and not again.states[job.run_id].resumes
     fresh = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.resume=false"])
     assert not fresh.states[job.run_id].resumes, "the job's own train.resume decides"
+
+
+def test_runs_kept_as_they_are_name_the_code_that_differs_from_the_code_now(defn, tmp_path):
+    jobs = expand_jobs(defn)
+    now = code_digests()
+    old = {**now, "losses": "0" * DIGEST_CHARS}
+    # Completed under other losses code, completed under this code, completed before any
+    # code was recorded, and stopped after a checkpoint under other losses code.
+    for job, attempts in zip(jobs[:3], ([{"code": old}], [{"code": now}], []), strict=True):
+        _complete_as_composed(tmp_path, defn, job)
+        results = read_results(tmp_path / job.run_id)
+        atomic_write_json(tmp_path / job.run_id / "results.json", {**results, "attempts": attempts})
+    stopped = expand_jobs(defn)[3]
+    _complete_as_composed(tmp_path, defn, stopped)
+    results = read_results(tmp_path / stopped.run_id)
+    atomic_write_json(
+        tmp_path / stopped.run_id / "results.json",
+        {**results, "status": "running", "attempts": [{"code": old}]},
+    )
+    (tmp_path / stopped.run_id / "checkpoints").mkdir()
+    (tmp_path / stopped.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
+    report = run_sweep(defn, root=tmp_path, dry_run=True)
+    assert report.skipped == [job.run_id for job in jobs[:3]]
+    # The code does not make a run stale: it is kept, and named.
+    assert report.code_changed == {jobs[0].run_id: ["losses"], stopped.run_id: ["losses"]}
+    # A run the sweep starts over (--rerun of another config) keeps nothing: not named.
+    again = run_sweep(
+        defn, root=tmp_path, dry_run=True, rerun=True, extra_overrides=["train.lr=0.5"]
+    )
+    assert again.code_changed == {}
 
 
 def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):
