@@ -439,6 +439,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if job.run_id in report.copied:
             verb = "would copy" if report.dry_run else "copied"
             status = f"{verb} from {escape(report.copied[job.run_id])}"
+            status += f" ({other_code})" if other else ""
         elif report.dry_run and job.run_id in report.skipped:
             status = f"skip (completed; {other_code})" if other else "skip (completed)"
         elif report.dry_run:
@@ -450,8 +451,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             status = f"skipped (completed; {other_code})" if other else "skipped (completed)"
         else:
             status = "completed"
-        if other and job.run_id not in report.skipped:  # resumed: its earlier attempts
-            status += f"; {other_code}"
+        if other and job.run_id not in report.skipped and job.run_id not in report.copied:
+            status += f"; earlier attempts {other_code}"  # a resumed run
         table.add_row(job.run_id, status, escape(" ".join(job.overrides)))
     _out.print(table)
     if report.dry_run:

@@ -172,29 +172,38 @@ def test_sweep_dry_run_estimates_the_time_left_by_the_completed_runs(tmp_path, c
     ) in out
 
 
-def test_sweep_dry_run_names_the_runs_trained_by_other_code(tmp_path, capsys):
+def test_sweep_dry_run_names_the_runs_trained_by_other_code(tmp_path, capsys, monkeypatch):
+    from rich.console import Console
+
+    from alrp_lab import cli
     from alrp_lab.sweeps import load_sweep
     from alrp_lab.sweeps.runner import _resolved, expand_jobs
-    from alrp_lab.tracking.code_digest import code_digests
+    from alrp_lab.tracking.code_digest import code_record
     from alrp_lab.utils.io import atomic_write_json
 
     defn = load_sweep("table3")
-    job = expand_jobs(defn, "cpu", seeds=1)[0]
-    code = {**code_digests(), "losses": "0", "models": "0"}
-    atomic_write_json(
-        tmp_path / job.run_id / "results.json",
-        {
-            "status": "completed",
-            "metrics": {"AP": 0.3},
-            "config": _resolved(job, defn, "cpu"),
-            "attempts": [{"from_step": 0, "code": code}],
-        },
-    )
+    now = code_record()
+    code = {**now, "digests": {**now["digests"], "losses": "0", "models": "0"}}
+    completed, stopped = expand_jobs(defn, "cpu", seeds=1)[:2]
+    for job, status in ((completed, "completed"), (stopped, "running")):
+        atomic_write_json(
+            tmp_path / job.run_id / "results.json",
+            {
+                "status": status,
+                "metrics": {"AP": 0.3},
+                "config": _resolved(job, defn, "cpu"),
+                "attempts": [{"from_step": 0, "code": code}],
+            },
+        )
+    (tmp_path / stopped.run_id / "checkpoints").mkdir()
+    (tmp_path / stopped.run_id / "checkpoints" / "last.pt").write_bytes(b"")
+    monkeypatch.setattr(cli, "_out", Console(width=400))  # one line per run
     assert main(["sweep", "table3", "--seeds", "1", "--dry-run", "--root", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "skip (completed; trained" in out  # the table may wrap the rest of the status
+    assert "skip (completed; trained by other code in losses, models)" in out
+    assert "unreadable (EOFError); earlier attempts trained by other code in losses, models" in out
     assert (
-        "1 run(s) kept here were trained by code that differs from this install's in losses, models"
+        "2 run(s) kept here were trained by code that differs from this install's in losses, models"
     ) in out and "sweep into a new folder with --root DIR" in out
 
 

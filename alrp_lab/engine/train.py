@@ -32,7 +32,7 @@ from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
-from alrp_lab.tracking.code_digest import changed_packages
+from alrp_lab.tracking.code_digest import changed_packages, code_record
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -470,6 +470,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``train.resume`` is false.
     """
     ctx = init_distributed()
+    if ctx.is_main:
+        # Digest the code now (cached for the process), so that an edit made while the data
+        # and model are built is not recorded as the code that trained.
+        code_record()
     check_world_size(cfg, ctx.world_size)
     device = _resolve_device(cfg.train.device, ctx)
     check_amp(cfg.train.amp, device)

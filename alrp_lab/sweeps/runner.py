@@ -108,7 +108,7 @@ class SweepReport:
     stands (training elsewhere now, resumable, failed before) and ``time_left`` how long
     they would take by the runs finished here; ``copied`` maps a run id to the folder of
     the finished run it was copied from (or, in a dry run, would be); ``code_changed``
-    maps a run id kept as it is (completed, or resumed from its checkpoint) to the
+    maps a run id kept as it is (completed, resumed from its checkpoint, or copied) to the
     subpackages whose code differs from the code that trained it (only runs that recorded
     their code, and only where some differs: :mod:`alrp_lab.tracking.code_digest`)."""
 
@@ -374,19 +374,15 @@ def _resumes(job: Job, run_dir: Path) -> bool:
     return bool(values) and values[-1].strip().lower() == "true"
 
 
-def _code_changes(root: Path, run_ids: Sequence[str]) -> dict[str, list[str]]:
-    """For each of ``run_ids`` whose folder recorded the code that trained it and some of
-    that code differs from the installed code: the subpackages that differ."""
-    out = {}
-    for run_id in run_ids:
-        try:
-            results = read_results(root / run_id)
-        except (FileNotFoundError, ValueError):  # nothing recorded, nothing to tell
-            continue
-        changed = changed_packages(results)
-        if changed:
-            out[run_id] = changed
-    return out
+def _other_code(run_dir: Path) -> list[str]:
+    """The subpackages whose code differs between the code that trained the run in
+    ``run_dir`` and the installed code; empty when none does or nothing can be told (no
+    record, or none of its code: :func:`~alrp_lab.tracking.code_digest.changed_packages`)."""
+    try:
+        results = read_results(run_dir)
+    except (FileNotFoundError, ValueError):
+        return []
+    return changed_packages(results) or []
 
 
 def _group_and_tags(defn: SweepDefinition, job: Job, scale: str) -> tuple[str, tuple[str, ...]]:
@@ -568,9 +564,10 @@ def run_sweep(
     resumed = [
         job.run_id
         for job in todo
-        if job.run_id not in stale_ids and checkpoint_path(root / job.run_id).is_file()
+        if job.run_id not in stale_ids and _resumes(job, root / job.run_id)
     ]
-    report.code_changed = _code_changes(root, [*report.skipped, *resumed])
+    kept = {run_id: _other_code(root / run_id) for run_id in [*report.skipped, *resumed]}
+    report.code_changed = {run_id: names for run_id, names in kept.items() if names}
 
     def runner_for(job: Job) -> RunJob:
         if run_job is not None:
@@ -579,6 +576,9 @@ def run_sweep(
         return functools.partial(run_job_default, group=group, tags=tags)
 
     sources = _reusable(defn, root, todo, stale_ids, scale, reuse) if reuse else {}
+    for run_id, source in sources.items():  # a copy keeps its source's record, code too
+        if names := _other_code(Path(source)):
+            report.code_changed[run_id] = names
     if dry_run:
         report.copied = {run_id: str(source) for run_id, source in sources.items()}
         report.pending = [job.run_id for job in todo if job.run_id not in sources]
@@ -629,6 +629,7 @@ def run_sweep(
             copy_run(source, root / run_id)
         except (RunLocked, SweepError, OSError) as err:  # that run only, as a failed job
             report.failed[run_id] = str(err)
+            report.code_changed.pop(run_id, None)  # nothing was copied
             continue
         report.copied[run_id] = str(source)
     todo = [

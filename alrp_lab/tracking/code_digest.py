@@ -6,14 +6,17 @@ The staleness check (:mod:`alrp_lab.tracking.staleness`) compares configs; a cha
 that leaves the config alone is invisible to it. The git commit alone does not say whether
 the code that computes changed (most commits touch docs, tests or the report), and it is
 missing outside a checkout (``pip install .``). So each attempt records, per subpackage of
-:data:`COMPUTING_PACKAGES`, a digest of its modules' syntax trees with docstrings removed:
-formatting, comments and docstrings do not change it; any change of a statement, a default
-or a constant does, even one that computes the same thing (a rename). It says where the
-code differs, not that the results would: a sweep reports such runs and keeps them.
+:data:`COMPUTING_PACKAGES`, a digest of its modules' syntax trees with docstrings (the
+first string of a module's, class's or function's body) removed: formatting, comments and
+docstrings do not change it; any change of a statement, a default or a constant does, even
+one that computes the same thing (a rename). It says where the code differs, not that the
+results would: a sweep reports such runs and keeps them.
 
 The digest is of the syntax tree as :func:`ast.unparse` writes it, which another Python
-minor version may write differently; runs recorded under another one are then reported as
-changed in every package, which a note of the versions (``versions.python``) explains.
+minor version writes differently (3.10 and 3.12 differ from 3.11 here), so the record
+names its Python (``{"python": "3.11", "digests": {...}}``) and attempts made under
+another one are not compared. A module that cannot be parsed (a scratch file with a
+syntax error) is digested by its bytes: recording provenance never stops a run.
 """
 
 from __future__ import annotations
@@ -22,15 +25,14 @@ import ast
 import functools
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 PathLike = str | os.PathLike[str]
 
-# The subpackages whose code decides what a run computes. Left out: the command line, the
-# sweeps, the report and the tracking (they decide which runs happen and how they are
-# shown), config (the resolved config is compared on its own) and the test helpers.
+# The subpackages whose code decides what a run computes.
 COMPUTING_PACKAGES = (
     "assigners",
     "data",
@@ -42,6 +44,11 @@ COMPUTING_PACKAGES = (
     "pretrain",
     "utils",
 )
+# Left out: they decide which runs happen and how they are shown (sweeps, report,
+# tracking), are compared on their own (config: the resolved config is recorded), or are
+# test helpers. tests/tracking/test_code_digest.py checks that every subpackage is in one
+# of the two lists, so a new one is placed on purpose.
+OTHER_PACKAGES = ("config", "report", "sweeps", "testing", "tracking")
 
 # Hex digits kept of each sha256: 64 bits tell two versions of a package apart.
 DIGEST_CHARS = 16
@@ -51,9 +58,11 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 __all__ = [
     "COMPUTING_PACKAGES",
     "DIGEST_CHARS",
+    "OTHER_PACKAGES",
     "changed_packages",
-    "code_digests",
+    "code_record",
     "package_digests",
+    "python_version",
     "source_digest",
 ]
 
@@ -75,11 +84,22 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def source_digest(source: str) -> str:
+def source_digest(source: str | bytes) -> str:
     """sha256 hex digest of a module's code: its syntax tree without docstrings, as
-    :func:`ast.unparse` writes it. Raises SyntaxError when ``source`` is not Python."""
+    :func:`ast.unparse` writes it. Bytes are decoded as Python decodes a file (a BOM, a
+    coding line). Raises SyntaxError (or ValueError) when ``source`` is not Python."""
     canonical = ast.unparse(_without_docstrings(ast.parse(source)))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    """:func:`source_digest` of a file, or the sha256 of its bytes when it does not parse
+    (``bytes:`` in front, so that a file that parses again counts as changed)."""
+    data = path.read_bytes()
+    try:
+        return source_digest(data)
+    except (SyntaxError, ValueError):
+        return "bytes:" + hashlib.sha256(data).hexdigest()
 
 
 def package_digests(
@@ -87,7 +107,10 @@ def package_digests(
 ) -> dict[str, str]:
     """``{subpackage: digest}`` for each of ``packages`` under ``package_root``: the first
     :data:`DIGEST_CHARS` hex digits of the sha256 over its ``.py`` files (sorted by path,
-    each path with its :func:`source_digest`). A subpackage that is missing gets no entry."""
+    each path with its file's digest). Hidden files (an editor's ``.#x.py`` lock) and
+    anything not a regular file are skipped, and a file that cannot be read is recorded as
+    unreadable, so this never raises for the files it finds. A subpackage that is missing
+    gets no entry."""
     root = Path(package_root)
     out: dict[str, str] = {}
     for name in packages:
@@ -96,10 +119,21 @@ def package_digests(
             continue
         digest = hashlib.sha256()
         for path in sorted(folder.rglob("*.py")):
-            relative = path.relative_to(folder).as_posix()
-            digest.update(f"{relative}\0{source_digest(path.read_text('utf-8'))}\n".encode())
+            relative = path.relative_to(folder)
+            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                continue
+            try:
+                each = _file_digest(path)
+            except OSError as err:
+                each = f"unreadable: {type(err).__name__}"
+            digest.update(f"{relative.as_posix()}\0{each}\n".encode())
         out[name] = digest.hexdigest()[:DIGEST_CHARS]
     return out
+
+
+def python_version() -> str:
+    """``major.minor`` of the running Python: the digests are comparable within one."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @functools.cache
@@ -107,29 +141,41 @@ def _installed() -> tuple[tuple[str, str], ...]:
     return tuple(package_digests(_PACKAGE_ROOT).items())
 
 
-def code_digests() -> dict[str, str]:
-    """:func:`package_digests` of the installed ``alrp_lab``, computed once per process."""
-    return dict(_installed())
+def code_record() -> dict[str, Any]:
+    """What an attempt records of the installed ``alrp_lab``: ``{"python": "3.11",
+    "digests": {subpackage: digest}}``. The digests are computed once per process, so a
+    training process that calls this when it starts records the code it loaded, not an
+    edit made while it built its model."""
+    return {"python": python_version(), "digests": dict(_installed())}
 
 
 def changed_packages(
-    results: Mapping[str, Any], now: Mapping[str, str] | None = None
+    results: Mapping[str, Any], now: Mapping[str, Any] | None = None
 ) -> list[str] | None:
     """The subpackages (sorted) whose code differs between any attempt ``results`` records
-    and ``now`` (default: the installed code); None when no attempt recorded its code (a
-    run recorded before the digests existed), since nothing can then be told.
-
-    A package one side lacks counts as changed (added or removed)."""
+    and ``now`` (a :func:`code_record`; default: the installed code's). None when nothing
+    can be told: no attempt recorded its code (a run recorded before the digests existed),
+    or each that did ran under another Python minor version than ``now``'s. A package one
+    side lacks counts as changed (added or removed)."""
+    now = code_record() if now is None else now
     attempts = results.get("attempts")
-    recorded = [
-        attempt["code"]
-        for attempt in (attempts if isinstance(attempts, list) else ())
-        if isinstance(attempt, Mapping) and isinstance(attempt.get("code"), Mapping)
-    ]
+    recorded = []
+    for attempt in attempts if isinstance(attempts, list) else ():
+        code = attempt.get("code") if isinstance(attempt, Mapping) else None
+        if (
+            isinstance(code, Mapping)
+            and code.get("python") == now.get("python")
+            and isinstance(code.get("digests"), Mapping)
+        ):
+            recorded.append(code["digests"])
     if not recorded:
         return None
-    now = code_digests() if now is None else now
-    changed = {
-        name for code in recorded for name in {*code, *now} if code.get(name) != now.get(name)
-    }
-    return sorted(changed)
+    digests = now.get("digests") or {}
+    return sorted(
+        {
+            name
+            for each in recorded
+            for name in {*each, *digests}
+            if each.get(name) != digests.get(name)
+        }
+    )

@@ -23,8 +23,9 @@ level (readers should stay fast).
                     (0, or the checkpoint's iteration it resumed at), "git_revision",
                     "git_dirty", "changed" (each "key: recorded X, now Y" whose value
                     differs from the config the run had before this attempt; empty when
-                    none, or when no run's config was recorded before), "code" ({subpackage:
-                    digest} of the code that computes, see tracking.code_digest)}. The top-level git
+                    none, or when no run's config was recorded before), "code" ({"python":
+                    "3.11", "digests": {subpackage: digest}} of the code that computes,
+                    see tracking.code_digest)}. The top-level git
                     fields are those of the last process that wrote the file (a failure
                     before training included). A run recorded before this key existed
                     keeps only the attempts made since.
@@ -48,7 +49,7 @@ from types import TracebackType
 from typing import Any
 
 from alrp_lab.errors import ResultsError
-from alrp_lab.tracking.code_digest import code_digests
+from alrp_lab.tracking.code_digest import code_record
 from alrp_lab.tracking.provenance import (
     GitState,
     config_digest,
@@ -147,6 +148,7 @@ class RunRecorder:
         """
         if not self.enabled:
             return
+        code = code_record()  # before anything is written: it reads the package's files
         self.run_dir.mkdir(parents=True, exist_ok=True)
         results = self._new_results()
         now = results["started_at"]  # a resume keeps the run's first start time below
@@ -163,7 +165,7 @@ class RunRecorder:
                 "git_revision": results["git_revision"],
                 "git_dirty": results["git_dirty"],
                 "changed": [str(each) for each in changed],
-                "code": code_digests(),
+                "code": code,
             }
         )
         self._reset_history(records)

@@ -18,7 +18,7 @@ import torch
 
 from alrp_lab.cli import main
 from alrp_lab.data.shapes import build_shapes_dataset
-from alrp_lab.tracking.code_digest import code_digests
+from alrp_lab.tracking.code_digest import code_record
 from alrp_lab.tracking.results import read_metrics, read_results
 from alrp_lab.utils.io import atomic_write_json
 from tests.gloo import free_port
@@ -361,7 +361,8 @@ def test_a_resume_with_another_config_is_named_in_a_warning(tmp_path, caplog):
     assert _resume_changes(tmp_path, resolved("train.lr=0.001")) == []
     # Other code than the earlier attempts': warned about, whatever the config says.
     caplog.clear()
-    other = {**code_digests(), "ops": "0"}
+    now = code_record()
+    other = {**now, "digests": {**now["digests"], "ops": "0"}}
     atomic_write_json(
         tmp_path / "results.json",
         {"status": "running", "config": resolved(), "attempts": [{"code": other}]},

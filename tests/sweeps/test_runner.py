@@ -15,7 +15,7 @@ from alrp_lab.sweeps.runner import (
     run_sweep,
 )
 from alrp_lab.sweeps.time_left import TimeLeft
-from alrp_lab.tracking.code_digest import DIGEST_CHARS, code_digests
+from alrp_lab.tracking.code_digest import code_record
 from alrp_lab.tracking.results import RunRecorder, read_results
 from alrp_lab.utils.io import atomic_write_json
 
@@ -389,34 +389,55 @@ def test_a_stopped_run_is_resumed_only_when_its_config_matches(defn, tmp_path):
     assert not fresh.states[job.run_id].resumes, "the job's own train.resume decides"
 
 
+def _recorded_by(root, job, code, status="completed"):
+    """Give the completed run of ``job`` in ``root`` one attempt, made by ``code``."""
+    results = read_results(root / job.run_id)
+    attempts = [] if code is None else [{"from_step": 0, "code": code}]
+    atomic_write_json(
+        root / job.run_id / "results.json", {**results, "status": status, "attempts": attempts}
+    )
+
+
 def test_runs_kept_as_they_are_name_the_code_that_differs_from_the_code_now(defn, tmp_path):
     jobs = expand_jobs(defn)
-    now = code_digests()
-    old = {**now, "losses": "0" * DIGEST_CHARS}
+    now = code_record()
+    old = {**now, "digests": {**now["digests"], "losses": "0"}}
     # Completed under other losses code, completed under this code, completed before any
     # code was recorded, and stopped after a checkpoint under other losses code.
-    for job, attempts in zip(jobs[:3], ([{"code": old}], [{"code": now}], []), strict=True):
+    for job, code in zip(jobs[:3], (old, now, None), strict=True):
         _complete_as_composed(tmp_path, defn, job)
-        results = read_results(tmp_path / job.run_id)
-        atomic_write_json(tmp_path / job.run_id / "results.json", {**results, "attempts": attempts})
-    stopped = expand_jobs(defn)[3]
+        _recorded_by(tmp_path, job, code)
+    stopped = jobs[3]
     _complete_as_composed(tmp_path, defn, stopped)
-    results = read_results(tmp_path / stopped.run_id)
-    atomic_write_json(
-        tmp_path / stopped.run_id / "results.json",
-        {**results, "status": "running", "attempts": [{"code": old}]},
-    )
+    _recorded_by(tmp_path, stopped, old, status="running")
     (tmp_path / stopped.run_id / "checkpoints").mkdir()
     (tmp_path / stopped.run_id / "checkpoints" / "last.pt").write_bytes(b"stand-in")
     report = run_sweep(defn, root=tmp_path, dry_run=True)
     assert report.skipped == [job.run_id for job in jobs[:3]]
     # The code does not make a run stale: it is kept, and named.
     assert report.code_changed == {jobs[0].run_id: ["losses"], stopped.run_id: ["losses"]}
-    # A run the sweep starts over (--rerun of another config) keeps nothing: not named.
+    # A stopped run the job starts over (its own train.resume=false) keeps nothing.
+    fresh = run_sweep(defn, root=tmp_path, dry_run=True, extra_overrides=["train.resume=false"])
+    assert fresh.code_changed == {jobs[0].run_id: ["losses"]}
+    # Nor does a run the sweep replaces (--rerun of another config).
     again = run_sweep(
         defn, root=tmp_path, dry_run=True, rerun=True, extra_overrides=["train.lr=0.5"]
     )
     assert again.code_changed == {}
+
+
+def test_a_run_copied_from_another_sweep_names_the_code_that_trained_it(defn, tmp_path):
+    job = expand_jobs(defn)[0]
+    now = code_record()
+    _complete_as_composed(tmp_path / "other", defn, job)
+    _recorded_by(tmp_path / "other", job, {**now, "digests": {**now["digests"], "ops": "0"}})
+    reuse = [tmp_path / "other"]
+    planned = run_sweep(defn, root=tmp_path / "here", dry_run=True, reuse=reuse)
+    assert job.run_id in planned.copied and planned.code_changed == {job.run_id: ["ops"]}
+    done = run_sweep(
+        defn, root=tmp_path / "here", run_job=fake_job, reuse=reuse, write_tables=False
+    )
+    assert job.run_id in done.copied and done.code_changed == {job.run_id: ["ops"]}
 
 
 def test_a_run_recorded_with_another_definition_is_stale(defn, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from alrp_lab.tracking import results as results_module
-from alrp_lab.tracking.code_digest import code_digests
+from alrp_lab.tracking.code_digest import code_record
 from alrp_lab.tracking.results import (
     RunRecorder,
     config_digest,
@@ -160,7 +160,7 @@ def test_each_start_and_resume_is_an_attempt_with_its_commit_and_changes(tmp_pat
     # The top-level provenance is the last attempt's.
     assert results["git_revision"] == "c" * 40 and results["resumes"] == 2
     # Each attempt names the code that computed it, whatever the commit says.
-    assert [a["code"] for a in attempts] == [code_digests()] * 3
+    assert [a["code"] for a in attempts] == [code_record()] * 3
 
 
 def test_a_resume_of_a_run_recorded_before_attempts_existed_starts_the_list(tmp_path):
