@@ -14,16 +14,17 @@ down, so that an hour-long run that collapsed early can be stopped rather than w
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alrp_lab.report.curves import (
     REBOUND_DIVERGED,
+    WINDOWS,
     Logged,
-    loss_rebound,
     measure_logged,
     read_logged,
     rebound,
@@ -132,12 +133,9 @@ def _logged_epoch(logged: Logged) -> int | None:
 _PACE_RECORDS = 20
 
 
-def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
-    """Seconds of training left: the iterations to the end of epoch ``epochs`` times the
-    median ``sec_per_iter`` of the last training records. The iterations an epoch takes
-    are the steps between the first records of the last two epochs that began in the log
-    (exact when the log interval divides them); None before two epochs have begun."""
-    train = [
+def _training_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training iterations' records (step, epoch, pace and loss), in log order."""
+    return [
         r
         for r in records
         if isinstance(r.get("step"), int)
@@ -145,6 +143,12 @@ def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
         and isinstance(r.get("sec_per_iter"), int | float)
         and "loss" in r
     ]
+
+
+def _per_epoch(train: Sequence[dict[str, Any]]) -> float | None:
+    """The iterations an epoch takes: the steps between the first records of the last two
+    epochs that began in the log (exact when the log interval divides them); None before
+    two epochs have begun."""
     first_step: dict[int, int] = {}
     for record in train:
         first_step.setdefault(record["epoch"], record["step"])
@@ -152,10 +156,38 @@ def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
     if len(starts) < 2:
         return None
     (e0, s0), (e1, s1) = starts[-2], starts[-1]
-    per_epoch = (s1 - s0) / (e1 - e0)
+    return (s1 - s0) / (e1 - e0)
+
+
+def _training_left(records: list[dict[str, Any]], epochs: int) -> float | None:
+    """Seconds of training left: the iterations to the end of epoch ``epochs`` (at
+    :func:`_per_epoch`'s count) times the median ``sec_per_iter`` of the last training
+    records; None before two epochs have begun."""
+    train = _training_records(records)
+    per_epoch = _per_epoch(train)
+    if per_epoch is None:
+        return None
     pace = sorted(float(r["sec_per_iter"]) for r in train[-_PACE_RECORDS:])
     left_iters = max(0.0, epochs * per_epoch - (train[-1]["step"] + 1))
     return left_iters * pace[len(pace) // 2]
+
+
+def _rebound_so_far(logged: Logged, epochs: int | None) -> float | None:
+    """The rebound of the classification loss logged so far, over windows as long as those
+    the finished run will be judged by (each :data:`~alrp_lab.report.curves.WINDOWS`-th of
+    the whole run): a part of the run gets that part of the windows. Fifty windows over the
+    first third of a run hold two or three logged values each, and their noise alone read
+    as a breakdown (rebound 0.50 at epoch 7 of 14 in a run that ended at 0.09). Where the
+    run's length is unknown (its config or two epochs' records missing), all
+    :data:`~alrp_lab.report.curves.WINDOWS` windows, as for a finished run."""
+    windows = WINDOWS
+    if logged.records and epochs:
+        train = _training_records(logged.records)
+        per_epoch = _per_epoch(train)
+        if per_epoch:
+            done = (train[-1]["step"] + 1) / (epochs * per_epoch)
+            windows = max(2, min(WINDOWS, round(WINDOWS * done)))
+    return measure_logged(logged, functools.partial(rebound, windows=windows)).value
 
 
 def duration_text(seconds: float) -> str:
@@ -192,7 +224,7 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         epoch = _logged_epoch(logged)
         if epoch is not None and epochs is not None:
             epoch = min(epoch, epochs)  # evaluated after its last epoch, not yet marked done
-        back = measure_logged(logged, rebound).value
+        back = _rebound_so_far(logged, epochs)
         left = (
             _training_left(logged.records, epochs)
             if logged.records and epochs is not None
@@ -218,5 +250,5 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         failed=failed,
         unreadable=unreadable,
         resumes=True,
-        rebound=loss_rebound(run_dir).value,
+        rebound=_rebound_so_far(read_logged(run_dir), epochs),
     )

@@ -165,3 +165,39 @@ def test_a_run_whose_loss_came_back_up_is_said_to_have_broken_down(tmp_path):
         )
     )
     assert run_state(tmp_path).describe() == "would resume after epoch 9 of 112"
+
+
+def _log(run_dir: Path, losses: list[float], per_epoch: int = 10) -> None:
+    """One training record per iteration, ``per_epoch`` iterations an epoch."""
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"step": i, "epoch": i // per_epoch, "loss": v, "loss_cls": v, "sec_per_iter": 0.1}
+            )
+            + "\n"
+            for i, v in enumerate(losses)
+        )
+    )
+
+
+def test_part_of_a_run_is_judged_by_windows_as_long_as_the_whole_runs(tmp_path):
+    _results(tmp_path, "running", epochs=14)
+    _checkpoint(tmp_path, epoch=7)
+    # Seven of 14 epochs of a loss that falls steadily, with batch-to-batch noise and one
+    # high last value: 50 windows of one or two values each read that noise as a breakdown.
+    noisy = [1 - 0.4 * i / 69 + (0.15 if i % 2 else -0.15) for i in range(70)]
+    noisy[-1] += 0.3
+    _log(tmp_path, noisy)
+    from alrp_lab.report.curves import rebound
+
+    assert rebound(noisy).value >= 0.5, "the old reading: all 50 windows over half a run"
+    state = run_state(tmp_path)
+    assert state.rebound < 0.5 and state.describe() == "would resume after epoch 7 of 14"
+    # A loss that really came back up still reads as broken down.
+    back = [1 - i / 40 * 0.5 for i in range(40)] + [0.5 + i / 30 * 0.5 for i in range(30)]
+    _log(tmp_path, back)
+    assert (
+        run_state(tmp_path)
+        .describe()
+        .startswith("would resume after epoch 7 of 14; broke down (rebound")
+    )
