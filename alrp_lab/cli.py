@@ -506,6 +506,28 @@ def _table_text(args: argparse.Namespace) -> str:
     return build_table(args.source, args.format, scale=args.scale, heading=args.heading) + "\n"
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from alrp_lab.sweeps.export import RECORD_FILES, export_runs
+
+    files = tuple(dict.fromkeys([*RECORD_FILES, *(args.file or ())]))
+    report = export_runs(args.source, args.target, files=files, replace=args.replace)
+    _out.print(
+        f"{args.source} -> {args.target}: {len(report.copied)} run(s) copied, "
+        f"{len(report.updated)} given the files they lacked, {len(report.unchanged)} "
+        f"unchanged{'; sweep.json copied' if report.sweep_file else ''}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.conflicts:
+        _out.print(
+            f"{len(report.conflicts)} left as they were, since {args.target} holds another "
+            f"completed run there (--replace overwrites it): {', '.join(report.conflicts)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return 0
+
+
 def _cmd_table(args: argparse.Namespace) -> int:
     print(_table_text(args), end="")
     return 0
@@ -723,6 +745,24 @@ def build_parser(
         help="copy, instead of training, a run that a completed run under DIR (another "
         "sweep's folder; repeatable) already computed with the same config and seed",
     )
+    export = verbs.add_parser(
+        "export",
+        help="copy a sweep folder's completed runs' record files (results.json, "
+        "metrics.jsonl) and sweep.json into another folder, such as results/",
+    )
+    export.add_argument("source", help="the sweep folder the runs trained in")
+    export.add_argument("target", help="the folder to copy them into (same relative paths)")
+    export.add_argument(
+        "--file",
+        action="append",
+        metavar="NAME",
+        help="another file of each run folder to copy too (repeatable), e.g. grad_balance.csv",
+    )
+    export.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a different completed run in the target (by default it is kept)",
+    )
     table = verbs.add_parser("table", help="rebuild a table from results files alone")
     table.add_argument("source", help="a sweep name or a folder of runs")
     table.add_argument("--format", default="md", choices=["md", "csv", "tex"])
@@ -810,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretrain": _cmd_pretrain,
         "eval": _cmd_eval,
         "sweep": _cmd_sweep,
+        "export": _cmd_export,
         "table": _cmd_table,
         "claims": _cmd_claims,
         "readme": _cmd_readme,
