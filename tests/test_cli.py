@@ -411,14 +411,17 @@ def test_readme_names_the_fix_with_the_files_quoted(tmp_path, capsys):
     assert f"run alrp-lab readme '{readme}' to regenerate them" in capsys.readouterr().err
 
 
-def test_the_projects_readme_shows_what_its_results_files_give():
-    """Every table and claims block of README.md equals `alrp-lab readme` run now: the
-    README's numbers are the committed results files', never pasted by hand."""
+@pytest.mark.parametrize("name", ["README.md", "docs/history.md"])
+def test_the_projects_readme_shows_what_its_results_files_give(name):
+    """Every table and claims block of the project's Markdown files equals `alrp-lab
+    readme` run now: their numbers are the committed results files', never pasted by
+    hand."""
     from pathlib import Path
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert main(["readme", "--check", str(readme)]) == 0, (
-        "README.md is out of date with results/: run alrp-lab readme README.md"
+    doc = Path(__file__).resolve().parents[1] / name
+    assert "<!-- alrp-lab " in doc.read_text(), f"{name} has no generated block to check"
+    assert main(["readme", "--check", str(doc)]) == 0, (
+        f"{name} is out of date with results/: run alrp-lab readme {name}"
     )
 
 

@@ -12,7 +12,13 @@ import pytest
 from alrp_lab.report.readme import unfenced_lines
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "sweeps/README.md", "docs/notes.md", "docs/interfaces.md")
+DOCS = (
+    "README.md",
+    "sweeps/README.md",
+    "docs/notes.md",
+    "docs/interfaces.md",
+    "docs/history.md",
+)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
