@@ -28,7 +28,11 @@ from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
 from alrp_lab.engine.evaluate import evaluate_model, shard_indices
 from alrp_lab.engine.finite import gradient_norm, state_is_finite
-from alrp_lab.engine.grad_log import append_grad_balance, start_grad_balance
+from alrp_lab.engine.grad_log import (
+    append_grad_balance,
+    start_grad_balance,
+    summarize_grad_balance,
+)
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
@@ -554,7 +558,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         recorder.fail(err)
         tracker.finish(exit_code=1)
         raise
-    results = recorder.complete(metrics, extra={"epochs": epochs, "iterations": loop.iteration})
+    extra: dict[str, Any] = {"epochs": epochs, "iterations": loop.iteration}
+    balance = summarize_grad_balance(grad_csv) if grad_csv is not None else None
+    if balance is not None:
+        extra["grad_balance"] = balance  # what a copy without the csv still reports
+    results = recorder.complete(metrics, extra=extra)
     tracker.summary(_prefixed("val/", metrics))
     tracker.finish()
     return results

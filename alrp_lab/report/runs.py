@@ -7,7 +7,9 @@ never finished is reported as missing rather than silently dropped.
 
 Metrics are returned in the paper's units: AP-like and oLRP-like metrics are pycocotools'
 0-1 fractions in results.json and % in the paper. ``grad_ratio_min``, ``grad_ratio_max`` and
-``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4), and
+``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4), or
+where a copy kept only results.json, from the range the trainer recorded there
+(``extra.grad_balance``), and
 ``loss_rebound`` (how far the classification loss came back up by the end, Figure A.7) and
 ``loss_relapse`` (how far it came back up at any point) from its ``metrics.jsonl``
 (:mod:`alrp_lab.report.curves`).
@@ -98,11 +100,18 @@ class SeedRun:
 
     @cached_property
     def grad_ratios(self) -> list[float] | None:
-        """The positive ratios of the run's ``grad_balance.csv``; None without the file."""
+        """The positive ratios of the run's ``grad_balance.csv``; without the file, the
+        smallest and largest the trainer recorded in results.json; else None."""
         try:
             return [r for r in read_grad_balance(self.run_dir).ratios if r > 0]
         except FileNotFoundError:
+            pass
+        extra = (self.results or {}).get("extra") or {}
+        recorded = extra.get("grad_balance") or {}
+        low, high = finite_number(recorded.get("min")), finite_number(recorded.get("max"))
+        if low is None or high is None or not 0 < low <= high:
             return None
+        return [low, high]
 
     def curve_measure(self, metric: str) -> Rebound:
         """``metric`` (a key of :data:`CURVE_MEASURES`) of a finished run's logged loss (no

@@ -315,6 +315,12 @@ def test_resume_cuts_grad_balance_back_to_the_checkpoint(tmp_path):
     straight = (tmp_path / "straight" / "grad_balance.csv").read_text()
     assert (tmp_path / "resumed" / "grad_balance.csv").read_text() == straight
     assert [int(line.split(",")[0]) for line in straight.splitlines()[1:]] == [0, 1, 2, 3]
+    # The range recorded in results.json is the cut file's (the 5.0 lines are gone) and
+    # what the report reads from the csv.
+    ratios = [float(line.split(",")[2]) for line in straight.splitlines()[1:]]
+    recorded = read_results(tmp_path / "resumed")["extra"]["grad_balance"]
+    assert recorded == {"min": min(ratios), "max": max(ratios), "count": 4}
+    assert recorded == read_results(tmp_path / "straight")["extra"]["grad_balance"]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

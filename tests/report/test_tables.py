@@ -159,6 +159,38 @@ def test_grad_ratio_metrics_come_from_grad_balance_csv(tmp_path):
     assert "| CE | ours | 0.250 | 40.000 |" in render_table(table, "md")
 
 
+def test_grad_ratio_metrics_fall_back_to_the_range_recorded_in_results_json(tmp_path):
+    """A copy that kept only results.json (the committed runs) still gives Figure 4's
+    columns from the range the trainer recorded; the csv wins where both exist."""
+    raw = {
+        "title": "F4",
+        "kind": "metrics",
+        "metrics": ["grad_ratio_min", "grad_ratio_max", "grad_ratio_spread"],
+        "scales": {"cpu": {}},
+        "rows": [{"label": "CE"}, {"label": "FL"}, {"label": "A"}, {"label": "B"}],
+    }
+    recorded = {"grad_balance": {"min": 0.5, "max": 20.0, "count": 3}}
+    for job, extra in [
+        ("ce", recorded),
+        ("fl", recorded),
+        ("a", {}),
+        ("b", {"grad_balance": {"min": 0.0, "max": 3.0}}),
+    ]:
+        atomic_write_json(
+            tmp_path / job / "results.json",
+            {"status": "completed", "metrics": {}, "error": None, "config": {}, "extra": extra},
+        )
+    (tmp_path / "fl" / "grad_balance.csv").write_text("iteration,epoch,ratio\n0,0,2.0\n1,0,8.0\n")
+    table = collect_table(parse_sweep(raw, name="f4"), tmp_path)
+    assert table.cells["CE", "grad_ratio_min"].ours == 0.5
+    assert table.cells["CE", "grad_ratio_max"].ours == 20.0
+    assert table.cells["CE", "grad_ratio_spread"].ours == 40.0
+    assert table.cells["FL", "grad_ratio_max"].ours == 8.0  # the file, not the record
+    # Nothing recorded, or a range that cannot be a ratio's: no value, as without a file.
+    assert table.cells["A", "grad_ratio_min"].ours is None
+    assert table.cells["B", "grad_ratio_spread"].ours is None
+
+
 def test_write_tables_writes_all_three_formats(grid_dir):
     defn = parse_sweep(GRID, name="table3")
     paths = write_tables(defn, grid_dir, scale="cpu")
