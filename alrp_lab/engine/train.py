@@ -28,15 +28,16 @@ from alrp_lab.engine.checkpoint import load_checkpoint, save_checkpoint
 from alrp_lab.engine.distributed import DistributedContext, init_distributed
 from alrp_lab.engine.evaluate import evaluate_model, shard_indices
 from alrp_lab.engine.finite import gradient_norm, state_is_finite
-from alrp_lab.engine.grad_log import (
-    append_grad_balance,
-    start_grad_balance,
-    summarize_grad_balance,
-)
 from alrp_lab.engine.progress import RunProgress
 from alrp_lab.engine.schedule import learning_rate
 from alrp_lab.errors import ConfigError, DataError, NonFiniteLossError, RunFolderError
 from alrp_lab.tracking.code_digest import changed_packages, code_record
+from alrp_lab.tracking.grad_balance import (
+    GRAD_BALANCE_FILE,
+    append_grad_balance,
+    start_grad_balance,
+    summarize_grad_balance,
+)
 from alrp_lab.tracking.results import (
     RESULTS_FILE,
     RunRecorder,
@@ -525,7 +526,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     tracker = _make_tracker(cfg, config_dict, run_dir, ctx)
     resume_step = resumed.iteration if resumed.epoch > 0 else None
     recorder.start(resume_step=resume_step, changed=changes)
-    grad_csv = (run_dir / "grad_balance.csv") if ctx.is_main and cfg.train.grad_balance else None
+    grad_csv = (run_dir / GRAD_BALANCE_FILE) if ctx.is_main and cfg.train.grad_balance else None
     if grad_csv is not None:
         # A resume cuts the lines the stopped run wrote after its checkpoint.
         start_grad_balance(grad_csv, resume_step)
@@ -558,10 +559,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         recorder.fail(err)
         tracker.finish(exit_code=1)
         raise
-    extra: dict[str, Any] = {"epochs": epochs, "iterations": loop.iteration}
-    balance = summarize_grad_balance(grad_csv) if grad_csv is not None else None
-    if balance is not None:
-        extra["grad_balance"] = balance  # what a copy without the csv still reports
+    # The ratio's range, for copies that keep only results.json; None (not the previous
+    # attempt's range, which results.json carries over) when this attempt wrote no csv.
+    balance = summarize_grad_balance(run_dir) if grad_csv is not None else None
+    extra = {"epochs": epochs, "iterations": loop.iteration, "grad_balance": balance}
     results = recorder.complete(metrics, extra=extra)
     tracker.summary(_prefixed("val/", metrics))
     tracker.finish()

@@ -10,19 +10,17 @@ with the Agg canvas (no display needed).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.report.curves import CURVE_KEY, epoch_curve, read_logged
+from alrp_lab.tracking.grad_balance import GRAD_BALANCE_FILE, GradBalance, read_grad_balance
 from alrp_lab.tracking.results import read_results
 
-GRAD_BALANCE_FILE = "grad_balance.csv"
 LOSS_NAMES = {
     "alrp": "aLRP Loss",
     "ap": "AP Loss",
@@ -41,42 +39,6 @@ __all__ = [
     "read_grad_balance",
     "run_dirs",
 ]
-
-
-class GradBalance(NamedTuple):
-    """One run's ratios: ``iterations`` and ``ratios`` of equal length (finite ratios only)."""
-
-    iterations: list[int]
-    ratios: list[float]
-
-
-def read_grad_balance(run_dir: PathLike) -> GradBalance:
-    """Read ``run_dir/grad_balance.csv``. A malformed line (e.g. cut by a crash) or a
-    non-finite ratio is skipped. Raises :class:`FileNotFoundError` when the file is missing
-    and :class:`ValueError` when its iterations do not increase (lines written twice)."""
-    path = Path(run_dir) / GRAD_BALANCE_FILE
-    if not path.is_file():
-        raise ResultsNotFoundError(
-            f"no {GRAD_BALANCE_FILE} in {run_dir}: train with train.grad_balance=true"
-        )
-    iterations: list[int] = []
-    ratios: list[float] = []
-    with path.open(newline="") as handle:
-        for record in csv.DictReader(handle):
-            try:
-                iteration, ratio = int(record["iteration"]), float(record["ratio"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if iterations and iteration <= iterations[-1]:
-                raise ResultsError(
-                    f"{path}: iteration {iteration} follows {iterations[-1]}, so some "
-                    "iterations were written twice (a resume before this was fixed): "
-                    "rerun the job, or delete the repeated lines"
-                )
-            if math.isfinite(ratio):
-                iterations.append(iteration)
-                ratios.append(ratio)
-    return GradBalance(iterations, ratios)
 
 
 def run_dirs(

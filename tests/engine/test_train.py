@@ -46,6 +46,8 @@ def test_smoke_run_writes_a_completed_results_file(tmp_path):
     # aLRP keeps the gradient totals of positives and negatives equal (Theorem 2).
     rows = (tmp_path / "run" / "grad_balance.csv").read_text().splitlines()[1:]
     assert rows and all(abs(float(r.split(",")[2]) - 1.0) < 1e-4 for r in rows)
+    # results.json keeps the csv's range, for copies that keep only results.json.
+    assert results["extra"]["grad_balance"]["count"] == len(rows)
 
 
 @pytest.mark.parametrize(
@@ -321,6 +323,17 @@ def test_resume_cuts_grad_balance_back_to_the_checkpoint(tmp_path):
     recorded = read_results(tmp_path / "resumed")["extra"]["grad_balance"]
     assert recorded == {"min": min(ratios), "max": max(ratios), "count": 4}
     assert recorded == read_results(tmp_path / "straight")["extra"]["grad_balance"]
+
+
+def test_an_attempt_without_the_csv_records_no_range_for_the_whole_run(tmp_path):
+    """results.json carries an earlier attempt's extra over; a resume that writes no csv
+    must not leave the first attempt's range standing as the whole run's."""
+    common = ("train.max_iters_per_epoch=2",)
+    assert _run(tmp_path / "run", "train.epochs=1", "train.grad_balance=true", *common) == 0
+    assert read_results(tmp_path / "run")["extra"]["grad_balance"]["count"] == 2
+    resume = ("train.epochs=2", "train.resume=true", "train.grad_balance=false")
+    assert _run(tmp_path / "run", *resume, *common) == 0
+    assert read_results(tmp_path / "run")["extra"]["grad_balance"] is None
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
