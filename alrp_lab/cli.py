@@ -736,7 +736,8 @@ def build_parser(
         "--only",
         action="append",
         metavar="PATTERN",
-        help="run only the jobs whose id matches this shell pattern (repeatable), e.g. '2x--*'",
+        help="run only the jobs whose id matches this shell pattern (repeatable), e.g. "
+        "'2x--*'; with a slash it matches runs, e.g. '2x--sb/seed2'",
     )
     sweep.add_argument(
         "--reuse",

@@ -460,19 +460,29 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _picked_by(job: Job, pattern: str) -> bool:
+    # A pattern with a slash names runs (JOB_ID/seedN), so one seed of a job can be run
+    # alone (e.g. the seed still missing where another seed fails the same way each time).
+    return fnmatch.fnmatchcase(job.run_id if "/" in pattern else job.id, pattern)
+
+
 def select_jobs(jobs: Sequence[Job], only: Sequence[str]) -> list[Job]:
-    """The runs whose job id matches one of the shell patterns ``only`` (all when empty).
+    """The runs picked by one of the shell patterns ``only`` (all when empty): a pattern
+    matches job ids (``2x--*``), or with a slash run ids (``2x--*/seed2``).
 
     Raises :class:`SweepError` listing the job ids when a pattern matches none."""
     if not only:
         return list(jobs)
-    ids = sorted({job.id for job in jobs})
     for pattern in only:
-        if not fnmatch.filter(ids, pattern):
+        if not any(_picked_by(job, pattern) for job in jobs):
+            ids = sorted({job.id for job in jobs})
+            seeds = sorted({job.seed for job in jobs})
             raise SweepError(
-                f"--only {pattern!r} matches no job of this sweep; its jobs: {', '.join(ids)}"
+                f"--only {pattern!r} matches no job of this sweep (a pattern with a slash "
+                f"matches JOB_ID/seedN, seeds {', '.join(map(str, seeds))} here); its jobs: "
+                f"{', '.join(ids)}"
             )
-    return [job for job in jobs if any(fnmatch.fnmatchcase(job.id, p) for p in only)]
+    return [job for job in jobs if any(_picked_by(job, p) for p in only)]
 
 
 def run_sweep(
@@ -511,7 +521,8 @@ def run_sweep(
         rerun: replace completed runs, and stopped runs it would resume, whose recorded
             config differs from the one the sweep composes now (by default such runs stop
             the sweep before any work).
-        only: shell patterns of job ids (``2x--*``): run only the jobs they match. The
+        only: shell patterns of job ids (``2x--*``), or with a slash of run ids
+            (``2x--sb/seed2``): run only the jobs or runs they match. The
             tables still show every job (``sweep.json`` lists them all), with the others'
             results as they are on disk.
         launcher: submit each run as a submitit job (``sweeps.cluster.Launcher``: SLURM or

@@ -526,6 +526,24 @@ def test_only_runs_the_matching_jobs_and_keeps_the_others_in_the_tables(defn, tm
         run_sweep(defn, root=tmp_path, run_job=fake_job, only=["nope*"])
 
 
+def test_only_with_a_slash_picks_runs_so_one_seed_can_run_alone(defn, tmp_path):
+    report = run_sweep(defn, root=tmp_path, run_job=fake_job, seeds=3, only=["*__wr1/seed2"])
+    assert report.completed == ["iou__wr1/seed2", "giou__wr1/seed2"]
+    assert not (tmp_path / "iou__wr1" / "seed0").exists()
+    # Job and run patterns mix; a seed the sweep does not run matches nothing.
+    mixed = run_sweep(defn, root=tmp_path, dry_run=True, seeds=3, only=["iou__wr5", "*/seed1"])
+    assert sorted(mixed.pending) == [
+        "giou__wr1/seed1",
+        "giou__wr5/seed1",
+        "iou__wr1/seed1",
+        "iou__wr5/seed0",
+        "iou__wr5/seed1",
+        "iou__wr5/seed2",
+    ]
+    with pytest.raises(SweepError, match=r"--only 'iou__wr5/seed3' matches no job.*seeds 0, 1, 2"):
+        run_sweep(defn, root=tmp_path, dry_run=True, seeds=3, only=["iou__wr5/seed3"])
+
+
 def test_a_dry_run_says_how_long_its_pending_runs_take_by_the_finished_ones(defn, tmp_path):
     jobs = expand_jobs(defn, seeds=2)
     for job, minutes in zip(jobs[:3], (20, 30, 60), strict=True):
