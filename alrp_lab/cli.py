@@ -135,6 +135,7 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
     from omegaconf.errors import OmegaConfBaseException
 
     from alrp_lab.config import ConfigError, validate_config
+    from alrp_lab.config.compose import unknown_key_error
 
     args = _overrides_only(overrides)
     try:
@@ -167,7 +168,7 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
             except ConfigError as err:
                 return str(err)
             except (HydraException, OmegaConfBaseException) as err:
-                return f"bad override: {_one_line(err)}"
+                return unknown_key_error(err, candidate) or f"bad override: {_one_line(err)}"
             given_dir = [o for o in candidate if o.startswith("hydra.run.dir=")]
             if given_dir:
                 folder = Path(given_dir[-1].split("=", 1)[1]).expanduser()

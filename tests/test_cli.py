@@ -28,6 +28,24 @@ def test_bad_overrides_give_one_error_line_and_exit_2(tmp_path, capsys, args, ne
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("loss.bogus=1", "loss (alrp) has no key 'bogus'; its keys: delta, global_rank, name,"),
+        # A key of another choice of the group: the chosen one's keys are what count.
+        ("loss.delta=1", "loss (focal) has no key 'delta'; its keys: alpha, gamma, name,"),
+        ("train.lr2=1", "train has no key 'lr2'; its keys: amp, batch_size,"),
+        ("bogus=1", "the config has no key 'bogus'; its keys: assigner, backbone,"),
+    ],
+)
+def test_an_unknown_key_names_the_keys_its_node_has(tmp_path, capsys, override, needle):
+    """Hydra's advice (append it with `+`) would only meet the schema's refusal."""
+    extra = ["loss=focal"] if override.startswith("loss.delta") else []
+    assert main(["run", *extra, override, f"hydra.run.dir={tmp_path}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "+" not in err and len(err.splitlines()) == 1
+
+
 def test_an_unknown_group_choice_lists_every_option(tmp_path, capsys):
     assert main(["run", "loss=nonexistent", f"hydra.run.dir={tmp_path}/run"]) == 2
     err = capsys.readouterr().err.strip()
