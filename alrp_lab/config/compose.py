@@ -8,6 +8,7 @@ from typing import Any
 
 from alrp_lab.errors import ConfigError
 from alrp_lab.resources import conf_dir
+from alrp_lab.utils.overrides import override_key
 
 __all__ = ["compose_config", "unknown_key_error"]
 
@@ -57,7 +58,7 @@ def unknown_key_error(err: BaseException, overrides: list[str]) -> str | None:
     if match is None:
         return None
     key = match.group(1)
-    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    rest = [o for o in overrides if override_key(o) != key]
     parent, _, leaf = key.rpartition(".")
     try:
         config = compose("config", overrides=rest)

@@ -84,6 +84,7 @@ import yaml
 
 from alrp_lab.errors import SweepError, SweepNotFoundError
 from alrp_lab.resources import conf_dir, sweeps_dir
+from alrp_lab.utils.overrides import override_key
 
 SWEEPS_DIR = sweeps_dir()
 CONF_DIR = conf_dir()
@@ -397,7 +398,7 @@ class _Checker:
         for item in items:
             if "=" not in item or item.startswith("-"):
                 self.fail(f"{what}: {item!r} is not a Hydra override (key=value)")
-            key = item.split("=", 1)[0].lstrip("+~")
+            key = override_key(item)
             # A sweep file travels between people: it may choose experiments, never make
             # Hydra run code (callbacks, launchers, _target_ of any kind).
             if key == "hydra" or key.startswith(("hydra.", "hydra/")) or "_target_" in key:

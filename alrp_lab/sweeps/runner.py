@@ -61,6 +61,7 @@ from alrp_lab.tracking.results import (
 from alrp_lab.tracking.run_files import is_run_config
 from alrp_lab.tracking.staleness import first_difference, run_digest
 from alrp_lab.utils.io import atomic_write_json
+from alrp_lab.utils.overrides import override_key
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,6 @@ class SweepReport:
     code_changed: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _flat_keys(node: Any, prefix: str) -> set[str]:
     if not isinstance(node, Mapping):
         return {prefix}
@@ -149,8 +146,7 @@ def _group_keys(override: str) -> set[str]:
     empty set when it is no group choice of ``conf/``."""
     import yaml
 
-    key, _, value = override.partition("=")
-    key = key.lstrip("+~")
+    key, value = override_key(override), override.partition("=")[2]
     path = CONF_DIR / key / f"{value}.yaml"
     if "." in key or "/" in key or not value or not path.is_file():
         return set()
@@ -202,7 +198,7 @@ def expand_jobs(
     bad = [o for o in extra if "=" not in o or o.startswith("-")]
     if bad:
         raise SweepError(f"{bad[0]!r} is not an override: write key=value (e.g. train.epochs=2)")
-    if any(_override_key(o) == "seed" for o in extra):
+    if any(override_key(o) == "seed" for o in extra):
         raise SweepError(
             "a sweep sets seed= itself, one run folder per seed: use --seeds K (seeds 0..K-1) "
             "instead of a seed= override"
@@ -212,9 +208,9 @@ def expand_jobs(
     # overrides would set again after it (Hydra applies key=value after groups): the
     # command line wins, so those scale overrides are dropped. Rows and columns keep theirs.
     shadowed = set().union(*(_group_keys(o) for o in extra))
-    scale_overrides = [o for o in scale_def.overrides if _override_key(o) not in shadowed]
+    scale_overrides = [o for o in scale_def.overrides if override_key(o) not in shadowed]
     common = [*defn.base, *scale_overrides]
-    given = {_override_key(o) for o in [*common, *extra]}
+    given = {override_key(o) for o in [*common, *extra]}
     missing = [key for key in scale_def.requires if key not in given]
     if missing:
         hint = " ".join(f"{key}=..." for key in missing)
@@ -357,7 +353,7 @@ def _execute(run_job: RunJob, job: Job, run_dir: Path, threads: int | None) -> s
 def _with_resume(job: Job, run_dir: Path) -> Job:
     """Continue a job that stopped after a checkpoint instead of starting it over."""
     if checkpoint_path(run_dir).is_file() and not any(
-        _override_key(o) == "train.resume" for o in job.overrides
+        override_key(o) == "train.resume" for o in job.overrides
     ):
         return Job(job.id, [*job.overrides, "train.resume=true"], job.row, job.column, job.seed)
     return job
@@ -369,7 +365,7 @@ def _resumes(job: Job, run_dir: Path) -> bool:
     values = [
         o.split("=", 1)[1]
         for o in _with_resume(job, run_dir).overrides
-        if "=" in o and _override_key(o) == "train.resume"
+        if "=" in o and override_key(o) == "train.resume"
     ]
     return bool(values) and values[-1].strip().lower() == "true"
 
