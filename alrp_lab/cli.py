@@ -544,7 +544,7 @@ def _claims_text(args: argparse.Namespace) -> str:
             f"no sweep folders here ({' or '.join(_DEFAULT_CLAIM_DIRS)}): run a sweep first "
             "(alrp-lab sweep NAME) or name the folders"
         )
-    return render_claims(dirs, args.format)
+    return render_claims(dirs, args.format, brief=args.brief)
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
@@ -784,6 +784,11 @@ def build_parser(
         help="sweep folders or folders above them (default: outputs/sweeps and results)",
     )
     claims.add_argument("--format", default="md", choices=["md", "csv"])
+    claims.add_argument(
+        "--brief",
+        action="store_true",
+        help='leave out the columns "paper says" and "test" (the claim\'s name stays)',
+    )
     readme = verbs.add_parser(
         "readme",
         help="regenerate the table and claims blocks of Markdown files from results files",

@@ -254,6 +254,24 @@ def test_claims_prints_every_sweeps_claims_and_exits_0(tmp_path, capsys):
     assert main(["claims", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_claims_brief_leaves_out_the_words_and_the_test(tmp_path, capsys, fmt):
+    _figure4_folder(tmp_path / "figure4")
+    assert main(["claims", "--format", fmt, str(tmp_path)]) == 0
+    full = capsys.readouterr().out
+    assert main(["claims", "--brief", "--format", fmt, str(tmp_path)]) == 0
+    brief = capsys.readouterr().out
+    sep = "|" if fmt == "md" else ","
+    header = [c.strip() for c in brief.splitlines()[0].strip("|").split(sep)]
+    assert header == ["sweep", "scale", "claim", "ours", "95% CI", "n", "paper", "verdict", "note"]
+    assert "Theorem 2" in full and "Theorem 2" not in brief
+    assert "grad_ratio_spread: aLRP Loss - 1 < 0.001" not in brief
+    assert brief.count("holds") == full.count("holds") == (4 if fmt == "md" else 3)
+    if fmt == "md":
+        assert brief.splitlines()[1] == "|---|---|---|---:|---:|---:|---:|---|---|"
+        assert "| figure4 | cpu | alrp-grad-ratio-is-one | +0.000 |" in brief
+
+
 def test_multirun_over_seeds(tmp_path):
     code = main(["run", "-m", "debug=smoke", "seed=0,1", f"hydra.sweep.dir={tmp_path}"])
     assert code == 0

@@ -18,6 +18,7 @@ DOCS = (
     "docs/notes.md",
     "docs/interfaces.md",
     "docs/history.md",
+    "docs/runs.md",
 )
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 

@@ -18,21 +18,34 @@ PathLike = str | os.PathLike[str]
 
 __all__ = ["render_claims"]
 
+# Right-aligned in Markdown.
+_NUMERIC = frozenset({"ours", "95% CI", "n", "paper"})
 
-def render_claims(paths: Sequence[PathLike], fmt: str = "md") -> str:
+
+# The columns ``brief`` leaves out: the claim's words and its test, which the full table
+# gives once; a sweep with many variants of the same claims (the regime study) then fits
+# on a page.
+_LONG_COLUMNS = ("paper says", "test")
+
+
+def render_claims(paths: Sequence[PathLike], fmt: str = "md", *, brief: bool = False) -> str:
     """Every claim of every sweep folder at or below ``paths`` as Markdown or CSV, with the
     sweep's name and scale in front; a line saying so when no folder or claim is found.
+    ``brief`` leaves out the columns "paper says" and "test".
 
     Raises :class:`FileNotFoundError` for a path that is not a folder."""
     if fmt not in ("md", "csv"):
         raise ResultsError(f"unknown claims format {fmt!r}: use md or csv")
-    header = ("sweep", "scale", *CLAIM_HEADER)
+    full = ("sweep", "scale", *CLAIM_HEADER)
+    keep = [i for i, name in enumerate(full) if not (brief and name in _LONG_COLUMNS)]
+    header = [full[i] for i in keep]
     lines = []
     for root in sweep_folders(paths):
         table = load_sweep_table(root)
         name = root.name
         for result in table.claims:
-            lines.append([name, str(table.scale or "-"), *claim_texts(result)])
+            line = [name, str(table.scale or "-"), *claim_texts(result)]
+            lines.append([line[i] for i in keep])
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -46,7 +59,7 @@ def render_claims(paths: Sequence[PathLike], fmt: str = "md") -> str:
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "fails", "inconclusive"))
     out = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 5 + ["---:"] * 4 + ["---"] * 2) + "|",
+        "|" + "|".join("---:" if name in _NUMERIC else "---" for name in header) + "|",
     ]
     for line in lines:
         texts = [t.replace("|", "\\|") for t in line]
