@@ -12,15 +12,17 @@ import os
 from collections.abc import Sequence
 
 from alrp_lab.errors import ResultsError
-from alrp_lab.report.tables import CLAIM_HEADER, claim_texts, load_sweep_table, sweep_folders
+from alrp_lab.report.tables import (
+    CLAIM_HEADER,
+    claim_markdown_lines,
+    claim_texts,
+    load_sweep_table,
+    sweep_folders,
+)
 
 PathLike = str | os.PathLike[str]
 
 __all__ = ["render_claims"]
-
-# Right-aligned in Markdown.
-_NUMERIC = frozenset({"ours", "95% CI", "n", "paper"})
-
 
 # The columns ``brief`` leaves out: the claim's words and its test, which the full table
 # gives once; a sweep with many variants of the same claims (the regime study) then fits
@@ -57,13 +59,5 @@ def render_claims(paths: Sequence[PathLike], fmt: str = "md", *, brief: bool = F
         return f"No claims found under {where}: run a sweep first (alrp-lab sweep NAME).\n"
     verdicts = [line[-2] for line in lines]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("holds", "fails", "inconclusive"))
-    out = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" if name in _NUMERIC else "---" for name in header) + "|",
-    ]
-    for line in lines:
-        texts = [t.replace("|", "\\|") for t in line]
-        texts[-2] = f"**{texts[-2]}**"
-        out.append("| " + " | ".join(texts) + " |")
-    out += ["", f"{len(lines)} claims: {counts}."]
+    out = [*claim_markdown_lines(header, lines), "", f"{len(lines)} claims: {counts}."]
     return "\n".join(out) + "\n"

@@ -327,6 +327,22 @@ def _notes(table: TableData) -> list[str]:
 
 
 CLAIM_HEADER = ("claim", "paper says", "test", "ours", "95% CI", "n", "paper", "verdict", "note")
+# The claim columns right-aligned in Markdown.
+_NUMERIC_CLAIM_COLUMNS = frozenset({"ours", "95% CI", "n", "paper"})
+
+
+def claim_markdown_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table of claim lines: numbers right-aligned, ``|`` escaped, the verdict
+    (each row's last field but one) in bold."""
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if n in _NUMERIC_CLAIM_COLUMNS else "---" for n in header) + "|",
+    ]
+    for row in rows:
+        texts = [t.replace("|", "\\|") for t in row]
+        texts[-2] = f"**{texts[-2]}**"
+        out.append("| " + " | ".join(texts) + " |")
+    return out
 
 
 def claim_texts(result: ClaimResult) -> list[str]:
@@ -366,13 +382,7 @@ def _claims_markdown(table: TableData) -> list[str]:
         "`alrp-lab claims` lists them all):",
         "",
     ]
-    out.append("| " + " | ".join(CLAIM_HEADER) + " |")
-    out.append("|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2) + "|")
-    for result in table.claims:
-        texts = [t.replace("|", "\\|") for t in claim_texts(result)]
-        texts[-2] = f"**{texts[-2]}**"
-        out.append("| " + " | ".join(texts) + " |")
-    return out
+    return out + claim_markdown_lines(CLAIM_HEADER, [claim_texts(r) for r in table.claims])
 
 
 def _markdown(table: TableData, heading: str | None = None) -> str:
