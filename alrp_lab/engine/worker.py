@@ -18,6 +18,7 @@ rule scales with it).
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -25,10 +26,13 @@ from omegaconf import OmegaConf
 
 from alrp_lab.config import ConfigError, validate_config
 from alrp_lab.config.compose import compose_config
-from alrp_lab.engine.distributed import cleanup
+from alrp_lab.engine.distributed import barrier, cleanup
 from alrp_lab.engine.train import train
 
 
+# Not @record: the error file it writes carries a timestamp in whole seconds, and torchrun
+# takes the failure with the smallest one as the root cause (rank 0 on a tie), so rank 0's
+# "Connection closed by peer" would be reported in place of the rank that died first.
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -53,10 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg, run_dir)
+        # No rank tears down before rank 0 has recorded the run: torchrun stops every
+        # process as soon as one dies, so a rank that crashed on its way out (inside torch)
+        # would otherwise take rank 0 down before results.json said completed.
+        barrier()
     finally:
         cleanup()
     return 0
 
 
 if __name__ == "__main__":
+    # A rank that a signal kills (a C++ abort inside torch) gets its threads' Python stacks
+    # written to stderr, which torchrun.log keeps: the launcher's error names the frame.
+    faulthandler.enable(all_threads=True)
     sys.exit(main())

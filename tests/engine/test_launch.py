@@ -1,0 +1,170 @@
+"""alrp_lab.engine.launch: reading torchrun's failure report, and what a failed exit means."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+
+import pytest
+from omegaconf import OmegaConf
+
+from alrp_lab.engine import launch
+from alrp_lab.engine.launch import root_cause
+from alrp_lab.errors import RunError
+
+# The shape of torchrun 2.13's report for a rank whose Python code raised (here under
+# @record, which alrp_lab's worker does not use, so that the report's traceback is there).
+PYTHON_ERROR_LOG = """\
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+alrp_lab.engine.worker FAILED
+------------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_01:41:50
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 13389)
+  error_file: /tmp/torchelastic_x/attempt_0/1/error.json
+  traceback : Traceback (most recent call last):
+    File "/venv/lib/python3.11/site-packages/torch/distributed/elastic/multiprocessing/errors/__init__.py", line 367, in wrapper
+      return f(*args, **kwargs)
+             ^^^^^^^^^^^^^^^^^^
+    File "/src/alrp_lab/engine/train.py", line 7, in main
+      raise RuntimeError("boom in rank 1\\nsecond line")
+  RuntimeError: boom in rank 1
+  second line
+============================================================
+"""  # noqa: E501
+
+# A rank that std::terminate aborted: faulthandler's dump, then torchrun's report.
+ABORT_LOG = """\
+terminate called after throwing an instance of 'gloo::IoException'
+  what():  [gloo/transport/tcp/pair.cc:598] Connection closed by peer [127.0.0.1]:41077
+Fatal Python error: Aborted
+
+Thread 0x00007f6c0d7fe640 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 331 in wait
+
+Current thread 0x00007f6c13620b80 (most recent call first):
+  File "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py", line 2210 in destroy_process_group
+  File "/src/alrp_lab/engine/distributed.py", line 210 in cleanup
+  File "/src/alrp_lab/engine/worker.py", line 66 in main
+
+E1207 01:42:04.232000 13414 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -6) local_rank: 1 (pid: 13430)
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_01:42:04
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -6 (pid: 13430)  (SIGABRT)
+  error_file: <N/A>
+  traceback : Signal 6 (SIGABRT) received by PID 13430
+=======================================================
+"""  # noqa: E501
+
+
+def test_root_cause_of_an_exit_code_is_the_rank_and_code():
+    """A Python exception's words come from results.json (rank 0) or the log, not from here."""
+    assert root_cause(PYTHON_ERROR_LOG) == "rank 1 died (exit code 1)"
+
+
+def test_root_cause_names_where_a_signal_killed_a_rank_and_the_cpp_exception():
+    assert root_cause(ABORT_LOG) == (
+        "rank 1 died (exit code -6, SIGABRT): in destroy_process_group "
+        "(distributed_c10d.py:2210); gloo::IoException: [gloo/transport/tcp/pair.cc:598] "
+        "Connection closed by peer [127.0.0.1]:41077"
+    )
+
+
+def test_root_cause_of_a_killed_rank_without_its_words_is_the_signal_alone():
+    report = ABORT_LOG[ABORT_LOG.index("E1207") :]
+    assert root_cause(report) == "rank 1 died (exit code -6, SIGABRT)"
+
+
+def test_root_cause_is_none_without_torchruns_report():
+    assert root_cause("Traceback (most recent call last):\nValueError: x\n") is None
+
+
+def _torchrun_that_exits(status: str | None, code: int, log_text: str = ""):
+    """A stand-in for subprocess.run that writes the run's results.json (unless ``status`` is
+    None) and ``log_text`` to torchrun.log, then exits with ``code``."""
+
+    def run(command, check, stderr):
+        run_dir = launch.Path(command[-1])
+        if status is not None:
+            results = {"status": status, "error": None, "metrics": {"AP": 0.4}}
+            (run_dir / "results.json").write_text(json.dumps(results))
+        stderr.write(log_text)
+        return subprocess.CompletedProcess(command, code)
+
+    return run
+
+
+def test_a_run_that_completed_before_a_rank_died_on_its_way_out_stands(
+    tmp_path, monkeypatch, caplog
+):
+    """Rank 0 writes "completed" only after every rank passed the final barrier: a crash
+    after that is in teardown, and the run's results are returned with a warning."""
+    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits("completed", 1, ABORT_LOG))
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
+    with caplog.at_level(logging.WARNING, logger="alrp_lab.engine.launch"):
+        results = launch.launch_torchrun(cfg, tmp_path / "run")
+    assert results["status"] == "completed" and results["metrics"] == {"AP": 0.4}
+    (warning,) = caplog.messages
+    assert "on its way out" in warning and "rank 1 died" in warning
+    assert "destroy_process_group" in warning and "torchrun.log" in warning
+
+
+@pytest.mark.parametrize("status", ["failed", "running", None])
+def test_a_run_that_did_not_complete_fails_with_the_dead_ranks_words(tmp_path, monkeypatch, status):
+    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits(status, 1, ABORT_LOG))
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
+    with pytest.raises(RunError, match=r"rank 1 died .*SIGABRT\): in destroy_process_group"):
+        launch.launch_torchrun(cfg, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_rank_that_aborts_tearing_down_leaves_a_completed_run(tmp_path):
+    """A real two-process run whose rank 1 aborts as it leaves its process group while rank
+    0 takes two seconds to record the run (a sitecustomize on PYTHONPATH swaps
+    destroy_process_group for os.abort in rank 1 and slows RunRecorder.complete in rank 0):
+    `alrp-lab run` exits 0 with the run complete, as no rank tears down before rank 0 has
+    recorded it (torchrun stops the other ranks as soon as one dies), and the warning names
+    the frame where rank 1 died."""
+    import os
+    import sys
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch.distributed\n"
+        "    def abort_in_destroy_process_group(*args, **kwargs):\n"
+        "        os.abort()\n"
+        "    torch.distributed.destroy_process_group = abort_in_destroy_process_group\n"
+        "if os.environ.get('RANK') == '0':\n"
+        "    import time\n"
+        "    from alrp_lab.tracking.results import RunRecorder\n"
+        "    complete = RunRecorder.complete\n"
+        "    def slow_complete(self, *args, **kwargs):\n"
+        "        time.sleep(2)\n"
+        "        return complete(self, *args, **kwargs)\n"
+        "    RunRecorder.complete = slow_complete\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "alrp_lab.cli", "run", "debug=smoke"]
+    command += [f"hydra.run.dir={run_dir}", "train.nproc_per_node=2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+    said = done.stdout + done.stderr
+    assert "failed on its way out" in said
+    assert "rank 1 died (exit code -6, SIGABRT): in abort_in_destroy_process_group" in said
