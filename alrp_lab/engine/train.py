@@ -564,6 +564,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     balance = summarize_grad_balance(run_dir) if grad_csv is not None else None
     extra = {"epochs": epochs, "iterations": loop.iteration, "grad_balance": balance}
     results = recorder.complete(metrics, extra=extra)
+    # No rank leaves before rank 0 has recorded the run: torchrun stops every process as
+    # soon as one dies, so a rank that crashed on its way out (inside torch) would otherwise
+    # take rank 0 down before results.json said completed.
+    ctx.barrier()
     tracker.summary(_prefixed("val/", metrics))
     tracker.finish()
     return results

@@ -19,20 +19,26 @@ rule scales with it).
 from __future__ import annotations
 
 import faulthandler
+import os
 import sys
 from pathlib import Path
+from typing import IO
 
 from omegaconf import OmegaConf
 
 from alrp_lab.config import ConfigError, validate_config
 from alrp_lab.config.compose import compose_config
-from alrp_lab.engine.distributed import barrier, cleanup
+from alrp_lab.engine.distributed import cleanup
+from alrp_lab.engine.launch import crash_dump_path
 from alrp_lab.engine.train import train
 
+# Open for as long as the process lives: faulthandler writes to it from a signal handler.
+_crash_dump: IO[str] | None = None
 
-# Not @record: the error file it writes carries a timestamp in whole seconds, and torchrun
-# takes the failure with the smallest one as the root cause (rank 0 on a tie), so rank 0's
-# "Connection closed by peer" would be reported in place of the rank that died first.
+
+# Not @record: its error file gives rank 0's secondary "Connection closed by peer" a
+# timestamp in whole seconds, and torchrun names the failure with the smallest one as the
+# root cause, rank 0 on a tie, in place of the rank that died first.
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -57,17 +63,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg, run_dir)
-        # No rank tears down before rank 0 has recorded the run: torchrun stops every
-        # process as soon as one dies, so a rank that crashed on its way out (inside torch)
-        # would otherwise take rank 0 down before results.json said completed.
-        barrier()
     finally:
         cleanup()
     return 0
 
 
+def dump_crashes(run_dir: Path) -> None:
+    """Have faulthandler write this rank's threads' Python stacks to its own file in
+    ``run_dir`` (:func:`~alrp_lab.engine.launch.crash_dump_path`) if a signal kills it, as a
+    C++ abort inside torch does: the launcher's error then names the frame. One file per
+    rank, since the ranks share torchrun.log and a dump names no rank."""
+    global _crash_dump
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _crash_dump = open(crash_dump_path(run_dir, int(os.environ.get("RANK", "0"))), "w")  # noqa: SIM115
+    faulthandler.enable(_crash_dump, all_threads=True)
+
+
 if __name__ == "__main__":
-    # A rank that a signal kills (a C++ abort inside torch) gets its threads' Python stacks
-    # written to stderr, which torchrun.log keeps: the launcher's error names the frame.
-    faulthandler.enable(all_threads=True)
+    if len(sys.argv) > 1:
+        dump_crashes(Path(sys.argv[1]))
     sys.exit(main())

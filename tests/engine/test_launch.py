@@ -41,20 +41,11 @@ Root Cause (first observed failure):
 ============================================================
 """  # noqa: E501
 
-# A rank that std::terminate aborted: faulthandler's dump, then torchrun's report.
+# torchrun.log of a run whose rank 1 std::terminate aborted: the C++ exception's report
+# (which names no rank), then torchrun's.
 ABORT_LOG = """\
 terminate called after throwing an instance of 'gloo::IoException'
   what():  [gloo/transport/tcp/pair.cc:598] Connection closed by peer [127.0.0.1]:41077
-Fatal Python error: Aborted
-
-Thread 0x00007f6c0d7fe640 (most recent call first):
-  File "/usr/lib/python3.11/threading.py", line 331 in wait
-
-Current thread 0x00007f6c13620b80 (most recent call first):
-  File "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py", line 2210 in destroy_process_group
-  File "/src/alrp_lab/engine/distributed.py", line 210 in cleanup
-  File "/src/alrp_lab/engine/worker.py", line 66 in main
-
 E1207 01:42:04.232000 13414 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -6) local_rank: 1 (pid: 13430)
 Root Cause (first observed failure):
 [0]:
@@ -67,6 +58,33 @@ Root Cause (first observed failure):
 =======================================================
 """  # noqa: E501
 
+# Rank 1's faulthandler dump (its own file) when its main thread aborted.
+MAIN_THREAD_DUMP = """\
+Fatal Python error: Aborted
+
+Thread 0x00007f6c0d7fe640 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 331 in wait
+
+Current thread 0x00007f6c13620b80 (most recent call first):
+  File "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py", line 2210 in destroy_process_group
+  File "/src/alrp_lab/engine/distributed.py", line 210 in cleanup
+  File "/src/alrp_lab/engine/worker.py", line 66 in main
+"""  # noqa: E501
+
+# The dump when a thread without Python code aborted: faulthandler lists only the other
+# threads, the main (oldest) one last.
+CPP_THREAD_DUMP = """\
+Fatal Python error: Aborted
+
+Thread 0x00007f7779e4b6c0 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 331 in wait
+  File "/usr/lib/python3.11/threading.py", line 1002 in _bootstrap
+
+Thread 0x00007f777abdeb80 (most recent call first):
+  File "/src/alrp_lab/engine/evaluate.py", line 117 in predict
+  File "/src/alrp_lab/engine/train.py", line 557 in train
+"""
+
 
 def test_root_cause_of_an_exit_code_is_the_rank_and_code():
     """A Python exception's words come from results.json (rank 0) or the log, not from here."""
@@ -74,10 +92,32 @@ def test_root_cause_of_an_exit_code_is_the_rank_and_code():
 
 
 def test_root_cause_names_where_a_signal_killed_a_rank_and_the_cpp_exception():
-    assert root_cause(ABORT_LOG) == (
+    assert root_cause(ABORT_LOG, {1: MAIN_THREAD_DUMP}) == (
         "rank 1 died (exit code -6, SIGABRT): in destroy_process_group "
         "(distributed_c10d.py:2210); gloo::IoException: [gloo/transport/tcp/pair.cc:598] "
         "Connection closed by peer [127.0.0.1]:41077"
+    )
+
+
+def test_root_cause_of_a_crash_outside_python_names_the_main_threads_frame():
+    assert root_cause(ABORT_LOG, {1: CPP_THREAD_DUMP}).startswith(
+        "rank 1 died (exit code -6, SIGABRT): main thread in predict (evaluate.py:117); gloo::"
+    )
+
+
+def test_root_cause_reads_the_dead_ranks_dump_only():
+    assert root_cause(ABORT_LOG, {0: MAIN_THREAD_DUMP}) == (
+        "rank 1 died (exit code -6, SIGABRT): gloo::IoException: "
+        "[gloo/transport/tcp/pair.cc:598] Connection closed by peer [127.0.0.1]:41077"
+    )
+
+
+def test_root_cause_leaves_out_a_cpp_exception_it_cannot_attribute():
+    """Two terminate reports in the log: neither names its rank."""
+    report = ABORT_LOG.split("E1207", 1)
+    twice = report[0] * 2 + "E1207" + report[1]
+    assert root_cause(twice, {1: MAIN_THREAD_DUMP}) == (
+        "rank 1 died (exit code -6, SIGABRT): in destroy_process_group (distributed_c10d.py:2210)"
     )
 
 
@@ -92,13 +132,16 @@ def test_root_cause_is_none_without_torchruns_report():
 
 def _torchrun_that_exits(status: str | None, code: int, log_text: str = ""):
     """A stand-in for subprocess.run that writes the run's results.json (unless ``status`` is
-    None) and ``log_text`` to torchrun.log, then exits with ``code``."""
+    None), the ranks' crash dumps (rank 1's when ``code`` is not 0) and ``log_text`` to
+    torchrun.log, then exits with ``code``."""
 
     def run(command, check, stderr):
         run_dir = launch.Path(command[-1])
         if status is not None:
             results = {"status": status, "error": None, "metrics": {"AP": 0.4}}
             (run_dir / "results.json").write_text(json.dumps(results))
+        launch.crash_dump_path(run_dir, 0).write_text("")
+        launch.crash_dump_path(run_dir, 1).write_text(MAIN_THREAD_DUMP if code else "")
         stderr.write(log_text)
         return subprocess.CompletedProcess(command, code)
 
@@ -118,6 +161,33 @@ def test_a_run_that_completed_before_a_rank_died_on_its_way_out_stands(
     (warning,) = caplog.messages
     assert "on its way out" in warning and "rank 1 died" in warning
     assert "destroy_process_group" in warning and "torchrun.log" in warning
+    # The crash's dump stays as evidence beside torchrun.log; an empty one does not.
+    assert launch.crash_dump_path(tmp_path / "run", 1).is_file()
+    assert not launch.crash_dump_path(tmp_path / "run", 0).exists()
+
+
+def test_a_completed_results_json_of_an_earlier_attempt_does_not_make_a_failed_launch_stand(
+    tmp_path, monkeypatch
+):
+    import os
+    import time
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    past = time.time() - 60
+    os.utime(run_dir / "results.json", (past, past))
+    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits(None, 1, ABORT_LOG))
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
+    with pytest.raises(RunError, match=r"rank 1 died .*SIGABRT\): in destroy_process_group"):
+        launch.launch_torchrun(cfg, run_dir)
+
+
+def test_a_successful_launch_leaves_no_crash_dumps(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits("completed", 0))
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
+    assert launch.launch_torchrun(cfg, tmp_path / "run")["status"] == "completed"
+    assert not list((tmp_path / "run").glob("faulthandler.*"))
 
 
 @pytest.mark.parametrize("status", ["failed", "running", None])
@@ -168,3 +238,4 @@ def test_a_rank_that_aborts_tearing_down_leaves_a_completed_run(tmp_path):
     said = done.stdout + done.stderr
     assert "failed on its way out" in said
     assert "rank 1 died (exit code -6, SIGABRT): in abort_in_destroy_process_group" in said
+    assert [p.name for p in run_dir.glob("faulthandler.*")] == ["faulthandler.rank1.log"]
