@@ -52,7 +52,8 @@ def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
     # a log in the run folder; the failure is then one line that names the rank.
     log_path = run_dir / "torchrun.log"
     results_path = run_dir / "results.json"
-    _take_crash_dumps(run_dir, cfg.train.nproc_per_node, keep=False)  # an earlier attempt's
+    for rank in range(cfg.train.nproc_per_node):  # an earlier attempt's crash dumps
+        crash_dump_path(run_dir, rank).unlink(missing_ok=True)
     with open(log_path, "w") as log_file:
         # The file clock's time of the launch: results.json's mtime comes from the same clock,
         # which can trail time.time() by a tick.
@@ -66,6 +67,7 @@ def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
         # Another rank's death is the cause of whatever rank 0 then recorded ("Connection
         # closed by peer"); rank 0's own error is the cause when it failed first.
         cause = root_cause(log_path.read_text(errors="replace"), dumps)
+        exited = f"torchrun exited with status {completed.returncode}"
         if results.get("status") == "completed":
             # Rank 0 records a run complete only after every rank has passed the barrier
             # that ends the final evaluation, so checkpoint, metrics and results are whole
@@ -73,14 +75,13 @@ def launch_torchrun(cfg: Any, run_dir: Path) -> dict:
             # stands, and a sweep does not train it again.
             log.warning(
                 "the run completed, but a process failed on its way out (%s); see %s",
-                cause or f"torchrun exited with status {completed.returncode}",
+                cause or exited,
                 log_path,
             )
             return results
         if cause is None or cause.startswith("rank 0 "):
             cause = results.get("error") or cause
-        reason = cause or f"torchrun exited with status {completed.returncode}"
-        raise RunError(f"distributed run failed: {reason}; torchrun's log: {log_path}")
+        raise RunError(f"distributed run failed: {cause or exited}; torchrun's log: {log_path}")
     return results
 
 
@@ -91,16 +92,16 @@ def crash_dump_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / f"faulthandler.rank{rank}.log"
 
 
-def _take_crash_dumps(run_dir: Path, world_size: int, keep: bool = True) -> dict[int, str]:
-    """The ranks' non-empty crash dumps by rank. Dump files are removed, except non-empty
-    ones when ``keep`` (the evidence of a crash, beside torchrun.log)."""
+def _take_crash_dumps(run_dir: Path, world_size: int) -> dict[int, str]:
+    """The ranks' non-empty crash dumps by rank; the empty dump files (of every rank that did
+    not crash) are removed, the others kept as the evidence beside torchrun.log."""
     dumps = {}
     for rank in range(world_size):
         path = crash_dump_path(run_dir, rank)
         text = path.read_text(errors="replace") if path.is_file() else ""
         if text.strip():
             dumps[rank] = text
-        if not (keep and text.strip()):
+        else:
             path.unlink(missing_ok=True)
     return dumps
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from alrp_lab.engine import launch
 from alrp_lab.engine.launch import root_cause
-from alrp_lab.errors import RunError
+from alrp_lab.errors import ConfigError, RunError
 
 # The shape of torchrun 2.13's report for a rank whose Python code raised (here under
 # @record, which alrp_lab's worker does not use, so that the report's traceback is there).
@@ -166,21 +166,39 @@ def test_a_run_that_completed_before_a_rank_died_on_its_way_out_stands(
     assert not launch.crash_dump_path(tmp_path / "run", 0).exists()
 
 
-def test_a_completed_results_json_of_an_earlier_attempt_does_not_make_a_failed_launch_stand(
-    tmp_path, monkeypatch
+def test_alrp_lab_run_does_not_start_several_nodes(tmp_path):
+    cfg = OmegaConf.create({"train": {"nproc_per_node": 2, "nnodes": 2}})
+    with pytest.raises(ConfigError, match="every node"):
+        launch.launch_torchrun(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "stale_status, log_text, expected",
+    [
+        ("failed", "", "torchrun exited with status 1"),
+        # Nor does an earlier "completed" make a failed launch stand.
+        ("completed", ABORT_LOG, r"rank 1 died .*SIGABRT\): in destroy_process_group"),
+    ],
+)
+def test_a_failed_launch_does_not_report_an_earlier_attempts_results(
+    tmp_path, monkeypatch, stale_status, log_text, expected
 ):
+    """results.json left by an earlier attempt is not this launch's cause or outcome."""
     import os
     import time
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    stale = {"status": stale_status, "error": "an earlier attempt's error", "metrics": {}}
+    (run_dir / "results.json").write_text(json.dumps(stale))
     past = time.time() - 60
     os.utime(run_dir / "results.json", (past, past))
-    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits(None, 1, ABORT_LOG))
+    monkeypatch.setattr(launch.subprocess, "run", _torchrun_that_exits(None, 1, log_text))
     cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
-    with pytest.raises(RunError, match=r"rank 1 died .*SIGABRT\): in destroy_process_group"):
+    with pytest.raises(RunError, match=expected) as raised:
         launch.launch_torchrun(cfg, run_dir)
+    assert "earlier attempt" not in str(raised.value)
 
 
 def test_a_successful_launch_leaves_no_crash_dumps(tmp_path, monkeypatch):

@@ -209,42 +209,6 @@ def test_the_run_refuses_a_world_size_the_config_does_not_state(nproc, nnodes, w
             check_world_size(cfg, world_size)
 
 
-def test_alrp_lab_run_does_not_start_several_nodes(tmp_path):
-    from omegaconf import OmegaConf
-
-    from alrp_lab.engine import launch
-    from alrp_lab.errors import ConfigError
-
-    cfg = OmegaConf.create({"train": {"nproc_per_node": 2, "nnodes": 2}})
-    with pytest.raises(ConfigError, match="every node"):
-        launch.launch_torchrun(cfg, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_failed_launch_does_not_report_an_earlier_attempts_error(tmp_path, monkeypatch):
-    """results.json left by an earlier attempt is not this launch's cause."""
-    from omegaconf import OmegaConf
-
-    from alrp_lab.engine import launch
-    from alrp_lab.errors import RunError
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    stale = {"status": "failed", "error": "an earlier attempt's error", "metrics": {}}
-    (run_dir / "results.json").write_text(json.dumps(stale))
-    past = time.time() - 60
-    os.utime(run_dir / "results.json", (past, past))
-
-    def torchrun_that_fails(command, check, stderr):
-        return subprocess.CompletedProcess(command, 1)
-
-    monkeypatch.setattr(launch.subprocess, "run", torchrun_that_fails)
-    cfg = OmegaConf.create({"train": {"nproc_per_node": 2}})
-    with pytest.raises(RunError, match="torchrun exited with status 1") as raised:
-        launch.launch_torchrun(cfg, run_dir)
-    assert "earlier attempt" not in str(raised.value)
-
-
 def _worker_pids(run_dir: Path, local_rank: int) -> list[int]:
     """Processes of the torchrun workers of ``run_dir`` with that LOCAL_RANK (Linux /proc)."""
     pids = []
