@@ -453,9 +453,10 @@ def test_a_group_chosen_on_the_command_line_wins_over_the_scale():
     cfg = compose_job_config(job.overrides)
     assert (cfg.train.epochs, cfg.data.num_train, cfg.loss.name) == (1, 16, "ap")
     assert cfg.train.lr == 0.02, "keys of the scale that the group does not set stay"
-    # Figure 4's own epochs at the cpu scale are a key=value, dropped under debug=smoke too.
-    job = expand_jobs(load_sweep("figure4"), "cpu", ["debug=smoke"], seeds=1)[0]
-    assert "train.epochs=4" not in job.overrides
+    # The regime study's own epochs at the cpu scale are a key=value, dropped under
+    # debug=smoke too.
+    job = expand_jobs(load_sweep("regime"), "cpu", ["debug=smoke"], seeds=1)[0]
+    assert "train.epochs=14" not in job.overrides
     assert compose_job_config(job.overrides).train.epochs == 1
     # A plain key=value on the command line already comes last and wins.
     job = expand_jobs(defn, "cpu", ["train.epochs=2"], seeds=1)[0]
