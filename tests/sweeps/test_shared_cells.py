@@ -22,6 +22,8 @@ SAME_RUN = [
         ("table4", "alrp-giou-sb__init50"),
         ("regime", "8x-sb-start--sb"),
         ("iou_breakdown", "giou-sb"),
+        ("figure4", "alrp"),
+        ("figureA7", "alrp"),
     ],
     [("table2", "ap-sl1"), ("regime", "8x--ap")],
     [("table3", "giou__wr5"), ("regime", "8x--wr5")],
