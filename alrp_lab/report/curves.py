@@ -45,10 +45,12 @@ REBOUND_DIVERGED = 0.5
 WINDOWS = 50
 MIN_DROP = 0.1
 NO_METRICS = "no metrics.jsonl"
+NOTHING_LEARNT = f"the loss never fell {MIN_DROP} below its start: nothing learnt"
 
 __all__ = [
     "CURVE_KEY",
     "MIN_DROP",
+    "NOTHING_LEARNT",
     "NO_METRICS",
     "REBOUND_DIVERGED",
     "WINDOWS",
@@ -115,7 +117,7 @@ def _window_means(values: Sequence[float], windows: int) -> list[float] | Reboun
     bounds = [round(i * len(values) / count) for i in range(count + 1)]
     means = [sum(values[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
     if means[0] - min(means) < MIN_DROP:
-        return Rebound(None, f"the loss never fell {MIN_DROP} below its start: nothing learnt")
+        return Rebound(None, NOTHING_LEARNT)
     return means
 
 

@@ -16,7 +16,9 @@ and ``loss_relapse`` come from ``metrics.jsonl``. A completed run whose logged
 classification loss ended at least halfway back to where it started (rebound of
 :data:`~alrp_lab.report.curves.REBOUND_DIVERGED` or more: it broke down and never
 recovered) is named under the table, since its number sits in a mean beside runs that
-trained; a run without ``metrics.jsonl`` cannot be judged, and is not named.
+trained; so is one whose loss never fell :data:`~alrp_lab.report.curves.MIN_DROP` below its
+start (it learnt nothing, and has no rebound to show). A run without ``metrics.jsonl``
+cannot be judged, and is not named.
 
 Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
 line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
-from alrp_lab.report.curves import REBOUND_DIVERGED
+from alrp_lab.report.curves import MIN_DROP, NOTHING_LEARNT, REBOUND_DIVERGED
 from alrp_lab.report.runs import SeedRun, is_percent, job_runs, metric_value
 from alrp_lab.report.stats import summarize
 from alrp_lab.sweeps.definition import (
@@ -123,6 +125,7 @@ class TableData:
     failed: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     broke_down: dict[str, float] = field(default_factory=dict)
+    never_learnt: list[str] = field(default_factory=list)
     claims: list[ClaimResult] = field(default_factory=list)
     expected_n: int = 0
 
@@ -189,9 +192,11 @@ def _fill(
                     if name not in table.missing:
                         table.missing.append(name)
                 else:  # completed
-                    back = run.curve_measure("loss_rebound").value
-                    if back is not None and back >= REBOUND_DIVERGED:
-                        table.broke_down[name] = back
+                    back = run.curve_measure("loss_rebound")
+                    if back.value is not None and back.value >= REBOUND_DIVERGED:
+                        table.broke_down[name] = back.value
+                    elif back.reason == NOTHING_LEARNT and name not in table.never_learnt:
+                        table.never_learnt.append(name)
             table.cells[row.label, label] = Cell(
                 row.label,
                 label,
@@ -322,6 +327,11 @@ def _notes(table: TableData) -> list[str]:
         notes.append(
             "Broke down (completed, but the logged classification loss ended at least halfway "
             f"back to its start; rebound in brackets): {runs}"
+        )
+    if table.never_learnt:
+        notes.append(
+            "Never learnt (completed, but the logged classification loss never fell "
+            f"{MIN_DROP} below its start): {', '.join(table.never_learnt)}"
         )
     return notes
 

@@ -262,3 +262,22 @@ def test_a_completed_run_that_broke_down_is_named_under_the_table(grid_dir):
     # A run without a log is not judged.
     (grid_dir / "iou__wr1" / "metrics.jsonl").unlink()
     assert "Broke down" not in build_table(grid_dir, "md")
+
+
+def test_a_completed_run_that_never_learnt_is_named_under_the_table(grid_dir):
+    # IoU/1's loss stayed at its start (a collapse within the first window has no rebound).
+    _losses(grid_dir / "iou__wr1", [1.0] * 50)
+    _losses(grid_dir / "iou__sb", [1.0] * 10 + [0.2] * 40)  # trained
+    text = build_table(grid_dir, "md")
+    assert "never fell 0.1 below its start): iou__wr1\n" in text
+    assert text.count("Never learnt") == 1
+    assert "Broke down" not in text
+    # A fall of 0.2 is learning, even if the run then came all the way back: that is a
+    # breakdown, named as one and not twice.
+    _losses(grid_dir / "iou__wr1", [1.0] * 10 + [0.8] * 10 + [1.0] * 30)
+    text = build_table(grid_dir, "md")
+    assert "Never learnt" not in text
+    assert "rebound in brackets): iou__wr1 (1.00)" in text
+    # A run without a log is not judged.
+    (grid_dir / "iou__wr1" / "metrics.jsonl").unlink()
+    assert "Never learnt" not in build_table(grid_dir, "md")
