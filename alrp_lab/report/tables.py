@@ -16,9 +16,9 @@ and ``loss_relapse`` come from ``metrics.jsonl``. A completed run whose logged
 classification loss ended at least halfway back to where it started (rebound of
 :data:`~alrp_lab.report.curves.REBOUND_DIVERGED` or more: it broke down and never
 recovered) is named under the table, since its number sits in a mean beside runs that
-trained; so is one whose loss never fell :data:`~alrp_lab.report.curves.MIN_DROP` below its
-start (it learnt nothing, and has no rebound to show). A run without ``metrics.jsonl``
-cannot be judged, and is not named.
+trained; so is one whose window means never came :data:`~alrp_lab.report.curves.MIN_DROP`
+below the first (it learnt nothing, and has no rebound to show). A run without
+``metrics.jsonl`` cannot be judged, and is not named.
 
 Formats: ``md`` (Markdown), ``csv`` (one line per cell with mean, std and n columns, then one
 line per claim, told apart by the ``record`` column; for scripts) and ``tex`` (booktabs
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from alrp_lab.errors import ResultsError, ResultsNotFoundError
 from alrp_lab.report.claims import ClaimResult, describe, evaluate_claims
-from alrp_lab.report.curves import MIN_DROP, NOTHING_LEARNT, REBOUND_DIVERGED
+from alrp_lab.report.curves import MIN_DROP, NOTHING_LEARNT, REBOUND_DIVERGED, WINDOWS
 from alrp_lab.report.runs import SeedRun, is_percent, job_runs, metric_value
 from alrp_lab.report.stats import summarize
 from alrp_lab.sweeps.definition import (
@@ -330,8 +330,9 @@ def _notes(table: TableData) -> list[str]:
         )
     if table.never_learnt:
         notes.append(
-            "Never learnt (completed, but the logged classification loss never fell "
-            f"{MIN_DROP} below its start): {', '.join(table.never_learnt)}"
+            "Never learnt (completed, but the logged classification loss, cut into "
+            f"{WINDOWS} equal windows, never came {MIN_DROP} below the first window's mean): "
+            f"{', '.join(table.never_learnt)}"
         )
     return notes
 

@@ -265,11 +265,11 @@ def test_a_completed_run_that_broke_down_is_named_under_the_table(grid_dir):
 
 
 def test_a_completed_run_that_never_learnt_is_named_under_the_table(grid_dir):
-    # IoU/1's loss stayed at its start (a collapse within the first window has no rebound).
+    # IoU/1's loss stayed at its start: a flat loss has no rebound.
     _losses(grid_dir / "iou__wr1", [1.0] * 50)
     _losses(grid_dir / "iou__sb", [1.0] * 10 + [0.2] * 40)  # trained
     text = build_table(grid_dir, "md")
-    assert "never fell 0.1 below its start): iou__wr1\n" in text
+    assert "never came 0.1 below the first window's mean): iou__wr1\n" in text
     assert text.count("Never learnt") == 1
     assert "Broke down" not in text
     # A fall of 0.2 is learning, even if the run then came all the way back: that is a
@@ -278,6 +278,17 @@ def test_a_completed_run_that_never_learnt_is_named_under_the_table(grid_dir):
     text = build_table(grid_dir, "md")
     assert "Never learnt" not in text
     assert "rebound in brackets): iou__wr1 (1.00)" in text
-    # A run without a log is not judged.
+    # A run without a log is not judged, nor one still running.
     (grid_dir / "iou__wr1" / "metrics.jsonl").unlink()
     assert "Never learnt" not in build_table(grid_dir, "md")
+    _run(grid_dir / "iou__sb", status="running")
+    _losses(grid_dir / "iou__sb", [1.0] * 50)
+    assert "Never learnt" not in build_table(grid_dir, "md")
+
+
+def test_a_run_that_never_learnt_is_named_once_though_it_fills_several_cells(tmp_path):
+    _run(tmp_path / "a", AP=0.0, AP50=0.0, rho=0.0)  # one row, six metric columns
+    _losses(tmp_path / "a", [1.0] * 50)
+    text = build_table(tmp_path, "md")
+    assert text.count("Never learnt") == 1
+    assert text.endswith("the first window's mean): a\n")
