@@ -171,7 +171,13 @@ def test_the_worker_composes_from_overrides_under_a_plain_torchrun(tmp_path, mon
     command += [str(tmp_path / "run"), "debug=smoke", "loss=ap", "box_error=smooth_l1"]
     command += ["train.nproc_per_node=2", "train.nnodes=1"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    if done.returncode != 0:
+        # Name the crash frame and any C++ exception, which the stderr tail leaves out.
+        from alrp_lab.engine.launch import crash_dump_path, root_cause
+
+        paths = {rank: crash_dump_path(tmp_path / "run", rank) for rank in (0, 1)}
+        dumps = {rank: path.read_text() for rank, path in paths.items() if path.is_file()}
+        pytest.fail(f"{root_cause(done.stderr, dumps)}\n{done.stderr[-2000:]}")
     results = read_results(tmp_path / "run")
     assert results["status"] == "completed" and results["config"]["loss"]["name"] == "ap"
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
