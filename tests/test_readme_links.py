@@ -19,6 +19,7 @@ DOCS = (
     "docs/interfaces.md",
     "docs/history.md",
     "docs/runs.md",
+    "docs/timings.md",
 )
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
