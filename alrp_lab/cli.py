@@ -662,6 +662,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     source = sources[0] if len(sources) == 1 else sources
     if args.figure != "loss-curves" and (args.key or args.log_y):
         return _fail("--key and --log-y are loss-curves' options: leave them out here")
+    if args.mean and not args.figure.startswith("grad-balance"):
+        return _fail("--mean is grad-balance's and grad-balance-loss' option: leave it out here")
     if args.figure == "claim-trend":
         _out.print(f"wrote {plot_claim_trend(source, out)}")
         return 0
@@ -670,7 +672,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         _out.print(f"wrote {plot_curves(source, out, keys, log_y=args.log_y)}")
         return 0
     loss_panel = args.figure == "grad-balance-loss"
-    _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel)}")
+    _out.print(f"wrote {plot_grad_balance(source, out, loss_panel=loss_panel, mean=args.mean)}")
     return 0
 
 
@@ -825,6 +827,12 @@ def build_parser(
         metavar="KEY",
         help="loss-curves: a key of metrics.jsonl to draw, one panel each (repeatable), e.g. "
         "loc_weight (SB's value or wr), grad_norm; default loss_cls and eloc_over_one",
+    )
+    plot.add_argument(
+        "--mean",
+        action="store_true",
+        help="grad-balance(-loss): one line per loss, its runs' mean ratio at each iteration "
+        "(the paper averages Figure 4 over 10 runs), instead of one line per run",
     )
     plot.add_argument(
         "--log-y", action="store_true", help="loss-curves: a log scale for the values"

@@ -4,8 +4,10 @@ Each run folder's ``grad_balance.csv`` (``iteration,epoch,ratio``; ratio = sum |
 negatives / over positives, SPEC section 3) becomes one line, labelled by the run's loss.
 aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. Figure A.7 adds a
 second panel, the loss values: each run's classification loss from ``metrics.jsonl``, one
-point per epoch (its mean). Reads files only; matplotlib is imported when a plot is drawn,
-with the Agg canvas (no display needed).
+point per epoch (its mean). With ``mean`` each loss is one line instead, its runs averaged
+iteration by iteration, as the paper averages Figure 4 over 10 runs (so the legend's min
+and max are comparable to the paper's). Reads files only; matplotlib is imported when a
+plot is drawn, with the Agg canvas (no display needed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "GRAD_BALANCE_FILE",
     "GradBalance",
+    "mean_grad_balance",
     "plot_grad_balance",
     "read_grad_balance",
     "run_dirs",
@@ -74,6 +77,66 @@ def _label(run_dir: Path) -> str:
     return f"{label}, zero target" if loss.get("zero_target") is True else label
 
 
+def mean_grad_balance(series: Sequence[GradBalance]) -> GradBalance:
+    """The runs' mean ratio at each iteration every one of them recorded a positive ratio:
+    ``ratios[k]`` is the arithmetic mean of ``series``' ratios at ``iterations[k]``.
+
+    An iteration that some run lacks (no positive got a gradient there, or its line was
+    damaged) is left out rather than averaged over fewer runs, so that every point is a mean
+    of the same runs. Raises :class:`ValueError` for no runs.
+    """
+    if not series:
+        raise ValueError("mean_grad_balance needs at least one run")
+    by_run = [
+        {i: r for i, r in zip(run.iterations, run.ratios, strict=True) if r > 0} for run in series
+    ]
+    shared = sorted(set(by_run[0]).intersection(*by_run[1:]))
+    return GradBalance(shared, [math.fsum(run[i] for run in by_run) / len(by_run) for i in shared])
+
+
+def _mean_curve(curves: Sequence[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Point-by-point mean of per-epoch curves (runs of one schedule: point k is epoch k
+    of each), over the epochs every curve has; nothing when one of them is empty."""
+    length = min((len(curve) for curve in curves), default=0)
+    return [
+        (
+            math.fsum(curve[k][0] for curve in curves) / len(curves),
+            math.fsum(curve[k][1] for curve in curves) / len(curves),
+        )
+        for k in range(length)
+    ]
+
+
+def _lines(
+    runs: Sequence[tuple[Path, GradBalance]], *, mean: bool, loss_panel: bool
+) -> list[tuple[str, GradBalance, list[tuple[float, float]]]]:
+    """What is drawn: ``(label, positive ratios, loss curve)`` per run, or with ``mean`` per
+    loss (runs grouped by label, in the order first seen), labelled with its run count."""
+    labels = [_label(run) for run, _ in runs]
+    if not mean:
+        out = []
+        for (run, data), label in zip(runs, labels, strict=True):
+            if labels.count(label) > 1:
+                label = f"{label} ({run.name})"
+            curve = _loss_curve(run) if loss_panel else []
+            out.append((label, mean_grad_balance([data]), curve))
+        return out
+    groups: dict[str, list[tuple[Path, GradBalance]]] = {}
+    for pair, label in zip(runs, labels, strict=True):
+        groups.setdefault(label, []).append(pair)
+    out = []
+    for label, members in groups.items():
+        data = mean_grad_balance([d for _, d in members])
+        if not data.ratios:
+            log.warning("%s left out: its %d runs share no iteration", label, len(members))
+            continue
+        curves = [_loss_curve(run) for run, _ in members] if loss_panel else []
+        count = len(members)
+        name = f"{label} (mean of {count} runs)" if count > 1 else label
+        out.append((name, data, _mean_curve(curves)))
+    return out
+
+
 def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     """The run's per-epoch classification loss; nothing when it has no metrics.jsonl or a
     damaged one (said in the log: the ratio panel still draws)."""
@@ -88,9 +151,10 @@ def plot_grad_balance(
     out_png: PathLike,
     *,
     loss_panel: bool = False,
+    mean: bool = False,
 ) -> Path:
-    """Draw Figure 4 (left), or Figure A.7 with ``loss_panel``, into ``out_png`` and return
-    its path.
+    """Draw Figure 4's left panel, or with ``loss_panel`` both of its panels (as Figure A.7
+    has them), into ``out_png`` and return its path.
 
     Args:
         dirs_or_sweep_dir: a sweep folder (every run below it with a grad_balance.csv) or a
@@ -100,10 +164,14 @@ def plot_grad_balance(
             (``loss_cls``), its mean over each epoch against the epoch's mean iteration. A run
             without ``metrics.jsonl`` (or without ``loss_cls`` in it) is left out of that
             panel only; one without ``grad_balance.csv`` is in neither.
+        mean: one line per loss instead of per run: the runs' mean ratio at each iteration
+            they all recorded (:func:`mean_grad_balance`), and in the loss panel their mean
+            per-epoch loss, as the paper averages its 10 runs.
 
-    One line per run, labelled by its loss (two runs with the same label also show their
-    folder names) with its min and max ratio as the paper's legend gives them; log-scale
-    y and a dashed line at 1.000. Raises :class:`ValueError` when no run has any ratio.
+    One line per run (or loss), labelled by its loss (two runs with the same label also
+    show their folder names) with its min and max ratio as the paper's legend gives them;
+    log-scale y and a dashed line at 1.000. Raises :class:`ValueError` when no run has any
+    ratio.
     """
     from matplotlib.figure import Figure  # the object API: no pyplot state, Agg canvas
 
@@ -114,21 +182,15 @@ def plot_grad_balance(
             f"no {GRAD_BALANCE_FILE} with positive ratios under {dirs_or_sweep_dir}: run the "
             "figure4 sweep first (alrp-lab sweep figure4) or pass its run folders"
         )
-    labels = [_label(run) for run, _ in runs]
+    lines = _lines(runs, mean=mean, loss_panel=loss_panel)
     figure = Figure(figsize=(12.0 if loss_panel else 7.0, 4.2), layout="constrained")
     axes = figure.add_subplot(1, 2, 1) if loss_panel else figure.add_subplot()
     loss_axes = figure.add_subplot(1, 2, 2) if loss_panel else None
-    for (run, data), label in zip(runs, labels, strict=True):
-        if labels.count(label) > 1:
-            label = f"{label} ({run.name})"
-        points = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
-        low, high = min(r for _, r in points), max(r for _, r in points)
+    for label, data, curve in lines:
+        low, high = min(data.ratios), max(data.ratios)
         legend = f"{label}: min 1/{1 / low:.3f}, max {high:.3f}"
-        (line,) = axes.plot(
-            [i for i, _ in points], [r for _, r in points], linewidth=0.9, label=legend
-        )
-        curve = _loss_curve(run) if loss_axes is not None else []
-        if curve:
+        (line,) = axes.plot(data.iterations, data.ratios, linewidth=0.9, label=legend)
+        if curve and loss_axes is not None:
             loss_axes.plot(
                 [x for x, _ in curve],
                 [y for _, y in curve],
@@ -148,7 +210,7 @@ def plot_grad_balance(
         axes.set_title("Gradient magnitude of negatives over positives")
         loss_axes.set_xlabel("iteration")
         loss_axes.set_ylabel(f"{CURVE_KEY} (mean over each epoch)")
-        loss_axes.set_title("Classification loss (Figure A.7, right)")
+        loss_axes.set_title("Classification loss")
         if loss_axes.lines:
             loss_axes.legend(fontsize="small")
         else:

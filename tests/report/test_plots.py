@@ -143,3 +143,46 @@ def test_a_damaged_metrics_file_leaves_its_run_out_of_the_loss_panel(sweep, tmp_
     assert plots._loss_curve(sweep / "ce") == []
     assert "left out of the loss panel" in caplog.text and "line 2" in caplog.text
     assert plot_grad_balance(sweep, tmp_path / "a7.png", loss_panel=True).is_file()
+
+
+def test_the_mean_averages_runs_at_the_iterations_all_recorded():
+    from alrp_lab.report.plots import GradBalance, mean_grad_balance
+
+    one = GradBalance([0, 1, 2, 3], [1.0, 4.0, 0.5, 0.0])  # a zero ratio is not a ratio
+    two = GradBalance([0, 2, 3], [3.0, 1.5, 2.0])  # no line for iteration 1
+    mean = mean_grad_balance([one, two])
+    assert mean.iterations == [0, 2] and mean.ratios == [2.0, 1.0]
+    assert mean_grad_balance([one]) == GradBalance([0, 1, 2], [1.0, 4.0, 0.5])
+    with pytest.raises(ValueError, match="at least one run"):
+        mean_grad_balance([])
+
+
+def test_the_mean_draws_one_line_per_loss(sweep):
+    from alrp_lab.utils.io import append_jsonl
+
+    _run(sweep / "ce2", "ce", [0.1, 40.0, 2.0, 1.0])
+    for step, (a, b) in enumerate([(2.0, 4.0), (1.0, 3.0), (0.5, 1.0)]):
+        append_jsonl(sweep / "ce" / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": a})
+        append_jsonl(sweep / "ce2" / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": b})
+    runs = [(run, read_grad_balance(run)) for run in plots.run_dirs(sweep)]
+    lines = {
+        label: (data, curve)
+        for label, data, curve in plots._lines(runs, mean=True, loss_panel=True)
+    }
+    assert set(lines) == {"aLRP Loss", "Cross Entropy (mean of 2 runs)", "Focal Loss"}
+    data, curve = lines["Cross Entropy (mean of 2 runs)"]
+    assert data.ratios == pytest.approx([0.2, 30.0, 542.85, 3.0])
+    assert curve == [(0.0, 3.0), (1.0, 2.0), (2.0, 0.75)]
+    assert lines["Focal Loss"][1] == []  # no metrics.jsonl: no loss line
+    # Without the mean, each run is its own line, named by folder where the loss repeats.
+    per_run = [label for label, _, _ in plots._lines(runs, mean=False, loss_panel=False)]
+    assert per_run == ["aLRP Loss", "Cross Entropy (ce)", "Cross Entropy (ce2)", "Focal Loss"]
+
+
+def test_the_plot_command_takes_the_mean_for_the_gradient_figures_only(sweep, capsys):
+    from alrp_lab.cli import main
+
+    assert main(["plot", "grad-balance", str(sweep), "--mean"]) == 0
+    assert (sweep / "grad_balance.png").is_file()
+    assert main(["plot", "loss-curves", str(sweep), "--mean"]) == 2
+    assert "--mean is grad-balance's" in capsys.readouterr().err
