@@ -162,13 +162,14 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for candidate in candidates:
             try:
-                cfg = validate_config(
-                    compose("config", overrides=candidate, return_hydra_config=True)
-                )
+                composed = compose("config", overrides=candidate, return_hydra_config=True)
+                cfg = validate_config(composed)
             except ConfigError as err:
                 return str(err)
             except (HydraException, OmegaConfBaseException) as err:
                 return unknown_key_error(err, candidate) or f"bad override: {_one_line(err)}"
+            if multirun and (problem := _launcher_problem(composed)) is not None:
+                return problem
             given_dir = [o for o in candidate if o.startswith("hydra.run.dir=")]
             if given_dir:
                 folder = Path(given_dir[-1].split("=", 1)[1]).expanduser()
@@ -186,6 +187,24 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
                     check_run_folder(Path(given_dir[-1].split("=", 1)[1]), cfg.train.resume)
                 except RunFolderError as err:
                     return str(err)
+    return None
+
+
+def _launcher_problem(composed) -> str | None:
+    """Why the multirun's Hydra launcher cannot start here, or None.
+
+    Submitit's SLURM executor raises a bare RuntimeError ("Could not detect srun") from
+    inside Hydra's launcher, a traceback for what is one missing command; the sweep's
+    launcher says the same in one line (:mod:`alrp_lab.sweeps.cluster`).
+    """
+    import shutil
+
+    target = str(composed.hydra.launcher.get("_target_", ""))
+    if target.endswith(".SlurmLauncher") and shutil.which("srun") is None:
+        return (
+            "hydra/launcher=submitit_slurm cannot start here (no srun on PATH: not a SLURM "
+            "node): run it on the cluster's login node, or use hydra/launcher=submitit_local"
+        )
     return None
 
 

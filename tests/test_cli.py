@@ -28,6 +28,22 @@ def test_bad_overrides_give_one_error_line_and_exit_2(tmp_path, capsys, args, ne
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def test_a_slurm_multirun_without_srun_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from alrp_lab.cli import _check_overrides
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no srun
+    args = ["-m", "seed=0,1", "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path}/s"]
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no srun on PATH" in err and "submitit_local" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+    # With srun on the PATH the check lets the launcher start.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    assert _check_overrides(args) is None
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
