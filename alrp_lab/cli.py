@@ -779,7 +779,7 @@ def build_parser(
         "--file",
         action="append",
         metavar="NAME",
-        help="another file of each run folder to copy too (repeatable), e.g. grad_balance.csv",
+        help="another file of each run folder to copy too (repeatable), e.g. config.yaml",
     )
     export.add_argument(
         "--replace",

@@ -4,7 +4,8 @@ committed (``results/``): ``alrp-lab export SOURCE TARGET``.
 A sweep trains into a working folder (a separate clone, so that edits never reach a run
 that starts later) whose run folders hold checkpoints, detections and logs of megabytes.
 The tables need only each run's ``results.json`` (and ``metrics.jsonl`` for the curve
-columns and the rebound); those, and the sweep's ``sweep.json``, are what is copied. A
+columns and the rebound; ``grad_balance.csv``, where the run wrote one, for Figure 4's
+plot); those, and the sweep's ``sweep.json``, are what is copied. A
 table rebuilds from the copy alone, and a sweep into the copy resumes where it stopped.
 
 Per completed run under SOURCE, at the same relative path under TARGET:
@@ -31,13 +32,15 @@ from pathlib import Path
 
 from alrp_lab.errors import SweepError
 from alrp_lab.sweeps.definition import SWEEP_FILE
+from alrp_lab.tracking.grad_balance import GRAD_BALANCE_FILE
 from alrp_lab.tracking.results import METRICS_FILE, RESULTS_FILE, find_runs, is_completed
 from alrp_lab.utils.io import atomic_copy_file
 
 PathLike = str | os.PathLike[str]
 
-# What a committed run folder holds: the record, and the log the curve columns read.
-RECORD_FILES = (RESULTS_FILE, METRICS_FILE)
+# What a committed run folder holds: the record, the log the curve columns read, and the
+# ratio per iteration that Figure 4's plot draws (only runs with train.grad_balance have it).
+RECORD_FILES = (RESULTS_FILE, METRICS_FILE, GRAD_BALANCE_FILE)
 
 __all__ = ["RECORD_FILES", "ExportReport", "export_runs"]
 

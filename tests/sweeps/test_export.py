@@ -19,7 +19,7 @@ def _run(root: Path, rel: str, status: str = "completed", ap: float = 0.3, **fil
     (run / "checkpoints").mkdir(exist_ok=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"weights")
     for name, text in files.items():
-        (run / name.replace("_csv", ".csv")).write_text(text)
+        (run / name.replace("_csv", ".csv").replace("_yaml", ".yaml")).write_text(text)
     (run / "results.json").write_text(json.dumps({"status": status, "metrics": {"AP": ap}}))
     return run
 
@@ -76,9 +76,20 @@ def test_an_unfinished_run_there_is_replaced_without_its_stale_files(tmp_path):
 
 def test_more_files_on_request(tmp_path):
     source, target = tmp_path / "work", tmp_path / "results"
-    _run(source, "a/seed0", grad_balance_csv="it,ratio\n")
-    export_runs(source, target, files=("results.json", "metrics.jsonl", "grad_balance.csv"))
-    assert (target / "a" / "seed0" / "grad_balance.csv").read_text() == "it,ratio\n"
+    _run(source, "a/seed0", config_yaml="seed: 0\n")
+    export_runs(source, target, files=("results.json", "metrics.jsonl", "config.yaml"))
+    assert (target / "a" / "seed0" / "config.yaml").read_text() == "seed: 0\n"
+
+
+def test_figure_4s_ratios_go_with_the_record(tmp_path):
+    source, target = tmp_path / "work", tmp_path / "results"
+    _run(source, "ce/seed0", grad_balance_csv="iteration,epoch,ratio\n0,0,2.5\n")
+    export_runs(source, target)
+    assert (target / "ce" / "seed0" / "grad_balance.csv").read_text().endswith("0,0,2.5\n")
+    # A run exported before it went with the record gets it on the next export.
+    (target / "ce" / "seed0" / "grad_balance.csv").unlink()
+    assert export_runs(source, target).updated == ["ce/seed0"]
+    assert (target / "ce" / "seed0" / "grad_balance.csv").is_file()
 
 
 def test_bad_folders_are_one_clear_error(tmp_path):
