@@ -6,8 +6,10 @@ seeds). ``seeds`` (from ``sweep.json``) says which seeds a job should have, so a
 never finished is reported as missing rather than silently dropped.
 
 Metrics are returned in the paper's units: AP-like and oLRP-like metrics are pycocotools'
-0-1 fractions in results.json and % in the paper. ``grad_ratio_min``, ``grad_ratio_max`` and
-``grad_ratio_spread`` (max / min) come from the run's ``grad_balance.csv`` (Figure 4), or
+0-1 fractions in results.json and % in the paper. ``grad_ratio_min``, ``grad_ratio_max``,
+``grad_ratio_spread`` (max / min) and ``grad_ratio_log_spread`` (log10 of the spread: the
+orders of magnitude the ratio crosses, the scale on which seeds' spreads of 1e4 and 5e4 are
+averaged and compared) come from the run's ``grad_balance.csv`` (Figure 4), or
 where a copy kept only results.json, from the range the trainer recorded there
 (``extra.grad_balance``), and
 ``loss_rebound`` (how far the classification loss came back up by the end, Figure A.7) and
@@ -17,6 +19,7 @@ where a copy kept only results.json, from the range the trainer recorded there
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from alrp_lab.report.plots import read_grad_balance
 from alrp_lab.report.stats import finite_number
 from alrp_lab.tracking.results import RESULTS_FILE, read_results
 
-GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread")
+GRAD_RATIOS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_spread", "grad_ratio_log_spread")
 # The curve metrics: each a measure of the logged classification loss (report.curves).
 CURVE_MEASURES = {"loss_rebound": rebound, "loss_relapse": relapse}
 DERIVED = (*GRAD_RATIOS, *CURVE_MEASURES)
@@ -159,6 +162,8 @@ def metric_value(run: SeedRun, metric: str) -> float | None:
         if not ratios:
             return None
         low, high = min(ratios), max(ratios)
+        if metric == "grad_ratio_log_spread":
+            return math.log10(high / low)
         return {"grad_ratio_min": low, "grad_ratio_max": high}.get(metric, high / low)
     value = finite_number((run.results.get("metrics") or {}).get(metric))
     if value is None:

@@ -8,10 +8,11 @@ paper's. A job run with several seeds (``JOB_ID/seedN``) shows mean ± standard 
 the table's usual one; a failed or missing seed is listed under the table, never counted as
 a number. The claims of the definition follow the table with their verdicts
 (:mod:`alrp_lab.report.claims`). Units follow the paper: AP and oLRP in % (pycocotools' 0-1
-fractions times 100, so the comparison is like for like), rho as is. Three metrics come from
+fractions times 100, so the comparison is like for like), rho as is. Four metrics come from
 ``grad_balance.csv`` (or, in a copy without it, the range the trainer recorded in
-results.json): ``grad_ratio_min``, ``grad_ratio_max`` (Figure 4's legend) and
-``grad_ratio_spread`` (max / min); ``loss_rebound`` (Figure A.7)
+results.json): ``grad_ratio_min``, ``grad_ratio_max`` (Figure 4's legend),
+``grad_ratio_spread`` (max / min) and ``grad_ratio_log_spread`` (its log10); ``loss_rebound``
+(Figure A.7)
 and ``loss_relapse`` come from ``metrics.jsonl``. A completed run whose logged
 classification loss ended at least halfway back to where it started (rebound of
 :data:`~alrp_lab.report.curves.REBOUND_DIVERGED` or more: it broke down and never

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from alrp_lab.report.claims import evaluate_claims
@@ -431,3 +433,28 @@ def test_a_cell_still_running_is_waited_for(tmp_path):
         _run(tmp_path / "giou__wr5" / f"seed{seed}", status="running")
     result = _verdicts(defn, tmp_path)[0]["sb-best"]
     assert result.verdict == "inconclusive" and "GIoU/5 (n=0)" in result.note
+
+
+def test_figure_4s_drift_claims_judge_the_spread_on_a_log_scale(tmp_path):
+    """Seeds whose spreads are all far above 2 but differ several times over: a t interval
+    on the spreads straddles the margin, the definition's one on log10 of them does not."""
+    from alrp_lab.report.stats import summarize, welch_interval
+    from alrp_lab.sweeps.definition import load_sweep
+
+    defn = load_sweep("figure4")
+    spreads = {"ce": [1.5e4, 4.8e4, 1.1e4], "focal": [1.2, 1.3, 1.25], "alrp": [1.0, 1.0, 1.0]}
+    for job, values in spreads.items():
+        for seed, spread in enumerate(values):
+            run = tmp_path / job / f"seed{seed}"
+            _run(run, AP=0.3)
+            (run / "grad_balance.csv").write_text(f"iteration,epoch,ratio\n0,0,1.0\n1,0,{spread}\n")
+    results, _ = _verdicts(defn, tmp_path)
+    ce = results["ce-grad-ratio-drifts"]
+    mean_log = sum(math.log10(s) for s in spreads["ce"]) / 3  # 4.30: a spread of 2e4
+    assert ce.verdict == "holds" and ce.value == pytest.approx(mean_log)
+    assert ce.low > 0.301 and ce.paper == pytest.approx(3.665)
+    _, low, _ = welch_interval(summarize([s - 1 for s in spreads["ce"]]), 1.0)
+    assert low < 1.0  # the linear test could not tell
+    # Spreads under 2 on every seed: the drift claim fails rather than holds by noise.
+    assert results["focal-grad-ratio-drifts"].verdict == "fails"
+    assert results["alrp-grad-ratio-is-one"].verdict == "holds"

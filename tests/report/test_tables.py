@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -165,7 +166,12 @@ def test_grad_ratio_metrics_fall_back_to_the_range_recorded_in_results_json(tmp_
     raw = {
         "title": "F4",
         "kind": "metrics",
-        "metrics": ["grad_ratio_min", "grad_ratio_max", "grad_ratio_spread"],
+        "metrics": [
+            "grad_ratio_min",
+            "grad_ratio_max",
+            "grad_ratio_spread",
+            "grad_ratio_log_spread",
+        ],
         "scales": {"cpu": {}},
         "rows": [{"label": "CE"}, {"label": "FL"}, {"label": "A"}, {"label": "B"}],
     }
@@ -185,10 +191,13 @@ def test_grad_ratio_metrics_fall_back_to_the_range_recorded_in_results_json(tmp_
     assert table.cells["CE", "grad_ratio_min"].ours == 0.5
     assert table.cells["CE", "grad_ratio_max"].ours == 20.0
     assert table.cells["CE", "grad_ratio_spread"].ours == 40.0
+    assert table.cells["CE", "grad_ratio_log_spread"].ours == pytest.approx(math.log10(40.0))
     assert table.cells["FL", "grad_ratio_max"].ours == 8.0  # the file, not the record
+    assert table.cells["FL", "grad_ratio_log_spread"].ours == pytest.approx(math.log10(4.0))
     # Nothing recorded, or a range that cannot be a ratio's: no value, as without a file.
     assert table.cells["A", "grad_ratio_min"].ours is None
     assert table.cells["B", "grad_ratio_spread"].ours is None
+    assert table.cells["B", "grad_ratio_log_spread"].ours is None
 
 
 def test_write_tables_writes_all_three_formats(grid_dir):
