@@ -191,21 +191,13 @@ def _check_overrides(overrides: Sequence[str]) -> str | None:
 
 
 def _launcher_problem(composed) -> str | None:
-    """Why the multirun's Hydra launcher cannot start here, or None.
+    """Why the multirun's Hydra launcher cannot start here, or None (the sweep's launcher
+    gives the same one line: :func:`alrp_lab.sweeps.cluster.slurm_missing`)."""
+    from alrp_lab.sweeps.cluster import slurm_missing
 
-    Submitit's SLURM executor raises a bare RuntimeError ("Could not detect srun") from
-    inside Hydra's launcher, a traceback for what is one missing command; the sweep's
-    launcher says the same in one line (:mod:`alrp_lab.sweeps.cluster`).
-    """
-    import shutil
-
-    target = str(composed.hydra.launcher.get("_target_", ""))
-    if target.endswith(".SlurmLauncher") and shutil.which("srun") is None:
-        return (
-            "hydra/launcher=submitit_slurm cannot start here (no srun on PATH: not a SLURM "
-            "node): run it on the cluster's login node, or use hydra/launcher=submitit_local"
-        )
-    return None
+    if not str(composed.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher"):
+        return None
+    return slurm_missing(composed.hydra.runtime.choices.get("hydra/launcher", "submitit_slurm"))
 
 
 def _share_cores(hydra_cfg) -> None:
@@ -677,7 +669,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if len(sources) > 1 and args.out is None:
         return _fail("several folders make one plot: say where it goes with --out PNG")
     # The file is named after the figure, as a sweep names it (figure: grad_balance_loss).
-    out = Path(args.out) if args.out else sources[0] / f"{args.figure.replace('-', '_')}.png"
+    stem = args.figure.replace("-", "_") + ("_mean" if args.mean else "")
+    out = Path(args.out) if args.out else sources[0] / f"{stem}.png"
     source = sources[0] if len(sources) == 1 else sources
     if args.figure != "loss-curves" and (args.key or args.log_y):
         return _fail("--key and --log-y are loss-curves' options: leave them out here")
@@ -771,7 +764,7 @@ def build_parser(
     export = verbs.add_parser(
         "export",
         help="copy a sweep folder's completed runs' record files (results.json, "
-        "metrics.jsonl) and sweep.json into another folder, such as results/",
+        "metrics.jsonl, grad_balance.csv) and sweep.json into another folder, such as results/",
     )
     export.add_argument("source", help="the sweep folder the runs trained in")
     export.add_argument("target", help="the folder to copy them into (same relative paths)")
@@ -838,7 +831,10 @@ def build_parser(
         help="a run folder or a sweep folder (several run folders, with --out, in one plot)",
     )
     plot.add_argument(
-        "--out", default=None, help="PNG path (default SOURCE/FIGURE.png, dashes as underscores)"
+        "--out",
+        default=None,
+        help="PNG path (default SOURCE/FIGURE.png, dashes as underscores; FIGURE_mean.png "
+        "with --mean)",
     )
     plot.add_argument(
         "--key",

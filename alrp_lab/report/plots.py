@@ -2,9 +2,10 @@
 
 Each run folder's ``grad_balance.csv`` (``iteration,epoch,ratio``; ratio = sum |dL/ds| over
 negatives / over positives, SPEC section 3) becomes one line, labelled by the run's loss.
-aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. Figure A.7 adds a
-second panel, the loss values: each run's classification loss from ``metrics.jsonl``, one
-point per epoch (its mean). With ``mean`` each loss is one line instead, its runs averaged
+aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. A second panel
+(Figure 4's right, and Figure A.7's) gives the loss values: each run's classification loss
+from ``metrics.jsonl``, one point per epoch (its mean). With ``mean`` each loss is one line
+instead, its runs averaged
 iteration by iteration, as the paper averages Figure 4 over 10 runs (so the legend's min
 and max are comparable to the paper's). Reads files only; matplotlib is imported when a
 plot is drawn, with the Agg canvas (no display needed).
@@ -95,23 +96,33 @@ def mean_grad_balance(series: Sequence[GradBalance]) -> GradBalance:
 
 
 def _mean_curve(curves: Sequence[list[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """Point-by-point mean of per-epoch curves (runs of one schedule: point k is epoch k
-    of each), over the epochs every curve has; nothing when one of them is empty."""
-    length = min((len(curve) for curve in curves), default=0)
-    return [
-        (
-            math.fsum(curve[k][0] for curve in curves) / len(curves),
-            math.fsum(curve[k][1] for curve in curves) / len(curves),
-        )
-        for k in range(length)
-    ]
+    """Mean of per-epoch curves ``(mean step, value)`` at the steps every one of them has
+    (runs of one schedule log the same steps, so an epoch's mean step is the same in each);
+    nothing for no curves."""
+    if not curves:
+        return []
+    by_run = [dict(curve) for curve in curves]
+    shared = sorted(set(by_run[0]).intersection(*by_run[1:]))
+    return [(x, math.fsum(run[x] for run in by_run) / len(by_run)) for x in shared]
+
+
+def _positive(data: GradBalance) -> GradBalance:
+    """The iterations with a positive ratio (the log axis cannot draw the others)."""
+    kept = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
+    return GradBalance([i for i, _ in kept], [r for _, r in kept])
+
+
+def _runs_text(label: str, count: int) -> str:
+    return f"{label} (mean of {count} runs)" if count > 1 else label
 
 
 def _lines(
     runs: Sequence[tuple[Path, GradBalance]], *, mean: bool, loss_panel: bool
-) -> list[tuple[str, GradBalance, list[tuple[float, float]]]]:
-    """What is drawn: ``(label, positive ratios, loss curve)`` per run, or with ``mean`` per
-    loss (runs grouped by label, in the order first seen), labelled with its run count."""
+) -> list[tuple[str, GradBalance, str, list[tuple[float, float]]]]:
+    """What is drawn: ``(label, positive ratios, loss label, loss curve)`` per run, or with
+    ``mean`` per loss (runs grouped by label, in the order first seen). A mean's labels
+    give its run count; its loss curve averages the runs that logged one (a run without
+    ``metrics.jsonl`` is left out of that panel only, said in the log)."""
     labels = [_label(run) for run, _ in runs]
     if not mean:
         out = []
@@ -119,7 +130,7 @@ def _lines(
             if labels.count(label) > 1:
                 label = f"{label} ({run.name})"
             curve = _loss_curve(run) if loss_panel else []
-            out.append((label, mean_grad_balance([data]), curve))
+            out.append((label, _positive(data), label, curve))
         return out
     groups: dict[str, list[tuple[Path, GradBalance]]] = {}
     for pair, label in zip(runs, labels, strict=True):
@@ -130,10 +141,22 @@ def _lines(
         if not data.ratios:
             log.warning("%s left out: its %d runs share no iteration", label, len(members))
             continue
-        curves = [_loss_curve(run) for run, _ in members] if loss_panel else []
-        count = len(members)
-        name = f"{label} (mean of {count} runs)" if count > 1 else label
-        out.append((name, data, _mean_curve(curves)))
+        curves = []
+        if loss_panel:
+            for run, _ in members:
+                curve = _loss_curve(run)
+                if curve:
+                    curves.append(curve)
+                else:
+                    log.warning("%s left out of %s's mean loss: no loss_cls logged", run, label)
+        out.append(
+            (
+                _runs_text(label, len(members)),
+                data,
+                _runs_text(label, len(curves)),
+                _mean_curve(curves),
+            )
+        )
     return out
 
 
@@ -183,10 +206,15 @@ def plot_grad_balance(
             "figure4 sweep first (alrp-lab sweep figure4) or pass its run folders"
         )
     lines = _lines(runs, mean=mean, loss_panel=loss_panel)
+    if not lines:
+        raise ResultsError(
+            f"no loss under {dirs_or_sweep_dir} has iterations that all its runs recorded: "
+            "draw it without --mean"
+        )
     figure = Figure(figsize=(12.0 if loss_panel else 7.0, 4.2), layout="constrained")
     axes = figure.add_subplot(1, 2, 1) if loss_panel else figure.add_subplot()
     loss_axes = figure.add_subplot(1, 2, 2) if loss_panel else None
-    for label, data, curve in lines:
+    for label, data, loss_label, curve in lines:
         low, high = min(data.ratios), max(data.ratios)
         legend = f"{label}: min 1/{1 / low:.3f}, max {high:.3f}"
         (line,) = axes.plot(data.iterations, data.ratios, linewidth=0.9, label=legend)
@@ -196,7 +224,7 @@ def plot_grad_balance(
                 [y for _, y in curve],
                 linewidth=0.9,
                 color=line.get_color(),
-                label=label,
+                label=loss_label,
             )
     axes.axhline(
         1.0, color="black", linestyle="--", linewidth=0.8, label="1.000 (Theorem 2)", zorder=1

@@ -11,6 +11,7 @@ machine; give the job N GPUs (``hydra.launcher.gpus_per_node=N``).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,22 @@ import yaml
 
 from alrp_lab.errors import SweepError
 
-__all__ = ["LAUNCHERS", "Launcher", "split_launcher_overrides"]
+__all__ = ["LAUNCHERS", "Launcher", "slurm_missing", "split_launcher_overrides"]
 
 # hydra/launcher=NAME -> submitit's cluster name.
 LAUNCHERS = {"submitit_local": "local", "submitit_slurm": "slurm"}
+
+
+def slurm_missing(launcher: str) -> str | None:
+    """Why the SLURM launcher ``launcher`` (its ``hydra/launcher`` name) cannot submit from
+    this machine, or None. Submitit's own test is ``srun`` on the PATH; without it the
+    executor raises a bare RuntimeError from deep inside Hydra's launcher."""
+    if shutil.which("srun") is not None:
+        return None
+    return (
+        f"hydra/launcher={launcher} cannot start here (no srun on PATH: not a SLURM node): "
+        "run it on the cluster's login node, or use hydra/launcher=submitit_local"
+    )
 
 
 class Launcher:
@@ -45,6 +58,8 @@ class Launcher:
         params = dict(self.params)
         # The plugin's mapping: max_num_timeout is an executor argument, the base keys go as
         # they are, the others with the cluster's prefix (slurm_partition ...).
+        if self.cluster == "slurm" and (problem := slurm_missing(self.name)) is not None:
+            raise SweepError(problem)
         init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
             init[f"{self.cluster}_max_num_timeout"] = params.pop("max_num_timeout")

@@ -161,28 +161,50 @@ def test_the_mean_draws_one_line_per_loss(sweep):
     from alrp_lab.utils.io import append_jsonl
 
     _run(sweep / "ce2", "ce", [0.1, 40.0, 2.0, 1.0])
+    _run(sweep / "ce3", "ce", [0.2, 30.0, 1.0, 2.0])  # no metrics.jsonl
     for step, (a, b) in enumerate([(2.0, 4.0), (1.0, 3.0), (0.5, 1.0)]):
         append_jsonl(sweep / "ce" / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": a})
         append_jsonl(sweep / "ce2" / "metrics.jsonl", {"step": step, "epoch": step, "loss_cls": b})
     runs = [(run, read_grad_balance(run)) for run in plots.run_dirs(sweep)]
-    lines = {
-        label: (data, curve)
-        for label, data, curve in plots._lines(runs, mean=True, loss_panel=True)
-    }
-    assert set(lines) == {"aLRP Loss", "Cross Entropy (mean of 2 runs)", "Focal Loss"}
-    data, curve = lines["Cross Entropy (mean of 2 runs)"]
-    assert data.ratios == pytest.approx([0.2, 30.0, 542.85, 3.0])
+    lines = {label: rest for label, *rest in plots._lines(runs, mean=True, loss_panel=True)}
+    assert set(lines) == {"aLRP Loss", "Cross Entropy (mean of 3 runs)", "Focal Loss"}
+    data, loss_label, curve = lines["Cross Entropy (mean of 3 runs)"]
+    assert data.ratios == pytest.approx([0.2, 30.0, 1086.7 / 3, 8.0 / 3])
+    # The loss panel averages the two runs that logged a loss, and says so.
+    assert loss_label == "Cross Entropy (mean of 2 runs)"
     assert curve == [(0.0, 3.0), (1.0, 2.0), (2.0, 0.75)]
-    assert lines["Focal Loss"][1] == []  # no metrics.jsonl: no loss line
+    assert lines["Focal Loss"][2] == []  # no metrics.jsonl: no loss line
     # Without the mean, each run is its own line, named by folder where the loss repeats.
-    per_run = [label for label, _, _ in plots._lines(runs, mean=False, loss_panel=False)]
-    assert per_run == ["aLRP Loss", "Cross Entropy (ce)", "Cross Entropy (ce2)", "Focal Loss"]
+    per_run = [label for label, *_ in plots._lines(runs, mean=False, loss_panel=False)]
+    assert per_run == [
+        "aLRP Loss",
+        "Cross Entropy (ce)",
+        "Cross Entropy (ce2)",
+        "Cross Entropy (ce3)",
+        "Focal Loss",
+    ]
 
 
-def test_the_plot_command_takes_the_mean_for_the_gradient_figures_only(sweep, capsys):
+def test_a_mean_over_runs_that_share_no_iteration_is_a_clear_error(tmp_path):
+    root = tmp_path / "figure4"
+    _run(root / "a", "ce", [1.0, 0.0])
+    _run(root / "b", "ce", [0.0, 2.0])
+    with pytest.raises(ValueError, match="draw it without --mean"):
+        plot_grad_balance(root, tmp_path / "x.png", mean=True)
+    assert not (tmp_path / "x.png").exists()
+    assert plot_grad_balance(root, tmp_path / "x.png").is_file()
+
+
+def test_the_plot_command_takes_the_mean_for_the_gradient_figures_only(sweep, capsys, monkeypatch):
     from alrp_lab.cli import main
 
+    drawn = []
+    original = plots.plot_grad_balance
+    monkeypatch.setattr(
+        plots, "plot_grad_balance", lambda *a, **k: drawn.append(k) or original(*a, **k)
+    )
     assert main(["plot", "grad-balance", str(sweep), "--mean"]) == 0
-    assert (sweep / "grad_balance.png").is_file()
+    assert drawn == [{"loss_panel": False, "mean": True}]
+    assert (sweep / "grad_balance_mean.png").is_file()  # beside the sweep's own plot
     assert main(["plot", "loss-curves", str(sweep), "--mean"]) == 2
     assert "--mean is grad-balance's" in capsys.readouterr().err
