@@ -5,10 +5,9 @@ negatives / over positives, SPEC section 3) becomes one line, labelled by the ru
 aLRP Loss stays on 1.000 (Theorem 2); cross entropy and Focal Loss drift. A second panel
 (Figure 4's right, and Figure A.7's) gives the loss values: each run's classification loss
 from ``metrics.jsonl``, one point per epoch (its mean). With ``mean`` each loss is one line
-instead, its runs averaged
-iteration by iteration, as the paper averages Figure 4 over 10 runs (so the legend's min
-and max are comparable to the paper's). Reads files only; matplotlib is imported when a
-plot is drawn, with the Agg canvas (no display needed).
+instead, its runs averaged iteration by iteration, as the paper averages Figure 4 over 10
+runs (so the legend's min and max are comparable to the paper's). Reads files only;
+matplotlib is imported when a plot is drawn, with the Agg canvas (no display needed).
 """
 
 from __future__ import annotations
@@ -78,6 +77,19 @@ def _label(run_dir: Path) -> str:
     return f"{label}, zero target" if loss.get("zero_target") is True else label
 
 
+def _shared_mean(by_run: Sequence[dict[float, float]]) -> list[tuple[float, float]]:
+    """``(x, mean)`` at each x every mapping has, in x order: every point a mean of the
+    same runs (an x some run lacks is left out rather than averaged over fewer)."""
+    shared = sorted(set(by_run[0]).intersection(*by_run[1:]))
+    return [(x, math.fsum(run[x] for run in by_run) / len(by_run)) for x in shared]
+
+
+def _positive(data: GradBalance) -> GradBalance:
+    """The iterations with a positive ratio (the log axis cannot draw the others)."""
+    kept = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
+    return GradBalance([i for i, _ in kept], [r for _, r in kept])
+
+
 def mean_grad_balance(series: Sequence[GradBalance]) -> GradBalance:
     """The runs' mean ratio at each iteration every one of them recorded a positive ratio:
     ``ratios[k]`` is the arithmetic mean of ``series``' ratios at ``iterations[k]``.
@@ -88,28 +100,15 @@ def mean_grad_balance(series: Sequence[GradBalance]) -> GradBalance:
     """
     if not series:
         raise ValueError("mean_grad_balance needs at least one run")
-    by_run = [
-        {i: r for i, r in zip(run.iterations, run.ratios, strict=True) if r > 0} for run in series
-    ]
-    shared = sorted(set(by_run[0]).intersection(*by_run[1:]))
-    return GradBalance(shared, [math.fsum(run[i] for run in by_run) / len(by_run) for i in shared])
+    points = _shared_mean([dict(zip(*_positive(run), strict=True)) for run in series])
+    return GradBalance([int(i) for i, _ in points], [r for _, r in points])
 
 
 def _mean_curve(curves: Sequence[list[tuple[float, float]]]) -> list[tuple[float, float]]:
     """Mean of per-epoch curves ``(mean step, value)`` at the steps every one of them has
     (runs of one schedule log the same steps, so an epoch's mean step is the same in each);
     nothing for no curves."""
-    if not curves:
-        return []
-    by_run = [dict(curve) for curve in curves]
-    shared = sorted(set(by_run[0]).intersection(*by_run[1:]))
-    return [(x, math.fsum(run[x] for run in by_run) / len(by_run)) for x in shared]
-
-
-def _positive(data: GradBalance) -> GradBalance:
-    """The iterations with a positive ratio (the log axis cannot draw the others)."""
-    kept = [(i, r) for i, r in zip(data.iterations, data.ratios, strict=True) if r > 0]
-    return GradBalance([i for i, _ in kept], [r for _, r in kept])
+    return _shared_mean([dict(curve) for curve in curves]) if curves else []
 
 
 def _runs_text(label: str, count: int) -> str:

@@ -55,21 +55,16 @@ class Launcher:
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
         from omegaconf import OmegaConf
 
+        # Before submitit, whose only refusal here is the same test, as a bare RuntimeError.
+        if self.cluster == "slurm" and (problem := slurm_missing(self.name)) is not None:
+            raise SweepError(problem)
         params = dict(self.params)
         # The plugin's mapping: max_num_timeout is an executor argument, the base keys go as
         # they are, the others with the cluster's prefix (slurm_partition ...).
-        if self.cluster == "slurm" and (problem := slurm_missing(self.name)) is not None:
-            raise SweepError(problem)
         init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
             init[f"{self.cluster}_max_num_timeout"] = params.pop("max_num_timeout")
-        try:
-            executor = submitit.AutoExecutor(cluster=self.cluster, **init)
-        except RuntimeError as err:  # submitit's "Could not detect srun"
-            raise SweepError(
-                f"hydra/launcher={self.name} cannot start here ({err}): run the sweep on the "
-                "cluster's login node, or use hydra/launcher=submitit_local"
-            ) from None
+        executor = submitit.AutoExecutor(cluster=self.cluster, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
             **{k if k in base else f"{self.cluster}_{k}": v for k, v in params.items()}
