@@ -23,7 +23,7 @@ JOB_COUNTS = {
     "figureA7": 2,
 }
 # Studies of this tool's own (cpu scale only, no paper numbers per row): job counts.
-STUDIES = {"regime": 44, "default": 13, "transfer": 6, "iou_breakdown": 5}
+STUDIES = {"regime": 49, "default": 13, "transfer": 6, "iou_breakdown": 5}
 # Studies of this tool's own stand-ins (the built-in backbone), with no paper number to test.
 OWN_STUDIES = {"transfer", "iou_breakdown"}
 PAPER_USER = ["data.root=/data/coco", "backbone.weights=/weights/resnet50.pth"]
