@@ -86,6 +86,15 @@ def test_cache_builds_once_then_reuses(tmp_path, monkeypatch) -> None:
     assert load_backbone_weights(model, path) == []
 
 
+def test_a_build_shows_its_progress(tmp_path, capsys) -> None:
+    # A first `backbone.weights=builtin` run builds for minutes: it says what and how far.
+    builtin_weights(TINY, root=tmp_path, show_progress=True)
+    out = capsys.readouterr().out
+    assert "fractal images" in out
+    assert "pretraining steps" in out
+    assert f"{TINY.task.iterations}/{TINY.task.iterations}" in out
+
+
 def test_bad_spec() -> None:
     with pytest.raises(ValueError, match="image_size"):
         _with_task(image_size=16)
