@@ -408,6 +408,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    """Print one plain line at once (a sweep's progress, read from a log file too)."""
+    _out.print(escape(line), highlight=False, soft_wrap=True)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from alrp_lab.sweeps import load_sweep, run_sweep
     from alrp_lab.sweeps.cluster import Launcher, split_launcher_overrides
@@ -438,6 +443,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         rerun=args.rerun,
         only=args.only or (),
         reuse=args.reuse or (),
+        announce=_say,
     )
     table = Table(title=escape(f"{definition.name} ({report.scale}): {report.root}"))
     # A run id is one word: keep it on one line, and let the others wrap around it.

@@ -136,6 +136,20 @@ def test_sweep_dry_run_takes_overrides_after_options(tmp_path, capsys):
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
+def test_sweep_prints_each_line_the_runner_announces_as_written(tmp_path, capsys, monkeypatch):
+    import alrp_lab.sweeps as sweeps
+    from alrp_lab.sweeps.runner import SweepReport
+
+    def fake_run_sweep(definition, **kwargs):
+        # Brackets as in "[k/n]": printed as they are, not read as rich markup.
+        kwargs["announce"]("[1/2] a/seed0 failed: [bold]x[/bold] = nan")
+        return SweepReport(definition.name, kwargs["scale"], Path(kwargs["root"]), [])
+
+    monkeypatch.setattr(sweeps, "run_sweep", fake_run_sweep)
+    assert main(["sweep", "table3", "--root", str(tmp_path)]) == 0
+    assert "[1/2] a/seed0 failed: [bold]x[/bold] = nan" in capsys.readouterr().out.splitlines()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from alrp_lab.report.curve_plot import plot_curves
 from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 from alrp_lab.report.tables import collect_table
 from alrp_lab.report.tables import write_tables as write_tables_of
+from alrp_lab.sweeps.announce import run_line, start_line
 from alrp_lab.sweeps.cluster import Launcher
 from alrp_lab.sweeps.definition import (
     CONF_DIR,
@@ -496,6 +497,7 @@ def run_sweep(
     only: Sequence[str] = (),
     launcher: Launcher | None = None,
     reuse: Sequence[str | os.PathLike[str]] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> SweepReport:
     """Run the jobs of ``defn`` at ``scale`` into ``root`` (default :func:`default_root`).
 
@@ -527,6 +529,8 @@ def run_sweep(
             what a completed run there computed, at the same seed, is copied from it
             instead of trained (:mod:`alrp_lab.sweeps.reuse`). A run with a checkpoint of
             its own resumes instead, unless it is stale and ``rerun`` replaces it.
+        announce: called with a line when training starts and one as each run ends
+            (:mod:`alrp_lab.sweeps.announce`), in the order they end; the CLI prints them.
 
     Returns a :class:`SweepReport` listing completed, skipped and failed runs (by
     ``run_id``) and the table files. Raises :class:`ValueError` before running anything
@@ -644,6 +648,10 @@ def run_sweep(
         for job in todo
         if job.run_id not in sources and job.run_id not in busy
     ]
+    if announce is not None and todo:
+        kept = len(report.skipped)
+        at_a_time = 1 if launcher is not None or n_jobs == 1 else n_jobs
+        announce(start_line(root, len(todo), at_a_time, kept, len(report.copied)))
     if launcher is not None:
         # Local submitit jobs all run at once on this machine: each gets its share of the
         # cores. A cluster's jobs use what their allocation gives them.
@@ -658,10 +666,10 @@ def run_sweep(
             else out
             for job, out in zip(todo, outcomes, strict=True)
         ]
-        _collect(report, zip(todo, outcomes, strict=True))
+        _collect(report, zip(todo, outcomes, strict=True), len(todo), announce)
     elif n_jobs == 1 or len(todo) <= 1:
         outcomes = ((job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo)
-        _collect(report, outcomes)
+        _collect(report, outcomes, len(todo), announce)
     else:
         threads = max(1, _cpu_count() // n_jobs)
         import multiprocessing
@@ -683,6 +691,8 @@ def run_sweep(
                     (futures[f], _result(f, root / futures[f].run_id, futures[f], started))
                     for f in as_completed(futures)
                 ),
+                len(todo),
+                announce,
             )
         order = {job.run_id: i for i, job in enumerate(jobs)}
         report.completed.sort(key=order.__getitem__)
@@ -730,12 +740,21 @@ def _result(future, run_dir: Path, job: Job, started: float) -> str | None:
         return _record_failure(run_dir, job.overrides, err, started)
 
 
-def _collect(report: SweepReport, outcomes) -> None:
-    for job, error in outcomes:
+def _collect(
+    report: SweepReport,
+    outcomes: Iterable[tuple[Job, str | None]],
+    total: int,
+    announce: Callable[[str], None] | None,
+) -> None:
+    """Record each of the ``total`` outcomes as it comes, and announce it (``[k/total]
+    run_id ...``)."""
+    for done, (job, error) in enumerate(outcomes, start=1):
         if error is None:
             report.completed.append(job.run_id)
         else:
             report.failed[job.run_id] = error
+        if announce is not None:
+            announce(run_line(report.root / job.run_id, job.run_id, error, done, total))
 
 
 def _try_plot(root: Path, figure: str) -> Path | None:

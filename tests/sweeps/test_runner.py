@@ -584,3 +584,28 @@ def test_a_failure_before_training_keeps_the_config_the_folders_checkpoint_was_t
     other = expand_jobs(defn)[1]
     run_sweep(defn, root=tmp_path, run_job=crash, only=[other.id], write_tables=False)
     assert read_results(tmp_path / other.run_id)["config"] == {"overrides": other.overrides}
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_sweep_announces_its_start_and_each_run_as_it_ends(defn, tmp_path, n_jobs):
+    job = fake_job if n_jobs == 1 else light_job
+    run_sweep(defn, root=tmp_path, run_job=job, write_tables=False, only=["iou__wr1"])
+    lines: list[str] = []
+    run_sweep(
+        defn, root=tmp_path, run_job=job, n_jobs=n_jobs, write_tables=False, announce=lines.append
+    )
+    at_a_time = ", 2 at a time" if n_jobs == 2 else ""
+    assert lines[0] == f"{tmp_path}: training 3 run(s){at_a_time} (1 completed before, kept)"
+    # Counted in the order they ended, which in a parallel sweep need not be the job order.
+    assert [line.split("] ")[0] for line in lines[1:]] == ["[1/3", "[2/3", "[3/3"]
+    ends = sorted(line.split("] ")[1] for line in lines[1:])
+    # fake_job's RunRecorder records the times; light_job's results.json has none.
+    took = " in under a minute" if n_jobs == 1 else ""
+    assert ends[0] == f"giou__wr1/seed0 completed{took}: AP 10.0"
+    assert ends[1].startswith("giou__wr5/seed0 failed: ")
+    assert ends[2].startswith("iou__wr5/seed0 failed: ")
+    # A sweep with nothing left to train, and a dry run, say nothing.
+    lines.clear()
+    run_sweep(defn, root=tmp_path, run_job=job, only=["*wr1"], announce=lines.append)
+    run_sweep(defn, root=tmp_path, run_job=job, dry_run=True, announce=lines.append)
+    assert lines == []

@@ -1,0 +1,46 @@
+"""The lines a sweep prints as it goes."""
+
+from __future__ import annotations
+
+from alrp_lab.sweeps.announce import run_line, start_line
+from alrp_lab.utils.io import atomic_write_json
+
+
+def test_the_start_line_names_what_runs_and_what_is_kept():
+    assert (
+        start_line("r", 11, 2, 136, 0)
+        == "r: training 11 run(s), 2 at a time (136 completed before, kept)"
+    )
+    assert start_line("r", 1, 2, 0, 3) == "r: training 1 run(s) (3 copied)"
+    assert start_line("r", 4, 1, 0, 0) == "r: training 4 run(s)"
+
+
+def test_a_completed_run_shows_its_last_attempts_time_and_metrics(tmp_path):
+    atomic_write_json(
+        tmp_path / "results.json",
+        {
+            "status": "completed",
+            "finished_at": "2026-12-07T16:26:18+00:00",
+            # Resumed once: the time is the last attempt's, not the span with the pause.
+            "attempts": [
+                {"started_at": "2026-12-07T10:00:00+00:00"},
+                {"started_at": "2026-12-07T16:00:00+00:00"},
+            ],
+            "metrics": {"AP": 0.458, "AP90": 0.117, "oLRP": 0.6104, "rho": 0.64},
+        },
+    )
+    line = run_line(tmp_path, "256px--sb/seed1", None, 3, 11)
+    assert line == "[3/11] 256px--sb/seed1 completed in about 26 min: AP 45.8, AP90 11.7, oLRP 61.0"
+
+
+def test_what_the_results_file_lacks_is_left_out(tmp_path):
+    assert run_line(tmp_path, "a/seed0", None, 1, 2) == "[1/2] a/seed0 completed"
+    atomic_write_json(
+        tmp_path / "results.json", {"status": "completed", "metrics": {"AP": 0.5, "oLRP": None}}
+    )
+    assert run_line(tmp_path, "a/seed0", None, 1, 2) == "[1/2] a/seed0 completed: AP 50.0"
+
+
+def test_a_failed_run_shows_the_first_line_of_its_error(tmp_path):
+    line = run_line(tmp_path, "a/seed0", "FloatingPointError: nan\nTraceback ...", 2, 2)
+    assert line == "[2/2] a/seed0 failed: FloatingPointError: nan"
