@@ -142,12 +142,14 @@ def test_sweep_prints_each_line_the_runner_announces_as_written(tmp_path, capsys
 
     def fake_run_sweep(definition, **kwargs):
         # Brackets as in "[k/n]": printed as they are, not read as rich markup.
-        kwargs["announce"]("[1/2] a/seed0 failed: [bold]x[/bold] = nan")
+        kwargs["announce"](line)
         return SweepReport(definition.name, kwargs["scale"], Path(kwargs["root"]), [])
 
+    # Longer than a terminal's 80 columns: one line in a log all the same.
+    line = "[1/2] a/seed0 failed: [bold]x[/bold] = nan " + "at iteration 1234, " * 6 + "stopped"
     monkeypatch.setattr(sweeps, "run_sweep", fake_run_sweep)
     assert main(["sweep", "table3", "--root", str(tmp_path)]) == 0
-    assert "[1/2] a/seed0 failed: [bold]x[/bold] = nan" in capsys.readouterr().out.splitlines()
+    assert line in capsys.readouterr().out.splitlines()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,11 @@ import yaml
 
 from alrp_lab.errors import SweepError
 
-__all__ = ["LAUNCHERS", "Launcher", "slurm_missing", "split_launcher_overrides"]
+__all__ = ["LAUNCHERS", "POLL_SECONDS", "Launcher", "slurm_missing", "split_launcher_overrides"]
+
+# How often run_all asks whether a job has ended: a SLURM job's state is read from sacct,
+# which submitit itself rate-limits; a few seconds late on a line costs nothing.
+POLL_SECONDS = 2.0
 
 # hydra/launcher=NAME -> submitit's cluster name.
 LAUNCHERS = {"submitit_local": "local", "submitit_slurm": "slurm"}
@@ -71,21 +75,34 @@ class Launcher:
         )
         return executor
 
-    def run_all(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def run_all(
+        self,
+        fn: Callable[..., Any],
+        calls: Sequence[tuple[Any, ...]],
+        on_done: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """``fn(*call)`` for each call, one submitit job each; their return values in order.
 
         A job that raised or that the cluster killed (time limit, memory, scancel) gives its
         exception in its place, so that one lost job does not cost the others' results.
+        ``on_done(index, outcome)`` is called as each job ends, in the order they end
+        (checked every ``POLL_SECONDS``), so that a sweep can say so while others run.
         """
         if not calls:
             return []
+        from submitit.helpers import as_completed
+
         jobs = self.executor().map_array(fn, *zip(*calls, strict=True))
-        outcomes: list[Any] = []
-        for job in jobs:
+        index = {id(job): i for i, job in enumerate(jobs)}
+        outcomes: list[Any] = [None] * len(jobs)
+        for job in as_completed(jobs, poll_frequency=POLL_SECONDS):
             try:
-                outcomes.append(job.result())
+                outcome = job.result()
             except Exception as err:  # submitit's FailedJobState, UncompletedJobError, ...
-                outcomes.append(err)
+                outcome = err
+            outcomes[index[id(job)]] = outcome
+            if on_done is not None:
+                on_done(index[id(job)], outcome)
         return outcomes
 
 

@@ -37,7 +37,7 @@ from alrp_lab.report.curve_plot import plot_curves
 from alrp_lab.report.plots import plot_claim_trend, plot_grad_balance
 from alrp_lab.report.tables import collect_table
 from alrp_lab.report.tables import write_tables as write_tables_of
-from alrp_lab.sweeps.announce import run_line, start_line
+from alrp_lab.sweeps.announce import not_started_line, run_line, start_line
 from alrp_lab.sweeps.cluster import Launcher
 from alrp_lab.sweeps.definition import (
     CONF_DIR,
@@ -648,25 +648,36 @@ def run_sweep(
         for job in todo
         if job.run_id not in sources and job.run_id not in busy
     ]
-    if announce is not None and todo:
-        kept = len(report.skipped)
-        at_a_time = 1 if launcher is not None or n_jobs == 1 else n_jobs
-        announce(start_line(root, len(todo), at_a_time, kept, len(report.copied)))
+    if announce is not None:
+        for run_id, error in report.failed.items():  # held by another process, or not copied
+            _say(announce, lambda run_id=run_id, error=error: not_started_line(run_id, error))
+        if todo:
+            local = launcher is not None and launcher.cluster == "local"
+            at_a_time = len(todo) if local else (1 if launcher is not None else n_jobs)
+            _say(
+                announce,
+                lambda: start_line(
+                    root, len(todo), at_a_time, len(report.skipped), len(report.copied)
+                ),
+            )
     if launcher is not None:
         # Local submitit jobs all run at once on this machine: each gets its share of the
         # cores. A cluster's jobs use what their allocation gives them.
         threads = max(1, _cpu_count() // max(1, len(todo))) if launcher.cluster == "local" else None
         calls = [(runner_for(job), job, root / job.run_id, threads) for job in todo]
         started = time.time()
-        outcomes = launcher.run_all(_execute, calls)
-        # A job the cluster killed never reached _execute's own handler: record it here.
-        outcomes = [
-            _record_failure(root / job.run_id, job.overrides, out, started)
-            if isinstance(out, BaseException)
-            else out
-            for job, out in zip(todo, outcomes, strict=True)
-        ]
-        _collect(report, zip(todo, outcomes, strict=True), len(todo), announce)
+        ended = 0
+
+        def record(index: int, outcome: Any) -> None:
+            nonlocal ended
+            job = todo[index]
+            # A job the cluster killed never reached _execute's own handler: record it here.
+            if isinstance(outcome, BaseException):
+                outcome = _record_failure(root / job.run_id, job.overrides, outcome, started)
+            ended += 1
+            _record(report, job, outcome, ended, len(todo), announce)
+
+        launcher.run_all(_execute, calls, on_done=record)
     elif n_jobs == 1 or len(todo) <= 1:
         outcomes = ((job, _execute(runner_for(job), job, root / job.run_id, None)) for job in todo)
         _collect(report, outcomes, len(todo), announce)
@@ -694,8 +705,7 @@ def run_sweep(
                 len(todo),
                 announce,
             )
-        order = {job.run_id: i for i, job in enumerate(jobs)}
-        report.completed.sort(key=order.__getitem__)
+    report.completed.sort(key=order.__getitem__)  # in the order they ended until here
 
     if write_tables:
         report.tables = write_tables_of(defn, root, scale=scale)  # seeds: sweep.json's
@@ -746,15 +756,36 @@ def _collect(
     total: int,
     announce: Callable[[str], None] | None,
 ) -> None:
-    """Record each of the ``total`` outcomes as it comes, and announce it (``[k/total]
-    run_id ...``)."""
-    for done, (job, error) in enumerate(outcomes, start=1):
-        if error is None:
-            report.completed.append(job.run_id)
-        else:
-            report.failed[job.run_id] = error
-        if announce is not None:
-            announce(run_line(report.root / job.run_id, job.run_id, error, done, total))
+    """Record each of the ``total`` outcomes as it comes (:func:`_record`)."""
+    for ended, (job, error) in enumerate(outcomes, start=1):
+        _record(report, job, error, ended, total, announce)
+
+
+def _record(
+    report: SweepReport,
+    job: Job,
+    error: str | None,
+    ended: int,
+    total: int,
+    announce: Callable[[str], None] | None,
+) -> None:
+    """Record one run's outcome, the ``ended``-th of ``total``, and announce it
+    (``[ended/total] run_id ...``)."""
+    if error is None:
+        report.completed.append(job.run_id)
+    else:
+        report.failed[job.run_id] = error
+    if announce is not None:
+        _say(announce, lambda: run_line(report.root / job.run_id, job.run_id, error, ended, total))
+
+
+def _say(announce: Callable[[str], None], line: Callable[[], str]) -> None:
+    """``announce(line())``; the lines are a courtesy, so a failure to make or print one
+    is a warning, never the end of a sweep whose other runs are still training."""
+    try:
+        announce(line())
+    except Exception as err:
+        log.warning("could not announce a run: %s: %s", type(err).__name__, err)
 
 
 def _try_plot(root: Path, figure: str) -> Path | None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from alrp_lab.sweeps.announce import run_line, start_line
+from alrp_lab.sweeps.announce import ERROR_CHARS, not_started_line, run_line, start_line
 from alrp_lab.utils.io import atomic_write_json
 
 
 def test_the_start_line_names_what_runs_and_what_is_kept():
-    assert (
-        start_line("r", 11, 2, 136, 0)
-        == "r: training 11 run(s), 2 at a time (136 completed before, kept)"
-    )
+    line = "r: training 11 run(s), 2 at a time (136 completed before, skipped; 1 copied)"
+    assert start_line("r", 11, 2, 136, 1) == line
     assert start_line("r", 1, 2, 0, 3) == "r: training 1 run(s) (3 copied)"
+    assert start_line("r", 2, 4, 0, 0) == "r: training 2 run(s), 2 at a time"  # --jobs 4
     assert start_line("r", 4, 1, 0, 0) == "r: training 4 run(s)"
 
 
@@ -41,6 +40,32 @@ def test_what_the_results_file_lacks_is_left_out(tmp_path):
     assert run_line(tmp_path, "a/seed0", None, 1, 2) == "[1/2] a/seed0 completed: AP 50.0"
 
 
-def test_a_failed_run_shows_the_first_line_of_its_error(tmp_path):
-    line = run_line(tmp_path, "a/seed0", "FloatingPointError: nan\nTraceback ...", 2, 2)
-    assert line == "[2/2] a/seed0 failed: FloatingPointError: nan"
+def test_an_odd_results_file_gives_a_line_without_what_it_cannot_read(tmp_path):
+    atomic_write_json(
+        tmp_path / "results.json",
+        {
+            "status": "completed",
+            "finished_at": "2026-12-07T16:26:18",  # naive, against an aware start
+            "attempts": [{"started_at": "2026-12-07T16:00:00+00:00"}],
+            "metrics": [0.5],
+        },
+    )
+    assert run_line(tmp_path, "a/seed0", None, 1, 1) == "[1/1] a/seed0 completed"
+    atomic_write_json(
+        tmp_path / "results.json",
+        {"status": "completed", "attempts": ["x"], "metrics": {"AP": "0.5", "AP90": True}},
+    )
+    assert run_line(tmp_path, "a/seed0", None, 1, 1) == "[1/1] a/seed0 completed"
+
+
+def test_an_error_is_shown_on_one_line_cut_to_its_length():
+    # A cluster's error: the job's state is on its second line.
+    error = "UncompletedJobError: Job 7_1 (task: 0) with path /j/7_1.pkl\nhas state TIMEOUT"
+    line = run_line("unused", "a/seed0", error, 2, 2)
+    assert line == (
+        "[2/2] a/seed0 failed: UncompletedJobError: Job 7_1 (task: 0) with path /j/7_1.pkl "
+        "has state TIMEOUT"
+    )
+    long = run_line("unused", "a/seed0", "E: " + "x" * 1000, 1, 1)
+    assert long.endswith("x...") and len(long.split("failed: ")[1]) == ERROR_CHARS
+    assert not_started_line("a/seed0", "held by pid 9\n") == "a/seed0 not started: held by pid 9"

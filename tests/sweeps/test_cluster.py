@@ -11,6 +11,7 @@ import pytest
 
 from alrp_lab.cli import main
 from alrp_lab.errors import SweepError
+from alrp_lab.sweeps import cluster
 from alrp_lab.sweeps.cluster import Launcher, split_launcher_overrides
 
 TINY_SWEEP = """
@@ -110,6 +111,9 @@ class _Job:
     def __init__(self, call, killed: bool) -> None:
         self.call, self.killed = call, killed
 
+    def done(self) -> bool:
+        return True
+
     def result(self):
         if self.killed:
             raise RuntimeError("Job 1234 (task: 0) with path ... has state TIMEOUT")
@@ -141,3 +145,36 @@ def test_a_job_the_cluster_kills_is_recorded_as_failed_and_the_sweep_goes_on(tmp
     killed = json.loads((root / "focal" / "seed0" / "results.json").read_text())
     assert killed["status"] == "failed" and "TIMEOUT" in killed["error"]
     assert (root / "tiny.md").is_file()  # the table of what finished is still written
+
+
+class _SlowJob:
+    """Ends after ``polls`` calls of done(); its result is its index, or a cluster's kill."""
+
+    def __init__(self, index: int, polls: int, killed: bool) -> None:
+        self.index, self.polls, self.killed = index, polls, killed
+
+    def done(self) -> bool:
+        self.polls -= 1
+        return self.polls <= 0
+
+    def result(self):
+        if self.killed:
+            raise RuntimeError("has state TIMEOUT")
+        return self.index
+
+
+def test_run_all_reports_each_job_as_it_ends_and_returns_them_in_order(tmp_path, monkeypatch):
+    class Executor:
+        def map_array(self, fn, *columns):
+            n = len(columns[0])
+            return [_SlowJob(i, polls=n - i, killed=i == 1) for i in range(n)]
+
+    monkeypatch.setattr(cluster, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(Launcher, "executor", lambda self: Executor())
+    ended: list[tuple[int, object]] = []
+    outcomes = Launcher("submitit_local", {}, tmp_path, "x").run_all(
+        print, [(0,), (1,), (2,)], on_done=lambda i, out: ended.append((i, out))
+    )
+    assert [i for i, _ in ended] == [2, 1, 0]  # the last submitted ended first
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], RuntimeError) and ended[1][1] is outcomes[1]

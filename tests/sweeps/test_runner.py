@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -586,26 +587,87 @@ def test_a_failure_before_training_keeps_the_config_the_folders_checkpoint_was_t
     assert read_results(tmp_path / other.run_id)["config"] == {"overrides": other.overrides}
 
 
+def waits_for_giou_wr5_job(overrides, run_dir):
+    """light_job, but iou__wr5 ends only after giou__wr5 has written its results: with two
+    workers, the runs end in another order than they were submitted."""
+    if "box_error=iou" in overrides and "loss.wr=5" in overrides:
+        other = Path(run_dir).parents[1] / "giou__wr5" / "seed0" / "results.json"
+        deadline = time.monotonic() + 60
+        while not other.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    light_job(overrides, run_dir)
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_a_sweep_announces_its_start_and_each_run_as_it_ends(defn, tmp_path, n_jobs):
-    job = fake_job if n_jobs == 1 else light_job
+    job = fake_job if n_jobs == 1 else waits_for_giou_wr5_job
     run_sweep(defn, root=tmp_path, run_job=job, write_tables=False, only=["iou__wr1"])
     lines: list[str] = []
     run_sweep(
         defn, root=tmp_path, run_job=job, n_jobs=n_jobs, write_tables=False, announce=lines.append
     )
     at_a_time = ", 2 at a time" if n_jobs == 2 else ""
-    assert lines[0] == f"{tmp_path}: training 3 run(s){at_a_time} (1 completed before, kept)"
-    # Counted in the order they ended, which in a parallel sweep need not be the job order.
-    assert [line.split("] ")[0] for line in lines[1:]] == ["[1/3", "[2/3", "[3/3"]
-    ends = sorted(line.split("] ")[1] for line in lines[1:])
-    # fake_job's RunRecorder records the times; light_job's results.json has none.
-    took = " in under a minute" if n_jobs == 1 else ""
-    assert ends[0] == f"giou__wr1/seed0 completed{took}: AP 10.0"
-    assert ends[1].startswith("giou__wr5/seed0 failed: ")
-    assert ends[2].startswith("iou__wr5/seed0 failed: ")
+    assert lines[0] == f"{tmp_path}: training 3 run(s){at_a_time} (1 completed before, skipped)"
+    if n_jobs == 1:  # in the job order; fake_job's RunRecorder records the times
+        assert lines[1:] == [
+            "[1/3] iou__wr5/seed0 failed: ValueError: bad config before any run started",
+            "[2/3] giou__wr1/seed0 completed in under a minute: AP 10.0",
+            "[3/3] giou__wr5/seed0 failed: FloatingPointError: the loss became nan",
+        ]
+    else:  # in the order they ended: iou__wr5 waited for giou__wr5
+        assert [line.split("] ")[0] for line in lines[1:]] == ["[1/3", "[2/3", "[3/3"]
+        assert lines[3:] == ["[3/3] iou__wr5/seed0 failed: Boom: wr=5"]
+        assert sorted(line.split("] ")[1] for line in lines[1:3]) == [
+            "giou__wr1/seed0 completed: AP 10.0",  # light_job records no times
+            "giou__wr5/seed0 failed: Boom: wr=5",
+        ]
     # A sweep with nothing left to train, and a dry run, say nothing.
     lines.clear()
     run_sweep(defn, root=tmp_path, run_job=job, only=["*wr1"], announce=lines.append)
     run_sweep(defn, root=tmp_path, run_job=job, dry_run=True, announce=lines.append)
     assert lines == []
+
+
+class _EndsBackwards:
+    """A local launcher whose jobs end last first; the second one is killed by the cluster."""
+
+    cluster = "local"
+
+    def run_all(self, fn, calls, on_done=None):
+        outcomes = [None] * len(calls)
+        for index in reversed(range(len(calls))):
+            killed = index == 1
+            outcomes[index] = (
+                RuntimeError("job 7_1 state: TIMEOUT") if killed else fn(*calls[index])
+            )
+            on_done(index, outcomes[index])
+        return outcomes
+
+
+def test_a_launched_sweep_announces_each_run_as_the_cluster_ends_it(defn, tmp_path):
+    lines: list[str] = []
+    report = run_sweep(
+        defn,
+        root=tmp_path,
+        run_job=light_job,
+        write_tables=False,
+        launcher=_EndsBackwards(),
+        announce=lines.append,
+    )
+    assert lines == [
+        f"{tmp_path}: training 4 run(s), 4 at a time",
+        "[1/4] giou__wr5/seed0 failed: Boom: wr=5",
+        "[2/4] giou__wr1/seed0 completed: AP 10.0",
+        "[3/4] iou__wr5/seed0 failed: RuntimeError: job 7_1 state: TIMEOUT",
+        "[4/4] iou__wr1/seed0 completed: AP 10.0",
+    ]
+    assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"]  # in the job order
+
+
+def test_an_announcement_that_fails_does_not_stop_the_sweep(defn, tmp_path, caplog):
+    def broken(line: str) -> None:
+        raise BrokenPipeError("stdout is gone")
+
+    report = run_sweep(defn, root=tmp_path, run_job=fake_job, write_tables=False, announce=broken)
+    assert report.completed == ["iou__wr1/seed0", "giou__wr1/seed0"] and len(report.failed) == 2
+    assert "could not announce a run: BrokenPipeError: stdout is gone" in caplog.text
