@@ -11,6 +11,7 @@ machine; give the job N GPUs (``hydra.launcher.gpus_per_node=N``).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +21,14 @@ import yaml
 
 from alrp_lab.errors import SweepError
 
+log = logging.getLogger(__name__)
+
 __all__ = ["LAUNCHERS", "POLL_SECONDS", "Launcher", "slurm_missing", "split_launcher_overrides"]
 
-# How often run_all asks whether a job has ended: a SLURM job's state is read from sacct,
-# which submitit itself rate-limits; a few seconds late on a line costs nothing.
+# How often run_all asks whether a job has ended. A job that returned (its run completed
+# or failed) has written its result file, which is what submitit checks first; one the
+# cluster killed is seen when submitit next reads sacct, which it rate-limits itself
+# (minutes apart in a long sweep), so polling faster would not see it sooner.
 POLL_SECONDS = 2.0
 
 # hydra/launcher=NAME -> submitit's cluster name.
@@ -86,7 +91,8 @@ class Launcher:
         A job that raised or that the cluster killed (time limit, memory, scancel) gives its
         exception in its place, so that one lost job does not cost the others' results.
         ``on_done(index, outcome)`` is called as each job ends, in the order they end
-        (checked every ``POLL_SECONDS``), so that a sweep can say so while others run.
+        (checked every ``POLL_SECONDS``), so that a sweep can say so while others run; an
+        error in it is a warning, so that the other jobs' outcomes are still collected.
         """
         if not calls:
             return []
@@ -102,7 +108,10 @@ class Launcher:
                 outcome = err
             outcomes[index[id(job)]] = outcome
             if on_done is not None:
-                on_done(index[id(job)], outcome)
+                try:
+                    on_done(index[id(job)], outcome)
+                except Exception as err:
+                    log.warning("after job %d: %s: %s", index[id(job)], type(err).__name__, err)
         return outcomes
 
 

@@ -673,7 +673,10 @@ def run_sweep(
             job = todo[index]
             # A job the cluster killed never reached _execute's own handler: record it here.
             if isinstance(outcome, BaseException):
-                outcome = _record_failure(root / job.run_id, job.overrides, outcome, started)
+                try:
+                    outcome = _record_failure(root / job.run_id, job.overrides, outcome, started)
+                except OSError as err:  # the folder went away: still a failed run here
+                    outcome = f"{type(outcome).__name__}: {outcome} (not recorded: {err})"
             ended += 1
             _record(report, job, outcome, ended, len(todo), announce)
 

@@ -59,13 +59,42 @@ def test_an_odd_results_file_gives_a_line_without_what_it_cannot_read(tmp_path):
 
 
 def test_an_error_is_shown_on_one_line_cut_to_its_length():
-    # A cluster's error: the job's state is on its second line.
-    error = "UncompletedJobError: Job 7_1 (task: 0) with path /j/7_1.pkl\nhas state TIMEOUT"
-    line = run_line("unused", "a/seed0", error, 2, 2)
-    assert line == (
-        "[2/2] a/seed0 failed: UncompletedJobError: Job 7_1 (task: 0) with path /j/7_1.pkl "
-        "has state TIMEOUT"
-    )
     long = run_line("unused", "a/seed0", "E: " + "x" * 1000, 1, 1)
     assert long.endswith("x...") and len(long.split("failed: ")[1]) == ERROR_CHARS
     assert not_started_line("a/seed0", "held by pid 9\n") == "a/seed0 not started: held by pid 9"
+
+
+# What submitit 1.5's errors say (submitit/core/core.py), as RunRecorder.fail records them.
+KILLED = (
+    "UncompletedJobError: Job 7_1 (task: 0) with path /r/.submitit/7_1/7_1_0_result.pkl\n"
+    "has not produced any output (state: TIMEOUT)\n"
+    "Error stream produced:\n"
+    "----------------------------------------\n"
+    "slurmstepd: error: *** JOB 7 ON n1 CANCELLED DUE TO TIME LIMIT ***\n"
+)
+RAISED = (
+    "FailedJobError: Job (task=0) failed during processing with trace:\n"
+    "----------------------\n"
+    "Traceback (most recent call last):\n"
+    '  File "/v/submitit/core/submission.py", line 55, in process_job\n'
+    "    result = delayed.result()\n"
+    "ModuleNotFoundError: No module named 'alrp_lab'\n"
+    "\n"
+    "----------------------\n"
+    "You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+    "  - /r/.submitit/7_0/7_0_0_log.err\n"
+)
+
+
+def test_a_cluster_error_shows_the_jobs_state_or_what_it_raised():
+    assert run_line("unused", "a/seed1", KILLED, 2, 2) == (
+        "[2/2] a/seed1 failed: UncompletedJobError: Job 7_1 (task: 0) with path "
+        "/r/.submitit/7_1/7_1_0_result.pkl has not produced any output (state: TIMEOUT)"
+    )
+    assert run_line("unused", "a/seed0", RAISED, 1, 2) == (
+        "[1/2] a/seed0 failed: ModuleNotFoundError: No module named 'alrp_lab'"
+    )
+    message_over_lines = "Traceback (most recent call last):\n  x\nValueError: boom\nat step 3\n"
+    assert run_line("unused", "a", message_over_lines, 1, 1) == "[1/1] a failed: ValueError: boom"
+    bare = "Traceback (most recent call last):\n  x\nKeyboardInterrupt\n"
+    assert run_line("unused", "a", bare, 1, 1) == "[1/1] a failed: KeyboardInterrupt"

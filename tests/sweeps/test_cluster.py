@@ -178,3 +178,18 @@ def test_run_all_reports_each_job_as_it_ends_and_returns_them_in_order(tmp_path,
     assert [i for i, _ in ended] == [2, 1, 0]  # the last submitted ended first
     assert outcomes[0] == 0 and outcomes[2] == 2
     assert isinstance(outcomes[1], RuntimeError) and ended[1][1] is outcomes[1]
+
+
+def test_an_error_after_one_job_still_collects_the_others(tmp_path, monkeypatch, caplog):
+    class Executor:
+        def map_array(self, fn, *columns):
+            return [_SlowJob(i, polls=1, killed=False) for i in range(len(columns[0]))]
+
+    def broken(index, outcome):
+        raise OSError("results folder gone")
+
+    monkeypatch.setattr(cluster, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(Launcher, "executor", lambda self: Executor())
+    launcher = Launcher("submitit_local", {}, tmp_path, "x")
+    assert launcher.run_all(print, [(0,), (1,)], on_done=broken) == [0, 1]
+    assert "after job 1: OSError: results folder gone" in caplog.text

@@ -184,11 +184,19 @@ def test_a_copy_that_fails_fails_that_run_only(defn, tmp_path, monkeypatch):
         return copy_run(source, target)
 
     monkeypatch.setattr(runner_module, "copy_run", locked)
-    report = run_sweep(defn, root=root, run_job=fake_job, reuse=[other])
+    lines: list[str] = []
+    report = run_sweep(defn, root=root, run_job=fake_job, reuse=[other], announce=lines.append)
     assert "being trained by another process" in report.failed[jobs[0].run_id]
     assert list(report.copied) == [jobs[2].run_id]
     assert not (root / "calls.log").exists(), "neither the copied nor the locked run trained"
     assert not (root / jobs[0].run_id / "results.json").exists()
+    # Named before the count of the runs it trains begins, and not counted in it.
+    target = root / jobs[0].run_id
+    assert lines[:2] == [
+        f"{jobs[0].run_id} not started: {target} is being trained by another process",
+        f"{root}: training 2 run(s) (1 copied)",
+    ]
+    assert [line.split("] ")[0] for line in lines[2:]] == ["[1/2", "[2/2"]
 
 
 def test_a_reuse_folder_must_be_another_sweeps(defn, tmp_path, caplog):
