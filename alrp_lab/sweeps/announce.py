@@ -10,28 +10,21 @@ took and its headline metrics, or why it failed.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alrp_lab.sweeps.error_line import error_line
 from alrp_lab.sweeps.run_state import duration_text
 from alrp_lab.tracking.results import read_results
 
-__all__ = ["ERROR_CHARS", "not_started_line", "run_line", "start_line"]
+__all__ = ["not_started_line", "run_line", "start_line"]
 
 PathLike = str | os.PathLike[str]
 
 # Shown in percent, as the tables show them; oLRP is an error, AP and AP90 precisions.
 _HEADLINE = ("AP", "AP90", "oLRP")
-
-# An error is shown on one line, cut here: a cluster's error names the job's output path
-# on its first line and the job's state (TIMEOUT) on the next, so the lines are joined.
-ERROR_CHARS = 240
-
-_TRACEBACK = "Traceback (most recent call last):"
-_RAISED = re.compile(r"[A-Za-z_][\w.]*: ")
 
 
 def start_line(root: PathLike, to_train: int, at_a_time: int, skipped: int, copied: int) -> str:
@@ -67,7 +60,7 @@ def run_line(run_dir: PathLike, run_id: str, error: str | None, done: int, total
     """
     head = f"[{done}/{total}] {run_id}"
     if error is not None:
-        return f"{head} failed: {_one_line(error)}"
+        return f"{head} failed: {error_line(error)}"
     try:
         results = read_results(Path(run_dir))
     except (FileNotFoundError, ValueError):
@@ -89,37 +82,7 @@ def run_line(run_dir: PathLike, run_id: str, error: str | None, done: int, total
 def not_started_line(run_id: str, error: str) -> str:
     """``256px--sb/seed1 not started: <why>``: a run the sweep could not start or copy (its
     folder held by another process, a copy that failed), outside the ``[k/n]`` count."""
-    return f"{run_id} not started: {_one_line(error)}"
-
-
-def _one_line(text: str) -> str:
-    """An error message as one line: the exception a traceback in it ends with (a job that
-    raised under submitit: its header, then the trace), else its first paragraph, up to a
-    blank line or a rule of dashes (before a job's error stream), cut at ``ERROR_CHARS``."""
-    lines = text.splitlines()
-    if _TRACEBACK in lines:
-        trace = lines[lines.index(_TRACEBACK) + 1 :]
-        trace = _paragraph(trace, blank_ends=False)
-        # "ValueError: boom" (a message may go on over lines of its own), else a bare name.
-        raised = [line for line in trace if _RAISED.match(line)]
-        raised = raised or [line for line in trace if line[:1].isalpha()]
-        if raised:
-            lines = [raised[-1]]
-    head = _paragraph(lines, blank_ends=True)
-    if head and head[-1].endswith(":"):  # "Error stream produced:", its stream cut off
-        head = head[:-1]
-    joined = " ".join(" ".join(head).split())
-    return joined if len(joined) <= ERROR_CHARS else joined[: ERROR_CHARS - 3] + "..."
-
-
-def _paragraph(lines: list[str], *, blank_ends: bool) -> list[str]:
-    """``lines`` up to the first rule of dashes (or blank line, with ``blank_ends``)."""
-    kept = []
-    for line in lines:
-        if (line.strip() and set(line.strip()) == {"-"}) or (blank_ends and not line.strip()):
-            break
-        kept.append(line)
-    return kept
+    return f"{run_id} not started: {error_line(error)}"
 
 
 def _last_attempt_seconds(results: Mapping[str, Any]) -> float | None:

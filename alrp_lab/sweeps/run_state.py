@@ -29,6 +29,7 @@ from alrp_lab.report.curves import (
     read_logged,
     rebound,
 )
+from alrp_lab.sweeps.error_line import error_line
 from alrp_lab.sweeps.processes import lock_holder
 from alrp_lab.tracking.run_files import checkpoint_path, read_results
 
@@ -199,10 +200,6 @@ def duration_text(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
-def _first_line(text: str, limit: int = 160) -> str:
-    return (text.splitlines() or [""])[0][:limit]
-
-
 def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False) -> RunState:
     """The state of the run folder ``run_dir`` (which need not exist) for a dry run's
     listing; a completed run is not its business (the sweep skips it before asking).
@@ -235,7 +232,7 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
         return RunState(epochs=epochs, replaced=True)
     failed = None
     if results.get("status") == "failed":
-        failed = _first_line(str(results.get("error") or "")) or "no error recorded"
+        failed = error_line(str(results.get("error") or ""), 160) or "no error recorded"
     ckpt = checkpoint_path(run_dir)
     if not (resumes and ckpt.is_file()):
         return RunState(epochs=epochs, failed=failed)
@@ -243,7 +240,7 @@ def run_state(run_dir: PathLike, *, resumes: bool = True, replaced: bool = False
     try:
         epoch = _checkpoint_epoch(ckpt)
     except Exception as err:  # any damage: say so, the listing goes on
-        unreadable = f"{type(err).__name__}: {_first_line(str(err), 120)}".rstrip(": ")
+        unreadable = f"{type(err).__name__}: {error_line(str(err), 120)}".rstrip(": ")
     return RunState(
         epoch=epoch,
         epochs=epochs,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from alrp_lab.sweeps.announce import ERROR_CHARS, not_started_line, run_line, start_line
+from alrp_lab.sweeps.announce import not_started_line, run_line, start_line
+from alrp_lab.sweeps.error_line import ERROR_CHARS
 from alrp_lab.utils.io import atomic_write_json
 
 

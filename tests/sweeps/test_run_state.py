@@ -56,13 +56,26 @@ def test_a_stopped_run_would_resume_after_its_checkpoints_epoch(tmp_path):
 
 
 def test_a_failed_run_says_its_error_and_whether_it_resumes(tmp_path):
-    _results(tmp_path, "failed", error="FloatingPointError: the loss became nan\nmore lines")
+    _results(tmp_path, "failed", error="FloatingPointError: the loss became nan\n\nmore lines")
     assert run_state(tmp_path).describe() == (
         "would run (failed before: FloatingPointError: the loss became nan)"
     )
     _checkpoint(tmp_path, epoch=3)
     assert run_state(tmp_path).describe() == (
         "would resume after epoch 3 of 10 (failed before: FloatingPointError: the loss became nan)"
+    )
+
+
+def test_a_failed_cluster_job_says_what_it_raised(tmp_path):
+    # submitit's FailedJobError: a header, then the job's traceback.
+    error = (
+        "FailedJobError: Job (task=0) failed during processing with trace:\n"
+        "----------------------\nTraceback (most recent call last):\n  File x\n"
+        "ModuleNotFoundError: No module named 'alrp_lab'\n\n----------------------\n"
+    )
+    _results(tmp_path, "failed", error=error)
+    assert run_state(tmp_path).describe() == (
+        "would run (failed before: ModuleNotFoundError: No module named 'alrp_lab')"
     )
 
 
