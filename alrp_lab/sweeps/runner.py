@@ -650,16 +650,12 @@ def run_sweep(
     ]
     if announce is not None:
         for run_id, error in report.failed.items():  # held by another process, or not copied
-            _say(announce, lambda run_id=run_id, error=error: not_started_line(run_id, error))
+            _say(announce, not_started_line, run_id, error)
         if todo:
             local = launcher is not None and launcher.cluster == "local"
             at_a_time = len(todo) if local else (1 if launcher is not None else n_jobs)
-            _say(
-                announce,
-                lambda: start_line(
-                    root, len(todo), at_a_time, len(report.skipped), len(report.copied)
-                ),
-            )
+            skipped, copied = len(report.skipped), len(report.copied)
+            _say(announce, start_line, root, len(todo), at_a_time, skipped, copied)
     if launcher is not None:
         # Local submitit jobs all run at once on this machine: each gets its share of the
         # cores. A cluster's jobs use what their allocation gives them.
@@ -779,14 +775,14 @@ def _record(
     else:
         report.failed[job.run_id] = error
     if announce is not None:
-        _say(announce, lambda: run_line(report.root / job.run_id, job.run_id, error, ended, total))
+        _say(announce, run_line, report.root / job.run_id, job.run_id, error, ended, total)
 
 
-def _say(announce: Callable[[str], None], line: Callable[[], str]) -> None:
-    """``announce(line())``; the lines are a courtesy, so a failure to make or print one
-    is a warning, never the end of a sweep whose other runs are still training."""
+def _say(announce: Callable[[str], None], line: Callable[..., str], *args: Any) -> None:
+    """``announce(line(*args))``; the lines are a courtesy, so a failure to make or print
+    one is a warning, never the end of a sweep whose other runs are still training."""
     try:
-        announce(line())
+        announce(line(*args))
     except Exception as err:
         log.warning("could not announce a run: %s: %s", type(err).__name__, err)
 
