@@ -19,7 +19,11 @@ from alrp_lab.utils.io import to_jsonable
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["GitState", "config_digest", "environment_versions", "git_state"]
+__all__ = ["RESULTS_FOLDER", "GitState", "config_digest", "environment_versions", "git_state"]
+
+# The repository's folder of committed run records (results.json, sweep.json, curves): data
+# the tool writes, not code, so a change there does not make the tree dirty.
+RESULTS_FOLDER = "results"
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -62,6 +66,11 @@ def git_state(folder: PathLike | None = None) -> GitState:
     ``folder`` defaults to the installed ``alrp_lab`` package. It must itself be tracked: a
     copy installed in a virtualenv that happens to sit inside some repository is not that
     repository's code, so it reports ``GitState(None, None)``. Never raises.
+
+    Dirty means a tracked file differs from HEAD outside the repository's top-level
+    :data:`RESULTS_FOLDER`: the committed records of runs live there, and a sweep rewrites
+    its tracked ``sweep.json`` before its first run starts, so counting them would mark
+    every run trained into a committed sweep folder as trained by changed code.
     """
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1]
     if not folder.is_dir() or _git(["ls-files", "--error-unmatch", "."], folder) is None:
@@ -69,7 +78,17 @@ def git_state(folder: PathLike | None = None) -> GitState:
     revision = _git(["rev-parse", "HEAD"], folder)
     if revision is None:  # a repository without commits
         return GitState(None, None)
-    status = _git(["status", "--porcelain", "--untracked-files=no"], folder)
+    status = _git(
+        [
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ":(top)",
+            f":(top,exclude){RESULTS_FOLDER}",
+        ],
+        folder,
+    )
     return GitState(revision, None if status is None else bool(status))
 
 

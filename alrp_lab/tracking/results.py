@@ -14,7 +14,8 @@ level (readers should stay fast).
     config          the resolved config, as plain JSON
     config_digest   sha256 of the config's canonical JSON (see config_digest)
     git_revision    commit of the package's repository, or null outside one
-    git_dirty       true when tracked files differ from that commit, null when unknown
+    git_dirty       true when tracked files outside results/ differ from that commit, null
+                    when unknown (see provenance.git_state)
     started_at      UTC ISO-8601; kept across resumes
     finished_at     UTC ISO-8601 when completed or failed, else null
     error           "ExceptionType: message" when failed, else null

@@ -289,6 +289,35 @@ def test_git_state_reports_revision_and_dirty_tree(tmp_path):
     assert git_state(package) == (head, False)
     (package / "mod.py").write_text("x = 2\n")
     assert git_state(package) == (head, True)
+
+
+@needs_git
+def test_git_state_ignores_the_committed_results_folder(tmp_path):
+    """A sweep rewrites its tracked sweep.json under results/ before training: not code."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("x = 1\n")
+    records = tmp_path / "results" / "table2"
+    records.mkdir(parents=True)
+    (records / "sweep.json").write_text("{}\n")
+    (tmp_path / "README.md").write_text("a\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "init")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (records / "sweep.json").write_text('{"jobs": []}\n')
+    assert git_state(package) == (head, False)
+    # Anything else tracked still counts, at the top level and in a folder named like it.
+    (package / "results").mkdir()
+    (package / "results" / "x.py").write_text("")
+    _git(tmp_path, "add", "pkg/results/x.py")
+    assert git_state(package) == (head, True)
+    _git(tmp_path, "reset", "-q", "pkg/results/x.py")
+    assert git_state(package) == (head, False)
+    (tmp_path / "README.md").write_text("b\n")
+    assert git_state(package) == (head, True)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "untracked.py").write_text("")
     assert git_state(tmp_path / "other") == (None, None)
