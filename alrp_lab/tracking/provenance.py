@@ -78,8 +78,11 @@ def git_state(folder: PathLike | None = None) -> GitState:
     revision = _git(["rev-parse", "HEAD"], folder)
     if revision is None:  # a repository without commits
         return GitState(None, None)
+    # --no-literal-pathspecs: with GIT_LITERAL_PATHSPECS=1 in the environment the magic
+    # pathspecs below would name no file, and every tree would read clean.
     status = _git(
         [
+            "--no-literal-pathspecs",
             "status",
             "--porcelain",
             "--untracked-files=no",

@@ -289,10 +289,13 @@ def test_git_state_reports_revision_and_dirty_tree(tmp_path):
     assert git_state(package) == (head, False)
     (package / "mod.py").write_text("x = 2\n")
     assert git_state(package) == (head, True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "untracked.py").write_text("")
+    assert git_state(tmp_path / "other") == (None, None)
 
 
 @needs_git
-def test_git_state_ignores_the_committed_results_folder(tmp_path):
+def test_git_state_ignores_the_committed_results_folder(tmp_path, monkeypatch):
     """A sweep rewrites its tracked sweep.json under results/ before training: not code."""
     package = tmp_path / "pkg"
     package.mkdir()
@@ -316,11 +319,14 @@ def test_git_state_ignores_the_committed_results_folder(tmp_path):
     assert git_state(package) == (head, True)
     _git(tmp_path, "reset", "-q", "pkg/results/x.py")
     assert git_state(package) == (head, False)
+    # GIT_LITERAL_PATHSPECS=1 would read the magic pathspecs as file names: nothing dirty.
+    monkeypatch.setenv("GIT_LITERAL_PATHSPECS", "1")
+    (package / "mod.py").write_text("x = 3\n")
+    assert git_state(package) == (head, True)
+    (package / "mod.py").write_text("x = 1\n")
+    monkeypatch.delenv("GIT_LITERAL_PATHSPECS")
     (tmp_path / "README.md").write_text("b\n")
     assert git_state(package) == (head, True)
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "untracked.py").write_text("")
-    assert git_state(tmp_path / "other") == (None, None)
 
 
 def test_git_state_without_git_or_repo(tmp_path, monkeypatch):
