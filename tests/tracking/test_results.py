@@ -265,13 +265,16 @@ def test_results_json_is_never_half_written(tmp_path, monkeypatch):
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
-def _git(cwd, *args):
-    subprocess.run(
+def _git(cwd, *args) -> str:
+    """stdout of ``git args`` in ``cwd``, stripped."""
+    done = subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
         cwd=cwd,
         check=True,
         capture_output=True,
+        text=True,
     )
+    return done.stdout.strip()
 
 
 @needs_git
@@ -283,9 +286,7 @@ def test_git_state_reports_revision_and_dirty_tree(tmp_path):
     assert git_state(package) == (None, None)  # untracked, no commit yet
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "init")
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    head = _git(tmp_path, "rev-parse", "HEAD")
     assert git_state(package) == (head, False)
     (package / "mod.py").write_text("x = 2\n")
     assert git_state(package) == (head, True)
@@ -307,9 +308,7 @@ def test_git_state_ignores_the_committed_results_folder(tmp_path, monkeypatch):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "init")
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    head = _git(tmp_path, "rev-parse", "HEAD")
     (records / "sweep.json").write_text('{"jobs": []}\n')
     assert git_state(package) == (head, False)
     # Anything else tracked still counts, at the top level and in a folder named like it.
