@@ -115,8 +115,15 @@ class CrossEntropyLoss(nn.Module):
             raise ValueError(f"normalizer must be one of {_NORMALIZERS}, got {normalizer!r}")
         self.normalizer = normalizer
 
-    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """logits (M,), labels (M,) -> scalar loss."""
+    def forward(
+        self, logits: Tensor, labels: Tensor, avg_factor: Tensor | float | None = None
+    ) -> Tensor:
+        """logits (M,), labels (M,) -> scalar loss.
+
+        ``avg_factor`` replaces the normalizer's divisor when given.
+        """
+        if avg_factor is not None:
+            return sigmoid_cross_entropy(logits, labels, reduction="sum") / avg_factor
         if self.normalizer == "mean":
             return sigmoid_cross_entropy(logits, labels, reduction="mean")
         total = sigmoid_cross_entropy(logits, labels, reduction="sum")

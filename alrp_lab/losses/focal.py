@@ -64,7 +64,8 @@ def sigmoid_focal_loss(
 
 
 class FocalLoss(nn.Module):
-    """Focal loss summed over non-ignored examples and divided by max(1, number of positives)."""
+    """Focal loss summed over non-ignored examples and divided by max(1, number of positives)
+    (or by the ``avg_factor`` given to ``forward``)."""
 
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0) -> None:
         super().__init__()
@@ -72,9 +73,17 @@ class FocalLoss(nn.Module):
         self.alpha = alpha
         self.gamma = gamma
 
-    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """logits (M,), labels (M,) -> scalar loss."""
+    def forward(
+        self, logits: Tensor, labels: Tensor, avg_factor: Tensor | float | None = None
+    ) -> Tensor:
+        """logits (M,), labels (M,) -> scalar loss.
+
+        ``avg_factor`` replaces the divisor max(1, number of positives) when given
+        (mmdetection's name: FoveaBox divides by positives + images).
+        """
         total = sigmoid_focal_loss(logits, labels, self.alpha, self.gamma, reduction="sum")
+        if avg_factor is not None:
+            return total / avg_factor
         # A tensor clamp, not max(1, int): no host sync per iteration.
         return total / (labels == 1).sum().clamp(min=1)
 

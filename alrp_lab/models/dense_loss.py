@@ -42,6 +42,9 @@ __all__ = ["CLS_LOSSES", "DenseDetectionLoss", "DenseTargets", "build_dense_targ
 
 # The classification losses a dense head trains with: the losses package's registry.
 CLS_LOSSES = tuple(CLASSIFICATION_LOSSES)
+# What a score-based classifier's (Focal, CE) sum is divided by: max(1, positives), or
+# positives plus images as mmdetection's FoveaBox head does (its avg_factor).
+SCORE_NORMALIZERS = ("positives", "positives+images")
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,13 @@ class DenseDetectionLoss(nn.Module):
             batch (``alrp_lab.losses.global_batch``) instead of this process's share; each
             process keeps the gradient of its own examples. Without a process group it
             changes nothing.
+        score_normalizer: Focal / CE only, what the classification sum is divided by:
+            ``"positives"``, max(1, num_pos) (RetinaNet); ``"positives+images"``, num_pos
+            plus the batch's images (mmdetection's FoveaBox head).
 
     The localisation term is, per classifier: aLRP, the ranking-weighted L_loc of SPEC
     section 1; AP, the mean error over positives; Focal / CE, sum over positives / num_pos
-    (the classification loss is normalised by num_pos too).
+    (the classification loss is normalised by ``score_normalizer``).
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class DenseDetectionLoss(nn.Module):
         track_grad_balance: bool = False,
         zero_target: bool = False,
         global_rank: bool = False,
+        score_normalizer: str = "positives",
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -169,6 +176,11 @@ class DenseDetectionLoss(nn.Module):
                 f"not {cls_loss!r}"
             )
         self.global_rank = bool(global_rank)
+        if score_normalizer not in SCORE_NORMALIZERS:
+            raise ValueError(
+                f"score_normalizer must be one of {SCORE_NORMALIZERS}, got {score_normalizer!r}"
+            )
+        self.score_normalizer = score_normalizer
         # Score-based classifiers: sum over non-ignored examples / max(1, num_pos).
         self._score_loss: nn.Module | None = None
         if cls_loss == "focal":
@@ -178,6 +190,12 @@ class DenseDetectionLoss(nn.Module):
         # Filled by the backward hook: 0-d tensors (neg sum, pos sum), read lazily so the hot
         # path never waits for the device.
         self._grad_sums: tuple[Tensor, Tensor] | None = None
+
+    def _avg_factor(self, batch: int, num_pos: int) -> float | None:
+        """The score-based classifier's divisor, or None for its own max(1, positives)."""
+        if self.score_normalizer == "positives+images":
+            return float(num_pos + batch)
+        return None
 
     def grad_balance(self) -> float | None:
         """sum |dL/ds| over negatives / over positives from the latest backward.
@@ -277,7 +295,7 @@ class DenseDetectionLoss(nn.Module):
                 cls = zero  # SPEC: no positives, no ranking loss and no gradient
             else:
                 # Negatives still teach a score-based classifier (normalised by 1).
-                cls = self._score_loss(flat_logits, flat_labels) + zero
+                cls = self._score_loss(flat_logits, flat_labels, self._avg_factor(batch, 0)) + zero
         elif self.cls_loss == "alrp":
             cls, loc = alrp_loss(
                 flat_logits, flat_labels, errors, delta=self.delta, zero_target=self.zero_target
@@ -288,7 +306,7 @@ class DenseDetectionLoss(nn.Module):
             )
             loc = errors.mean()
         else:
-            cls = self._score_loss(flat_logits, flat_labels)
+            cls = self._score_loss(flat_logits, flat_labels, self._avg_factor(batch, num_pos))
             loc = errors.sum() / num_pos
         if self.global_rank and global_batch_active():
             # A process without positives of its own still sends (zero) gradients into its

@@ -297,6 +297,8 @@ def build_foveabox(
         loss=loss,
         box_error=box_error,
         track_grad_balance=track_grad_balance,
+        # mmdetection's FoveaHead divides its Focal Loss by positives + images.
+        score_normalizer="positives+images",
     )
     return FoveaBox(
         backbone_net,

@@ -329,9 +329,11 @@ def build_dense_parts(
     loss: Any,
     box_error: Any,
     track_grad_balance: bool,
+    score_normalizer: str = "positives",
 ) -> DenseParts:
-    """The dense loss (with ``box_coder``), the shared head for ``num_anchors`` priors per
-    location and the post-processing settings, read from the config sections."""
+    """The dense loss (with ``box_coder``, ``score_normalizer`` as ``DenseDetectionLoss``
+    takes it), the shared head for ``num_anchors`` priors per location and the
+    post-processing settings, read from the config sections."""
     dense_loss = DenseDetectionLoss(
         loss.name,
         build_detector_box_error(box_error),
@@ -339,6 +341,7 @@ def build_dense_parts(
         box_coder,
         **classifier_options(loss),
         track_grad_balance=track_grad_balance,
+        score_normalizer=score_normalizer,
     )
     head = RetinaHead(
         detector.fpn_channels,

@@ -153,6 +153,47 @@ def test_score_losses_and_their_normalisation() -> None:
         torch.testing.assert_close(out["loss"].detach(), out["loss_cls"] + 3.0 * out["loss_loc"])
 
 
+@pytest.mark.parametrize("cls_loss", ["focal", "ce"])
+def test_score_normalizer_positives_plus_images(cls_loss) -> None:
+    # FoveaBox's mmdetection head divides the classification sum by positives + images; the
+    # localisation term keeps dividing by the positives.
+    logits, deltas, anchors, assigns, gt_boxes, gt_labels = _random_batch(33, batch=2)
+    labels, positives = _brute_force_positives(assigns, gt_boxes, gt_labels, num_classes=3)
+    num_pos = len(positives)
+    errors = _brute_force_errors(positives, deltas, anchors, build_box_error("l1"), BoxCoder())
+    flat = logits.reshape(-1)
+    total = (
+        sigmoid_focal_loss(flat, labels, alpha=0.3, gamma=1.5)
+        if cls_loss == "focal"
+        else sigmoid_cross_entropy(flat, labels)
+    )
+    loss = DenseDetectionLoss(
+        cls_loss,
+        build_box_error("l1"),
+        None,
+        alpha=0.3,
+        gamma=1.5,
+        score_normalizer="positives+images",
+    )
+    out = loss(logits, deltas, anchors, assigns, gt_boxes, gt_labels)
+    torch.testing.assert_close(out["loss_cls"], total.detach() / (num_pos + 2))
+    torch.testing.assert_close(out["loss_loc"], errors.sum().detach() / num_pos)
+    # Without positives the divisor is the number of images, not 1.
+    background = [AssignResult.all_background(12, dtype=torch.float64) for _ in range(2)]
+    empty = [torch.zeros(0, 4, dtype=torch.float64)] * 2
+    no_labels = [torch.zeros(0, dtype=torch.long)] * 2
+    out = loss(logits, deltas, anchors, background, empty, no_labels)
+    zeros = torch.zeros_like(flat, dtype=torch.long)
+    reference = (
+        sigmoid_focal_loss(flat, zeros, alpha=0.3, gamma=1.5)
+        if cls_loss == "focal"
+        else sigmoid_cross_entropy(flat, zeros)
+    )
+    torch.testing.assert_close(out["loss_cls"], reference.detach() / 2)
+    with pytest.raises(ValueError, match="score_normalizer"):
+        DenseDetectionLoss(cls_loss, build_box_error("l1"), score_normalizer="images")
+
+
 def test_ap_loss_localisation_is_mean_error() -> None:
     logits, deltas, anchors, assigns, gt_boxes, gt_labels = _random_batch(41)
     _, positives = _brute_force_positives(assigns, gt_boxes, gt_labels, num_classes=3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alrp_lab.assigners import FoveaAssigner
-from alrp_lab.losses import build_box_error
+from alrp_lab.losses import build_box_error, sigmoid_focal_loss
 from alrp_lab.models.dense_loss import DenseDetectionLoss
 from alrp_lab.models.foveabox import (
     FOVEA_BASE_EDGES,
@@ -168,6 +168,16 @@ def test_image_without_ground_truth() -> None:
     focal = _tiny(loss="focal", box_error="smooth_l1").train()
     out = focal(_images(9), _targets(counts=(0, 0)))
     assert out["num_pos"] == 0 and out["loss"] > 0 and out["loss_loc"] == 0
+    # mmdetection's FoveaHead divides Focal Loss by positives + images: two here.
+    logits = {}
+    hook = focal.head.register_forward_hook(lambda m, i, o: logits.update(cls=o[0]))
+    out = focal(_images(9), _targets(counts=(0, 0)))
+    hook.remove()
+    flat = torch.cat(logits["cls"], dim=1).reshape(-1)  # levels of (B, A_l, C)
+    score_loss = focal.loss._score_loss
+    background = torch.zeros_like(flat, dtype=torch.long)
+    by_hand = sigmoid_focal_loss(flat, background, score_loss.alpha, score_loss.gamma) / 2
+    torch.testing.assert_close(out["loss_cls"], by_hand.detach())
 
 
 def test_eval_output_format_and_clipping() -> None:
