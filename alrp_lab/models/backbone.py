@@ -158,7 +158,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet-18/34/50/101 or ResNeXt (``groups`` > 1) returning C3, C4, C5.
+    """ResNet-18/34/50/101 or ResNeXt (``groups`` > 1) returning C3, C4, C5 (and C2).
 
     Args:
         depth: 18, 34 (basic blocks), 50 or 101 (bottlenecks).
@@ -168,9 +168,12 @@ class ResNet(nn.Module):
             pretrained weights) or ``"gn"``.
         frozen_stages: -1 trains everything; k >= 0 freezes the stem and layer1..layerk
             (parameters stop requiring gradients and their batch norms stay in eval mode).
+        with_c2: also return C2 (layer1's output, stride 4) first, for a pyramid from P2
+            (mmdetection's Faster R-CNN); the parameters are the same either way.
 
     ``forward(x (B, 3, H, W)) -> [C3 (B, c3, H/8, W/8), C4 (B, c4, H/16, W/16),
-    C5 (B, c5, H/32, W/32)]`` with ``out_channels == [c3, c4, c5]``.
+    C5 (B, c5, H/32, W/32)]`` with ``out_channels == [c3, c4, c5]``; with ``with_c2``,
+    ``[C2 (B, c2, H/4, W/4), C3, C4, C5]`` and ``[c2, c3, c4, c5]``.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class ResNet(nn.Module):
         norm: str = "bn",
         frozen_stages: int = -1,
         base_width: int = 64,
+        with_c2: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
@@ -201,6 +205,7 @@ class ResNet(nn.Module):
         self.base_width = base_width
         self.norm = norm
         self.frozen_stages = frozen_stages
+        self.with_c2 = bool(with_c2)
 
         self.conv1 = nn.Conv2d(3, base_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(base_width)
@@ -227,7 +232,7 @@ class ResNet(nn.Module):
                 for _ in range(1, num_blocks)
             ]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            if i >= 1:
+            if i >= 1 or with_c2:
                 self.out_channels.append(inplanes)
 
         self._init_weights()
@@ -272,13 +277,14 @@ class ResNet(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """x (B, 3, H, W) -> [C3, C4, C5] with strides 8, 16, 32."""
+        """x (B, 3, H, W) -> [C3, C4, C5] with strides 8, 16, 32; with ``with_c2``,
+        [C2, C3, C4, C5] with strides 4..32."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        c3 = self.layer2(x)
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        return [c2, c3, c4, c5] if self.with_c2 else [c3, c4, c5]
 
 
 def resnext101_32x8d(norm: str = "bn", frozen_stages: int = -1, base_width: int = 64) -> ResNet:

@@ -2,14 +2,19 @@
 
 The paper's set-up (Appendix G.4, SPEC section 4): sigmoid classifiers in both stages, aLRP
 Loss on every anchor of the RPN (positives by the 0.7 / 0.3 rule, Eloc with tau = 0.7) and
-on every (RoI, class) pair of the top-1000 proposals, the RPN's loss weighted by 0.2, each
-stage with its own self-balance. The baselines are mmdetection's: sigmoid CE + L1 with 256
-sampled anchors in the RPN, softmax CE + L1 (or GIoU x 10) with 512 sampled RoIs.
+on every (RoI, class) pair of the top-1000 proposals (no ground truth added to them: the
+authors' PseudoSampler), the RPN's loss weighted by 0.2, each stage with its own
+self-balance. The baselines are mmdetection's: sigmoid CE + L1 with 256 sampled anchors in
+the RPN, softmax CE + L1 (or GIoU x 10) with 512 sampled RoIs, ground truths added to the
+proposals. The RPN keeps the top 2000 anchors per level before its NMS in training, 1000
+at test time.
 
-The project's backbone gives C3..C5, so the FPN gives P3..P7 (strides 8..128): the RPN
-works on all five levels and the RoI head pools from P3..P6, one octave coarser than
-mmdetection's P2..P6 / P2..P5. ``build_faster_rcnn`` shifts the anchor scale to keep the
-smallest anchor at 32 px.
+The pyramid has five levels from ``detector.min_level``: 2 gives mmdetection's P2..P6
+(strides 4..64, the backbone's C2 included, the paper scale), 3 gives P3..P7 (strides
+8..128, the cpu scale: on 128-px images P2 would quadruple the anchors). Levels past C5 are
+max-pooled, without parameters, as mmdetection's FPN for Faster R-CNN makes P6. The RPN
+works on all five levels and the RoI head pools from the first four (P2..P5 as
+mmdetection, or P3..P6).
 
 Training with SB: the model holds two ``SelfBalance`` weights, ``self_balance`` (RoI stage)
 and ``rpn_self_balance``. The training loop must feed each its own stage's unscaled terms
@@ -78,7 +83,7 @@ class FasterRCNN(nn.Module):
     """Backbone -> FPN -> RPN -> RoI head.
 
     Args:
-        backbone: returns [C3, C4, C5] and has ``out_channels``.
+        backbone: returns [C3, C4, C5] (or [C2, ..., C5]) and has ``out_channels``.
         fpn: one level per RPN anchor stride.
         rpn: a ``RegionProposalNetwork``.
         roi_head: a ``RoIHead`` pooling from the first levels of the FPN.
@@ -217,7 +222,13 @@ class FasterRCNN(nn.Module):
 @dataclass
 class FasterRCNNConfig(DetectorConfig):
     """``conf/detector/faster_rcnn.yaml``: the common keys (``head_*`` are the RPN head's,
-    ``pre_nms_topk`` the RPN's per-level top-k before its NMS), anchors, both stages."""
+    ``pre_nms_topk`` the RPN's per-level top-k before its NMS at test time), the
+    pyramid's first level, anchors, both stages."""
+
+    # Finest pyramid level: 2 (P2..P6, mmdetection's) or 3 (P3..P7).
+    min_level: int
+    # The RPN's per-level top-k before NMS in training (mmdetection: 2000).
+    train_pre_nms_topk: int
 
     # Anchors: side octave_base_scale * stride, scales_per_octave scales x 3 ratios.
     octave_base_scale: float
@@ -243,7 +254,8 @@ class FasterRCNNConfig(DetectorConfig):
 
 
 # The architecture's constants (mmdetection's Faster R-CNN), not options of the paper's runs.
-STRIDES = (8, 16, 32, 64, 128)
+NUM_LEVELS = 5
+MIN_LEVELS = (2, 3)
 RATIOS = (0.5, 1.0, 2.0)
 BOX_CODER_STDS = (0.1, 0.1, 0.2, 0.2)
 # mmdetection's RPN codes deltas with unit stds for the baselines.
@@ -273,8 +285,8 @@ def build_faster_rcnn(
     ``loss.name="ce"``: the baselines, RPN sigmoid CE + L1 (weight 1) on
     ``rpn_sample_size`` anchors, RoI softmax CE + ``box_error`` (weight ``wr``: 1 for L1, 10
     for GIoU in the paper) on ``roi_sample_size`` RoIs; SB, when on, weights the RoI term.
-    Anchors: ``octave_base_scale * stride`` with one scale per location, so 4 at stride 8 is
-    mmdetection's 8 at stride 4 (32 px).
+    Anchors: ``octave_base_scale * stride`` with one scale per location: mmdetection's 8 at
+    stride 4 (P2, ``detector.min_level=2``) is 32 px, the cpu scale's 2 at stride 8 16 px.
     """
     if loss.name not in FASTER_RCNN_LOSSES:
         raise ValueError(
@@ -287,6 +299,12 @@ def build_faster_rcnn(
             f"aLRP Loss ranks by an IoU-based error; box_error={box_error.name!r} is for the "
             "baselines: use 'giou' or 'iou'"
         )
+    if detector.min_level not in MIN_LEVELS:
+        raise ValueError(
+            f"detector.min_level must be one of {MIN_LEVELS} (P2..P6 or P3..P7), got "
+            f"{detector.min_level}"
+        )
+    strides = tuple(2 ** (detector.min_level + i) for i in range(NUM_LEVELS))
     rpn_weight = detector.rpn_weight
     if rpn_weight is None:
         rpn_weight = 0.2 if alrp else 1.0
@@ -294,10 +312,14 @@ def build_faster_rcnn(
     ranking = {"delta": loss.delta} if alrp else {}
 
     backbone_net, fpn = build_backbone_fpn(
-        backbone, fpn_channels=detector.fpn_channels, num_outs=len(STRIDES), fpn_extra="p5"
+        backbone,
+        fpn_channels=detector.fpn_channels,
+        num_outs=NUM_LEVELS,
+        fpn_extra="pool",
+        with_c2=detector.min_level == 2,
     )
     anchor_generator = AnchorGenerator(
-        STRIDES, detector.octave_base_scale, detector.scales_per_octave, RATIOS
+        strides, detector.octave_base_scale, detector.scales_per_octave, RATIOS
     )
     if alrp:
         rpn_loss = RPNLoss(
@@ -330,7 +352,12 @@ def build_faster_rcnn(
             min_pos_iou=detector.rpn_min_pos_iou,
         ),
         rpn_loss,
-        ProposalConfig(detector.pre_nms_topk, detector.rpn_nms_iou, detector.num_proposals),
+        ProposalConfig(
+            detector.pre_nms_topk,
+            detector.rpn_nms_iou,
+            detector.num_proposals,
+            train_pre_nms_topk=detector.train_pre_nms_topk,
+        ),
     )
 
     roi_loss = RoILoss(
@@ -341,8 +368,8 @@ def build_faster_rcnn(
         **ranking,
         track_grad_balance=track_grad_balance,
     )
-    # P3..P6: every level but the RPN's coarsest, as mmdetection pools from P2..P5.
-    roi_strides = STRIDES[:-1]
+    # Every level but the RPN's coarsest: P2..P5 as mmdetection (or P3..P6).
+    roi_strides = strides[:-1]
     roi_head = RoIHead(
         RoIFeatureExtractor(
             roi_strides,
@@ -368,6 +395,7 @@ def build_faster_rcnn(
         test_cfg=TestConfig(
             score_thr=detector.score_thr, nms_iou=detector.nms_iou, max_per_img=detector.max_per_img
         ),
-        add_gt_as_proposals=True,
+        # The baselines' RandomSampler adds the ground truths; aLRP's PseudoSampler does not.
+        add_gt_as_proposals=not alrp,
     )
     return FasterRCNN(backbone_net, fpn, rpn, roi_head, rpn_weight)

@@ -1,4 +1,5 @@
-"""Feature pyramid network (Lin et al., 2017) with RetinaNet's extra levels P6, P7."""
+"""Feature pyramid network (Lin et al., 2017) with extra coarser levels: RetinaNet's
+convolutions (P6, P7) or Faster R-CNN's max-pooling (P6)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import Tensor, nn
 
 __all__ = ["FPN"]
 
-_EXTRAS = ("c5", "p5")
+_EXTRAS = ("c5", "p5", "pool")
 
 
 class FPN(nn.Module):
@@ -18,9 +19,12 @@ class FPN(nn.Module):
         out_channels: channels of every output level.
         num_outs: number of outputs; the ones beyond ``len(in_channels)`` are extra levels
             (5 for RetinaNet: P3..P7).
-        extra: input of the first extra level: ``"c5"`` (the last backbone map, as in the
-            RetinaNet paper and the aLRP Loss configs) or ``"p5"`` (the last pyramid output).
-            Later extras take ``relu`` of the previous one (P7 = conv(relu(P6))).
+        extra: how the extra levels are made. ``"c5"``: a stride-2 convolution of the last
+            backbone map (as in the RetinaNet paper and the aLRP Loss configs); ``"p5"``: of
+            the last pyramid output. Later extras take ``relu`` of the previous one
+            (P7 = conv(relu(P6))). ``"pool"``: each extra is the previous level subsampled
+            by a 1x1 max-pool of stride 2, with no parameters (mmdetection's FPN without
+            extra convolutions, as its Faster R-CNN builds P6).
 
     ``forward([C3 (B, c3, H, W), C4 (B, c4, H/2, W/2), C5 ...]) -> [P3 (B, out, H, W), ...,
     P7 (B, out, ~H/16, ~W/16)]``; each extra halves the previous size (rounded up).
@@ -41,7 +45,7 @@ class FPN(nn.Module):
                 f"num_outs ({num_outs}) must be at least the number of inputs ({len(in_channels)})"
             )
         if extra not in _EXTRAS:
-            raise ValueError(f"unknown FPN extra {extra!r}; choose 'c5' or 'p5'")
+            raise ValueError(f"unknown FPN extra {extra!r}; choose one of {_EXTRAS}")
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs
@@ -51,7 +55,7 @@ class FPN(nn.Module):
             nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
         )
         extra_convs = []
-        for i in range(num_outs - len(in_channels)):
+        for i in range(0 if extra == "pool" else num_outs - len(in_channels)):
             in_ch = in_channels[-1] if (i == 0 and extra == "c5") else out_channels
             extra_convs.append(nn.Conv2d(in_ch, out_channels, 3, stride=2, padding=1))
         self.extra_convs = nn.ModuleList(extra_convs)
@@ -70,6 +74,10 @@ class FPN(nn.Module):
             up = F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
             laterals[i - 1] = laterals[i - 1] + up
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals, strict=True)]
+        if self.extra == "pool":
+            while len(outs) < self.num_outs:
+                outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+            return outs
         for i, conv in enumerate(self.extra_convs):
             if i == 0:
                 outs.append(conv(inputs[-1] if self.extra == "c5" else outs[-1]))

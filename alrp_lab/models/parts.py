@@ -106,10 +106,15 @@ def classifier_options(loss: Any) -> dict[str, Any]:
 
 
 def build_backbone_fpn(
-    backbone: BackboneConfig, *, fpn_channels: int, num_outs: int, fpn_extra: str
+    backbone: BackboneConfig,
+    *,
+    fpn_channels: int,
+    num_outs: int,
+    fpn_extra: str,
+    with_c2: bool = False,
 ) -> tuple[ResNet, FPN]:
     """The ``backbone`` node's ResNet/ResNeXt (weights from a local file when given) and its
-    FPN of ``num_outs`` levels from C3."""
+    FPN of ``num_outs`` levels from C3 (from C2 ``with_c2``)."""
     net = ResNet(
         backbone.depth,
         groups=backbone.groups,
@@ -117,6 +122,7 @@ def build_backbone_fpn(
         norm=backbone.norm,
         frozen_stages=backbone.frozen_stages,
         base_width=backbone.base_width,
+        with_c2=with_c2,
     )
     if backbone.weights is not None:
         load_backbone_weights(net, backbone.weights)

@@ -44,16 +44,19 @@ class ProposalConfig:
     """How anchors become proposals.
 
     Attributes:
-        pre_nms_topk: anchors kept per level (highest objectness) before NMS.
+        pre_nms_topk: anchors kept per level (highest objectness) before NMS at test time.
         nms_iou: NMS IoU within a level.
         num_proposals: proposals kept per image after NMS (all levels together).
         min_size: proposals narrower or shorter than this (pixels) are dropped.
+        train_pre_nms_topk: ``pre_nms_topk`` in training (mmdetection's Faster R-CNN: 2000,
+            1000 at test time); None: the same as at test time.
     """
 
     pre_nms_topk: int = 1000
     nms_iou: float = 0.7
     num_proposals: int = 1000
     min_size: float = 1e-3
+    train_pre_nms_topk: int | None = None
 
     def __post_init__(self) -> None:
         if self.pre_nms_topk < 1 or self.num_proposals < 1:
@@ -61,6 +64,8 @@ class ProposalConfig:
                 f"pre_nms_topk and num_proposals must be >= 1, got {self.pre_nms_topk} and "
                 f"{self.num_proposals}"
             )
+        if self.train_pre_nms_topk is not None and self.train_pre_nms_topk < 1:
+            raise ValueError(f"train_pre_nms_topk must be >= 1, got {self.train_pre_nms_topk}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"the RPN's nms_iou must lie in (0, 1], got {self.nms_iou}")
         if self.min_size < 0:
@@ -306,12 +311,15 @@ class RegionProposalNetwork(nn.Module):
             B tensors (K_b, 4), K_b <= ``num_proposals``, by decreasing objectness.
         """
         cfg = self.proposal_cfg
+        topk = cfg.pre_nms_topk
+        if self.training and cfg.train_pre_nms_topk is not None:
+            topk = cfg.train_pre_nms_topk
         out = []
         for b, size in enumerate(image_sizes):
             boxes, scores, levels = [], [], []
             for level, (lg, dl, an) in enumerate(zip(logits, deltas, anchors, strict=True)):
                 level_scores = lg[b, :, 0]
-                k = min(cfg.pre_nms_topk, level_scores.numel())
+                k = min(topk, level_scores.numel())
                 level_scores, top = level_scores.topk(k)
                 boxes.append(self.box_coder.decode(dl[b, top], an[top]))
                 scores.append(level_scores)

@@ -24,6 +24,20 @@ def test_output_shapes_per_depth(depth: int, expansion: int) -> None:
     assert c5.shape == (1, model.out_channels[2], 1, 2)
 
 
+def test_with_c2_adds_layer1_output_and_no_parameters() -> None:
+    torch.manual_seed(0)
+    plain = ResNet(50, base_width=8).eval()
+    with_c2 = ResNet(50, base_width=8, with_c2=True).eval()
+    assert with_c2.state_dict().keys() == plain.state_dict().keys()
+    with_c2.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 32, 64)
+    c2, *rest = with_c2(x)
+    assert with_c2.out_channels == [32, *plain.out_channels]
+    assert c2.shape == (1, 32, 8, 16)  # stride 4
+    for got, expected in zip(rest, plain(x), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 def test_torchvision_resnet50_names_and_shapes() -> None:
     # Names and shapes a torchvision resnet50 state dict has (spot checks, fc excluded).
     state = ResNet(50).state_dict()

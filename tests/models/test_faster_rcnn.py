@@ -87,13 +87,38 @@ def test_loss_choices_reach_both_stages() -> None:
     assert isinstance(alrp.roi_head.loss.box_error, IoUError)
     assert alrp.roi_head.loss.box_error.tau == 0.5
     assert alrp.rpn.loss.sampler is None and alrp.roi_head.sampler is None
+    # The authors' PseudoSampler adds no ground truth to aLRP's proposals.
+    assert not alrp.roi_head.add_gt_as_proposals
+    assert alrp.rpn.proposal_cfg.train_pre_nms_topk == 2000
+    assert alrp.rpn.proposal_cfg.pre_nms_topk == TINY["pre_nms_topk"]
     assert alrp.rpn_weight == 0.2 and alrp.rpn.loss.box_coder.stds == (0.1, 0.1, 0.2, 0.2)
     baseline = _tiny(loss="ce", box_error="giou", self_balance=False, wr=10.0)
     assert isinstance(baseline.rpn.loss.box_error, L1Error)
     assert isinstance(baseline.roi_head.loss.box_error, GIoUError)
     assert baseline.self_balance.value == 10.0 and baseline.rpn_self_balance.value == 1.0
-    assert baseline.rpn.loss.sampler.num == 256 and baseline.roi_head.sampler.num == 512
+    assert baseline.rpn.loss.sampler.num == 256 and baseline.roi_head.sampler.num == 64
+    assert baseline.roi_head.add_gt_as_proposals
     assert baseline.rpn_weight == 1.0 and baseline.rpn.loss.box_coder.stds == (1.0,) * 4
+
+
+@pytest.mark.parametrize(
+    ("min_level", "strides"), [(2, (4, 8, 16, 32, 64)), (3, (8, 16, 32, 64, 128))]
+)
+def test_pyramid_levels(min_level: int, strides: tuple[int, ...]) -> None:
+    # min_level 2: mmdetection's P2..P6 (C2 in, P6 max-pooled), RoIs pooled from P2..P5.
+    torch.manual_seed(4)
+    model = _tiny(min_level=min_level).train()
+    assert model.rpn.anchor_generator.strides == strides
+    assert model.roi_head.extractor.strides == strides[:-1]
+    assert len(model.backbone.out_channels) == 6 - min_level
+    assert len(model.fpn.extra_convs) == 0  # parameter-free extras
+    features = model.fpn(model.backbone(_images(15)))
+    assert [f.shape[-1] for f in features] == [64 // s for s in strides[:-1]] + [1]
+    out = model(_images(15), _targets(16))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["num_rpn_pos"] > 0
+    with pytest.raises(ValueError, match="min_level"):
+        _tiny(min_level=4)
 
 
 def test_two_self_balance_weights_are_separate_and_saved() -> None:
@@ -126,7 +151,11 @@ def test_image_without_ground_truth_in_batch(cls_loss: str) -> None:
     targets = _targets(7, counts=(2, 0))
     out = model(_images(8), targets)
     out["loss"].backward()
-    assert out["num_pos"] > 0 and torch.isfinite(out["loss"])
+    assert out["num_rpn_pos"] > 0 and torch.isfinite(out["loss"])
+    # The baselines add the ground truths to the proposals, so their RoI stage always has
+    # positives; aLRP's only has those an untrained RPN happens to propose.
+    if cls_loss == "ce":
+        assert out["num_pos"] >= 2
 
 
 def test_whole_batch_without_ground_truth_gives_zero_alrp_loss() -> None:

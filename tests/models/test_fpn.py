@@ -50,6 +50,23 @@ def test_p7_takes_relu_of_p6() -> None:
     torch.testing.assert_close(outs[4], fpn.extra_convs[1](torch.relu(p6)))
 
 
+def test_pool_extras_are_strided_max_pools_without_parameters() -> None:
+    # mmdetection's FPN without extra convolutions (its Faster R-CNN): P6 = max_pool(P5, 1, 2).
+    fpn = FPN([8, 16, 32, 64], out_channels=4, num_outs=6, extra="pool")
+    plain = FPN([8, 16, 32, 64], out_channels=4, num_outs=4)
+    assert len(fpn.extra_convs) == 0
+    plain.load_state_dict(fpn.state_dict())
+    inputs = _inputs(sizes=((20, 18), (10, 9), (5, 5), (3, 3)), channels=(8, 16, 32, 64))
+    outs, base = fpn(inputs), plain(inputs)
+    assert len(outs) == 6
+    for got, expected in zip(outs, base, strict=False):
+        torch.testing.assert_close(got, expected)
+    # Every other element of the level above, by hand; odd sizes round up (3 -> 2 -> 1).
+    torch.testing.assert_close(outs[4], base[3][:, :, ::2, ::2])
+    torch.testing.assert_close(outs[5], outs[4][:, :, ::2, ::2])
+    assert outs[4].shape[-2:] == (2, 2) and outs[5].shape[-2:] == (1, 1)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"num_outs": 2}, {"extra": "p6"}, {"in_channels": []}],

@@ -65,6 +65,22 @@ def test_proposals_hand_case() -> None:
     torch.testing.assert_close(top1, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
 
 
+def test_training_keeps_more_anchors_before_nms() -> None:
+    # mmdetection's Faster R-CNN: the top 2000 anchors per level before NMS in training, 1000
+    # at test time; here 3 and 1 of one level's 4 disjoint anchors.
+    cfg = ProposalConfig(pre_nms_topk=1, nms_iou=0.7, num_proposals=10, train_pre_nms_topk=3)
+    rpn = _rpn(cfg=cfg)
+    anchors = [torch.tensor([[0.0, 0, 8, 8], [10, 0, 18, 8], [20, 0, 28, 8], [30, 0, 38, 8]])]
+    logits = [torch.tensor([[[1.0], [4.0], [3.0], [2.0]]])]
+    deltas = [torch.zeros(1, 4, 4)]
+    (train,) = rpn.train().propose(logits, deltas, anchors, [(40, 40)])
+    torch.testing.assert_close(train, anchors[0][[1, 2, 3]])
+    (test,) = rpn.eval().propose(logits, deltas, anchors, [(40, 40)])
+    torch.testing.assert_close(test, anchors[0][[1]])
+    with pytest.raises(ValueError, match="train_pre_nms_topk"):
+        ProposalConfig(train_pre_nms_topk=0)
+
+
 def _hand_batch():
     anchors = torch.tensor(
         [
