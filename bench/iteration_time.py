@@ -1,26 +1,28 @@
-"""Time one training iteration of the same RetinaNet under aLRP, AP and Focal Loss, and the
-loss's own share of it.
+"""Time one training iteration of every (detector, loss) pair of Tables 2, 7 and 8, and the
+loss's own share of it, beside the paper's ratios to each detector's baseline.
 
-All detectors are built from the project's configs (same backbone, head, anchors and a
-batch of the built-in data), timed in one process, round-robin so that machine load
-affects every loss alike, and reported with the ratio to Focal Loss (the paper quotes
-0.80 s / 0.28 s = 2.9x for aLRP with max-IoU and 0.53 s / 0.28 s = 1.9x with ATSS).
+The pairs are the sweeps' own jobs (``sweeps/table2.yaml``, ``table7.yaml``,
+``table8.yaml``, seed 0, at the chosen scale), plus RetinaNet with Focal Loss + smooth L1,
+the baseline the paper times Table 2's losses against. Every model is built in one
+process and timed round-robin on the same batch, so that machine load affects every pair
+alike; each row gives the ratio to its detector's baseline (RetinaNet: Focal Loss,
+FoveaBox: Focal Loss, Faster R-CNN: cross entropy + L1) beside the paper's (SPEC section 4:
+aLRP 0.80 s, 0.53 s with ATSS, AP Loss 0.71 s against Focal's 0.28 s; FoveaBox aLRP 0.54 s
+and AP 0.47 s against 0.34 s; Faster R-CNN aLRP 0.85 s against 0.38 s, all on GPUs).
 
-The loss's share is measured, not guessed: after every timed iteration the inputs the loss
-module received (logits, deltas, anchors, assignments, ground truth) are replayed through
-the loss alone, forward + backward on detached copies, and that time is reported beside
-the iteration's (the copy itself, one clone of the logits, is inside the iteration's time).
+The loss's share is measured, not guessed: after every timed iteration the inputs each
+loss module received (logits, deltas, anchors or RoIs, assignments, ground truth; Faster
+R-CNN has two, the RPN's and the RoI head's) are replayed through it alone, forward +
+backward on detached copies, and that time is reported beside the iteration's.
 
-    python bench/iteration_time.py                        # the default CPU experiment
+    python bench/iteration_time.py                          # the cpu scale's models
+    python bench/iteration_time.py --tables table8 --iters 5
     python bench/iteration_time.py --preset paper --iters 3 --warmup 1
-    python bench/iteration_time.py --overrides data.train_size=256 --iters 10
 
-Presets: ``cpu`` is the default experiment; ``paper`` is the paper's detector (ResNet-50,
-FPN and head of 256 channels with 4 head convolutions, 512 px, 80 classes, batch 2; with the
-default ATSS 2 anchors a location, 10.9k an image; with ``--overrides assigner=max_iou`` 6,
-about 33k) on images of the built-in data set, with
-random weights (speed does not depend on them; the 80-way head is built even though the
-images carry fewer classes).
+``cpu`` builds each job as the sweep trains it (built-in data, its batch of 8). ``paper``
+builds the sweeps' paper-scale models (ResNet-50, FPN 256, the authors' heads; Faster
+R-CNN on P2..P6) with random weights (speed does not depend on them), 80 classes, on two
+512-px images of the built-in set.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -41,47 +45,62 @@ from torch.utils.data import DataLoader
 from alrp_lab.config import validate_config
 from alrp_lab.data.collate import collate_detection
 from alrp_lab.engine.builders import build_datasets, build_model
+from alrp_lab.sweeps.definition import load_sweep
+from alrp_lab.sweeps.runner import expand_jobs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
-VARIANTS = {
-    "Focal Loss + GIoU": ["loss=focal", "box_error=giou"],
-    "AP Loss + GIoU": ["loss=ap", "box_error=giou"],
-    "aLRP Loss (GIoU, SB)": ["loss=alrp", "box_error=giou"],
+TABLES = ("table2", "table7", "table8")
+# The paper scale's required keys, set so that the jobs expand; the data and weights are
+# replaced below (built-in images, random weights).
+PAPER_USER = ["data.root=/unused", "backbone.weights=/unused"]
+PAPER_BENCH = [
+    "data=shapes",
+    "data.image_size=512",
+    "data.train_size=512",
+    "data.test_size=512",
+    "data.num_classes=8",
+    "data.num_train=4",
+    "data.num_val=1",
+    "backbone.weights=null",
+    "train.batch_size=2",
+]
+PAPER_CLASSES = 80
+# RetinaNet's baseline, which Table 2 itself does not train (the paper times it).
+FOCAL_RETINANET = ["loss=focal", "box_error=smooth_l1", "assigner=max_iou"]
+BASELINES = {"retinanet": "Focal Loss + SL1", "foveabox": "Focal Loss + SL1"}
+BASELINES["faster_rcnn"] = "Cross Entropy + L1"
+# The paper's iteration times as ratios to the same detector's baseline (SPEC section 4).
+PAPER_RATIOS = {
+    ("table2", "ap-sl1"): 0.71 / 0.28,
+    ("table2", "alrp-iou"): 0.80 / 0.28,
+    ("table2", "alrp-iou-sb"): 0.80 / 0.28,
+    ("table2", "alrp-giou-sb"): 0.80 / 0.28,
+    ("table2", "alrp-giou-sb-atss"): 0.53 / 0.28,
+    ("table7", "ap-sl1"): 0.47 / 0.34,
+    ("table7", "alrp"): 0.54 / 0.34,
+    ("table8", "alrp"): 0.85 / 0.38,
 }
 
-# (overrides, number of classes the head predicts or None for the data set's own)
-PRESETS: dict[str, tuple[list[str], int | None]] = {
-    "cpu": ([], None),
-    "paper": (
-        [
-            "backbone=resnet50",
-            "detector.fpn_channels=256",
-            "detector.head_convs=4",
-            "detector.head_channels=256",
-            "detector.octave_base_scale=4",
-            "detector.scales_per_octave=2",
-            "data.image_size=512",
-            "data.train_size=512",
-            "data.test_size=512",
-            "data.num_classes=8",
-            "data.num_train=4",
-            "data.num_val=1",
-            "train.batch_size=2",
-        ],
-        80,
-    ),
-}
+
+@dataclass
+class Variant:
+    """One (detector, loss) pair: where it comes from and its Hydra overrides."""
+
+    table: str
+    job_id: str
+    label: str
+    overrides: list[str]
 
 
 class LossRecorder:
     """Keeps detached copies of the last inputs a loss module received, to replay them.
 
-    Logits (B, A, C) and deltas (B, A, 4) are copied as fresh leaves that require grad, so
-    the replay's backward stops at the loss, as the real one passes through it.
+    Tensors that require grad (logits, deltas) are copied as fresh leaves that require
+    grad, so the replay's backward stops at the loss, as the real one passes through it.
     """
 
     def __init__(self, loss: nn.Module) -> None:
+        self.loss = loss
         self.args: tuple[Any, ...] | None = None
         self.paused = False
         loss.register_forward_pre_hook(self._record)
@@ -89,27 +108,54 @@ class LossRecorder:
     def _record(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self.paused:
             return
-        self.args = tuple(
-            a.detach().clone().requires_grad_(a.requires_grad) if torch.is_tensor(a) else a
-            for a in args
-        )
+        self.args = tuple(_copy(a) for a in args)
 
-    def replay(self, loss: nn.Module) -> float:
+    def replay(self) -> float:
         """Seconds of the loss's forward + backward on the recorded inputs (not recorded
         again: the copy would be timed with the loss)."""
         if self.args is None:
             raise RuntimeError("the loss has not run yet")
-        args = tuple(
-            a.detach().requires_grad_(a.requires_grad) if torch.is_tensor(a) else a
-            for a in self.args
-        )
+        args = tuple(_copy(a) for a in self.args)
         self.paused = True
         try:
             start = time.perf_counter()
-            loss(*args)["loss"].backward()
+            self.loss(*args)["loss"].backward()
             return time.perf_counter() - start
         finally:
             self.paused = False
+
+
+def _copy(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().clone().requires_grad_(value.requires_grad)
+    if isinstance(value, list | tuple):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def _loss_modules(model: nn.Module) -> list[nn.Module]:
+    """The loss modules one iteration runs: the dense loss, or the RPN's and RoI head's."""
+    if hasattr(model, "roi_head"):
+        return [model.rpn.loss, model.roi_head.loss]
+    return [model.loss]
+
+
+def variants(tables: list[str], preset: str) -> list[Variant]:
+    """The sweeps' jobs (seed 0) at the preset's scale, RetinaNet's Focal baseline first."""
+    user = PAPER_USER if preset == "paper" else []
+    out = []
+    for table in tables:
+        jobs = expand_jobs(load_sweep(table), preset, user, seeds=[0])
+        for job in jobs:
+            overrides = [o for o in job.overrides if not o.startswith("seed=")]
+            out.append(Variant(table, job.id, job.row, overrides))
+        if table == "table2":
+            base = [o for o in jobs[0].overrides if not o.startswith("seed=")]
+            out.insert(
+                len(out) - len(jobs),
+                Variant(table, "focal-sl1", BASELINES["retinanet"], [*base, *FOCAL_RETINANET]),
+            )
+    return out
 
 
 def _timed_step(model, optimizer, images, targets, sizes) -> float:
@@ -123,26 +169,24 @@ def _timed_step(model, optimizer, images, targets, sizes) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides for all")
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations per loss")
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations per pair")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset_overrides, num_classes = PRESETS[args.preset]
+    extra = [*(PAPER_BENCH if args.preset == "paper" else []), "logger=none", *args.overrides]
 
-    models = {}
+    models: dict[str, tuple[Variant, str, nn.Module, Any, list[LossRecorder], tuple]] = {}
+    batches: dict[str, tuple] = {}
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        for name, overrides in VARIANTS.items():
-            cfg = validate_config(
-                compose(
-                    "config",
-                    overrides=[*preset_overrides, *overrides, "logger=none", *args.overrides],
-                )
-            )
-            if not models:
+        for variant in variants(args.tables, args.preset):
+            cfg = validate_config(compose("config", overrides=[*variant.overrides, *extra]))
+            data_key = OmegaConf.to_yaml(cfg.data) + str(cfg.train.batch_size)
+            if data_key not in batches:
                 train_set, _ = build_datasets(cfg.data)
                 loader = DataLoader(
                     train_set,
@@ -152,47 +196,59 @@ def main() -> None:
                 )
                 images, targets = next(iter(loader))
                 sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+                batches[data_key] = (images, targets, sizes, train_set.num_classes)
+            batch = batches[data_key]
+            num_classes = PAPER_CLASSES if args.preset == "paper" else batch[3]
             torch.manual_seed(0)
-            model = build_model(cfg, num_classes=num_classes or train_set.num_classes)
+            model = build_model(cfg, num_classes=num_classes)
             model.train()
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-            models[name] = (model, optimizer, LossRecorder(model.loss))
+            recorders = [LossRecorder(loss) for loss in _loss_modules(model)]
+            key = f"{variant.table}/{variant.job_id}"
+            models[key] = (variant, cfg.detector.name, model, optimizer, recorders, batch)
 
-    times: dict[str, list[float]] = {name: [] for name in models}
-    loss_times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[str, list[float]] = {key: [] for key in models}
+    loss_times: dict[str, list[float]] = {key: [] for key in models}
     for i in range(args.warmup + args.iters):
-        for name, (model, optimizer, recorder) in models.items():
+        for key, (_, _, model, optimizer, recorders, batch) in models.items():
+            images, targets, sizes, _ = batch
             seconds = _timed_step(model, optimizer, images, targets, sizes)
-            loss_seconds = recorder.replay(model.loss)
+            loss_seconds = sum(recorder.replay() for recorder in recorders)
             if i >= args.warmup:
-                times[name].append(seconds)
-                loss_times[name].append(loss_seconds)
+                times[key].append(seconds)
+                loss_times[key].append(loss_seconds)
 
-    focal = statistics.median(times["Focal Loss + GIoU"])
-    focal_loss = statistics.median(loss_times["Focal Loss + GIoU"])
-    # Every variant shares the detector: read its size from the Focal Loss one's last inputs.
-    model, _, focal_recorder = models["Focal Loss + GIoU"]
-    num_anchors = focal_recorder.args[0].shape[1]  # logits (B, A, C)
+    medians = {key: statistics.median(v) for key, v in times.items()}
+    baseline = {}
+    for key, (variant, detector, *_rest) in models.items():
+        if variant.label == BASELINES[detector] and detector not in baseline:
+            baseline[detector] = medians[key]
+    images = next(iter(batches.values()))[0]
     table = Table(
-        title=f"{args.preset}: one training iteration, batch {len(targets)} at "
-        f"{tuple(images.shape[-2:])}, {num_anchors} anchors x {model.num_classes} classes an "
-        f"image, median of {args.iters} (CPU threads: {torch.get_num_threads()})"
+        title=f"{args.preset}: one training iteration of Tables {', '.join(args.tables)}, "
+        f"batch {images.shape[0]} at {tuple(images.shape[-2:])}, median of {args.iters} "
+        f"(CPU threads: {torch.get_num_threads()})"
     )
-    columns = ("loss", "iteration (s)", "ratio to Focal", "loss fwd+bwd (s)", "loss share")
-    for column in (*columns, "loss ratio to Focal"):
-        table.add_column(column, justify="right" if column != "loss" else "left")
-    for name in models:
-        median = statistics.median(times[name])
-        loss_median = statistics.median(loss_times[name])
+    columns = ("table", "detector", "loss", "iteration (s)", "ratio to baseline", "paper ratio")
+    for column in (*columns, "loss fwd+bwd (s)", "loss share"):
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
+    for key, (variant, detector, *_rest) in models.items():
+        median = medians[key]
+        loss_median = statistics.median(loss_times[key])
+        base = baseline.get(detector)
+        paper = PAPER_RATIOS.get((variant.table, variant.job_id))
+        is_base = variant.label == BASELINES[detector]
         table.add_row(
-            name,
+            variant.table,
+            detector,
+            variant.label,
             f"{median:.4f}",
-            f"{median / focal:.2f}x",
+            f"{median / base:.2f}x" if base else "-",
+            "1.00x" if is_base else (f"{paper:.1f}x" if paper else "-"),
             f"{loss_median:.4f}",
             f"{100 * loss_median / median:.0f}%",
-            f"{loss_median / focal_loss:.2f}x",
         )
-    Console(width=160).print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
