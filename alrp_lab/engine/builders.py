@@ -111,6 +111,8 @@ def model_signature(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     )
     if cfg.detector.name == "faster_rcnn":
         signature["roi_fc_channels"] = int(cfg.detector.roi_fc_channels)
+        # P2..P6 and P3..P7 have different FPN layers (a lateral conv more from C2).
+        signature["min_level"] = int(cfg.detector.min_level)
     else:
         signature["assigner"] = cfg.assigner.name
     return signature

@@ -38,7 +38,13 @@ from alrp_lab.ops.box_coder import BoxCoder
 if TYPE_CHECKING:
     from alrp_lab.assigners import AssignResult
 
-__all__ = ["CLS_LOSSES", "DenseDetectionLoss", "DenseTargets", "build_dense_targets"]
+__all__ = [
+    "CLS_LOSSES",
+    "SCORE_NORMALIZERS",
+    "DenseDetectionLoss",
+    "DenseTargets",
+    "build_dense_targets",
+]
 
 # The classification losses a dense head trains with: the losses package's registry.
 CLS_LOSSES = tuple(CLASSIFICATION_LOSSES)
@@ -181,7 +187,8 @@ class DenseDetectionLoss(nn.Module):
                 f"score_normalizer must be one of {SCORE_NORMALIZERS}, got {score_normalizer!r}"
             )
         self.score_normalizer = score_normalizer
-        # Score-based classifiers: sum over non-ignored examples / max(1, num_pos).
+        # Score-based classifiers: sum over non-ignored examples / score_normalizer's divisor,
+        # which reaches the loss as its avg_factor.
         self._score_loss: nn.Module | None = None
         if cls_loss == "focal":
             self._score_loss = FocalLoss(alpha, gamma)
@@ -294,7 +301,8 @@ class DenseDetectionLoss(nn.Module):
             if self._score_loss is None:
                 cls = zero  # SPEC: no positives, no ranking loss and no gradient
             else:
-                # Negatives still teach a score-based classifier (normalised by 1).
+                # Negatives still teach a score-based classifier (normalised by 1, or by the
+                # images with "positives+images").
                 cls = self._score_loss(flat_logits, flat_labels, self._avg_factor(batch, 0)) + zero
         elif self.cls_loss == "alrp":
             cls, loc = alrp_loss(

@@ -41,9 +41,9 @@ class RoIFeatureExtractor(nn.Module):
     """RoIAlign from the pyramid level that suits each RoI's scale (FPN paper, Eq. 1).
 
     A RoI of side ``s = sqrt(w h)`` goes to level ``k = floor(k0 + log2(s / canonical))``
-    clamped to the available levels, where level ``k`` has stride ``2^k``. With the
-    project's C3..C5 backbone the finest level is P3 (stride 8), so every RoI under
-    ``canonical / 2`` pixels pools from P3 (mmdetection's P2 is absent).
+    clamped to the available levels, where level ``k`` has stride ``2^k``. With P2 the
+    finest (strides 4..32) this is mmdetection's ``floor(log2(s / 56))`` (its finest_scale
+    56); with P3 the finest, every RoI under ``canonical / 2`` pixels pools from P3.
 
     Args:
         strides: strides of the levels used, successive powers of two (P3..P6: 8..64).

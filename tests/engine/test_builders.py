@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from alrp_lab.config import validate_config
-from alrp_lab.engine.builders import backbone_weights_path, build_model
+from alrp_lab.engine.builders import backbone_weights_path, build_model, model_signature
 from alrp_lab.pretrain import spec_from_config, weights_path
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -34,6 +34,19 @@ def test_builtin_weights_are_built_once_and_loaded():
     for key in ("conv1.weight", "layer2.1.conv2.weight", "layer4.0.bn1.running_var"):
         torch.testing.assert_close(model.backbone.state_dict()[key], saved[key], rtol=0, atol=0)
     assert not model.backbone.conv1.weight.requires_grad  # frozen stem, as the authors'
+
+
+def test_faster_rcnn_signature_tells_the_pyramids_apart():
+    # P2..P6 has one more lateral convolution than P3..P7: a checkpoint of one must not be
+    # offered to the other as "the model code changed".
+    p3 = model_signature(_cfg("detector=faster_rcnn", "assigner=max_iou"), num_classes=3)
+    p2 = model_signature(
+        _cfg("detector=faster_rcnn", "assigner=max_iou", "detector.min_level=2"), num_classes=3
+    )
+    assert (p3["min_level"], p2["min_level"]) == (3, 2)
+    assert {k: v for k, v in p2.items() if k != "min_level"} == {
+        k: v for k, v in p3.items() if k != "min_level"
+    }
 
 
 def test_weights_path_passes_a_file_and_null_through(tmp_path):

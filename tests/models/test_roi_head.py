@@ -42,6 +42,19 @@ def test_level_mapping_hand_case() -> None:
     assert extractor.map_levels(wide).tolist() == [1]
 
 
+def test_level_mapping_from_p2_is_mmdetections_finest_scale_rule() -> None:
+    # mmdetection's SingleRoIExtractor: floor(log2(s / 56 + 1e-6)) clamped to P2..P5.
+    extractor = RoIFeatureExtractor((4, 8, 16, 32), canonical_scale=224, canonical_level=4)
+    sides = torch.tensor([0.0, 55.0, 111.0, 112.0, 223.0, 224.0, 447.0, 448.0, 5000.0])
+    boxes = torch.stack((torch.zeros(9), torch.zeros(9), sides, sides), dim=1)
+    assert extractor.map_levels(boxes).tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3]
+    gen = torch.Generator().manual_seed(32)
+    sides = torch.exp(torch.empty(500, dtype=torch.float64).uniform_(0, 7, generator=gen))
+    boxes = torch.stack((torch.zeros(500), torch.zeros(500), sides, sides), dim=1)
+    mmdet = torch.floor(torch.log2(sides / 56 + 1e-6)).clamp(0, 3).long()
+    assert torch.equal(extractor.map_levels(boxes), mmdet)
+
+
 def test_extractor_pools_each_roi_from_its_level() -> None:
     gen = torch.Generator().manual_seed(31)
     features = [torch.randn(2, 3, 64 // s, 64 // s, generator=gen) for s in (8, 16, 32, 64)]

@@ -34,6 +34,12 @@ def _model(overrides: list[str]):
     return cfg, build_model(cfg, num_classes=NUM_CLASSES)
 
 
+def _check_test_settings(cfg) -> None:
+    # SPEC section 4 (both detectors' test_cfg): score 0.05, NMS 0.5, 100 detections.
+    assert (cfg.detector.score_thr, cfg.detector.nms_iou) == (0.05, 0.5)
+    assert cfg.detector.max_per_img == 100
+
+
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_table7_foveabox_rows_carry_the_authors_losses(scale: str) -> None:
     jobs = _jobs("table7", scale)
@@ -43,6 +49,7 @@ def test_table7_foveabox_rows_carry_the_authors_losses(scale: str) -> None:
         cfg, model = _model(overrides)
         assert cfg.detector.name == "foveabox", job_id
         assert model.assigner.sigma == 0.4, job_id
+        _check_test_settings(cfg)
         loss = model.loss
         if scale == "paper":
             assert cfg.train.lr == lrs[job_id] and cfg.train.batch_size == 32, job_id
@@ -79,8 +86,12 @@ def test_table8_faster_rcnn_rows_carry_the_authors_settings(scale: str) -> None:
         # 1000 at test time; NMS 0.7; RPN assigner 0.7 / 0.3.
         assert (proposals.train_pre_nms_topk, proposals.pre_nms_topk) == (2000, 1000), job_id
         assert proposals.nms_iou == 0.7 and model.rpn.assigner.pos_iou == 0.7, job_id
+        # mmdetection's FPN for Faster R-CNN max-pools its extra level; RoIs positive at 0.5.
+        assert model.fpn.extra == "pool" and cfg.detector.roi_pos_iou == 0.5, job_id
+        _check_test_settings(cfg)
         if scale == "paper":
             # P2..P6 with anchors 32..512 px, 256-channel RPN head, 1000 proposals, FC 1024.
+            assert model.backbone.with_c2, job_id
             assert model.rpn.anchor_generator.strides == (4, 8, 16, 32, 64), job_id
             assert model.roi_head.extractor.strides == (4, 8, 16, 32), job_id
             assert cfg.detector.octave_base_scale == 8, job_id
@@ -90,6 +101,7 @@ def test_table8_faster_rcnn_rows_carry_the_authors_settings(scale: str) -> None:
             assert cfg.train.lr == lrs[job_id] and cfg.train.batch_size == 32, job_id
             assert list(cfg.train.lr_steps) == [75, 95] and cfg.train.epochs == 100, job_id
         else:
+            assert not model.backbone.with_c2, job_id
             assert model.rpn.anchor_generator.strides == (8, 16, 32, 64, 128), job_id
             assert proposals.num_proposals == 100, job_id
         roi_loss = model.roi_head.loss
@@ -117,3 +129,28 @@ def test_table8_faster_rcnn_rows_carry_the_authors_settings(scale: str) -> None:
                 assert error == "GIoUError" and weight.value == 10.0
             else:
                 assert error == "L1Error" and weight.value == 1.0
+
+
+# conf/experiment/ (one file per authors' config) against the same row of the paper scale.
+EXPERIMENTS = {
+    "fovea_r50_fpn_4x4_100e_coco500": ("table7", "focal-sl1"),
+    "ap_loss_fovea_r50_fpn_4x4_100e_coco500": ("table7", "ap-sl1"),
+    "alrp_loss_fovea_r50_fpn_4x4_100e_coco500": ("table7", "alrp"),
+    "faster_rcnn_r50_fpn_100e_coco500": ("table8", "ce-l1"),
+    "faster_rcnn_r50_fpn_giou_100e_coco500": ("table8", "ce-giou"),
+    "alrp_loss_faster_rcnn_r50_fpn_100e_coco500": ("table8", "alrp"),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_experiment_configs_train_what_the_paper_scale_rows_train(experiment: str) -> None:
+    # The authors' settings live in two places, an experiment file and the sweep's paper
+    # scale; they must not drift apart.
+    sweep, job_id = EXPERIMENTS[experiment]
+    own = _compose([f"experiment={experiment}", *PAPER_USER])
+    row = _compose(_jobs(sweep, "paper")[job_id])
+    for section in ("detector", "loss", "box_error", "backbone"):
+        assert own[section] == row[section], (experiment, section)
+    for key in ("batch_size", "lr", "epochs", "lr_steps", "warmup_iters", "grad_clip"):
+        assert own.train[key] == row.train[key], (experiment, key)
+    assert own.data.train_size == row.data.train_size == 512
