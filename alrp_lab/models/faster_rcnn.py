@@ -251,6 +251,8 @@ class FasterRCNNConfig(DetectorConfig):
     roi_pos_iou: float
     roi_sample_size: int
     roi_pos_fraction: float
+    # Ground truths among the proposals in training; None: the paper's (baselines only).
+    add_gt_as_proposals: bool | None
 
 
 # The architecture's constants (mmdetection's Faster R-CNN), not options of the paper's runs.
@@ -280,7 +282,9 @@ def build_faster_rcnn(
     have their own max-IoU rules (``detector.rpn_*``, ``detector.roi_*``).
     ``loss.name="alrp"``: aLRP on both stages, no samplers; the RoI stage's Eloc is
     ``box_error`` (``giou``/``iou``) with its tau, the RPN's the same error with
-    ``detector.rpn_tau``. SB (from ``loss.sb_init``) runs separately in each stage; with
+    ``detector.rpn_tau``, and no ground truths among the proposals unless
+    ``detector.add_gt_as_proposals`` forces them. SB (from ``loss.sb_init``) runs
+    separately in each stage; with
     ``loss.self_balance`` false both stages use the constant ``loss.wr``.
     ``loss.name="ce"``: the baselines, RPN sigmoid CE + L1 (weight 1) on
     ``rpn_sample_size`` anchors, RoI softmax CE + ``box_error`` (weight ``wr``: 1 for L1, 10
@@ -396,6 +400,8 @@ def build_faster_rcnn(
             score_thr=detector.score_thr, nms_iou=detector.nms_iou, max_per_img=detector.max_per_img
         ),
         # The baselines' RandomSampler adds the ground truths; aLRP's PseudoSampler does not.
-        add_gt_as_proposals=not alrp,
+        add_gt_as_proposals=(
+            not alrp if detector.add_gt_as_proposals is None else bool(detector.add_gt_as_proposals)
+        ),
     )
     return FasterRCNN(backbone_net, fpn, rpn, roi_head, rpn_weight)

@@ -98,6 +98,10 @@ def test_loss_choices_reach_both_stages() -> None:
     assert baseline.self_balance.value == 10.0 and baseline.rpn_self_balance.value == 1.0
     assert baseline.rpn.loss.sampler.num == 256 and baseline.roi_head.sampler.num == 64
     assert baseline.roi_head.add_gt_as_proposals
+    # detector.add_gt_as_proposals forces it either way (an ablation).
+    assert _tiny(add_gt_as_proposals=True).roi_head.add_gt_as_proposals
+    forced = _tiny(loss="ce", box_error="l1", self_balance=False, wr=1.0, add_gt_as_proposals=False)
+    assert not forced.roi_head.add_gt_as_proposals
     assert baseline.rpn_weight == 1.0 and baseline.rpn.loss.box_coder.stds == (1.0,) * 4
 
 
