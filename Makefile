@@ -22,8 +22,8 @@ test: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check alrp_lab tests bench
-	$(BIN)/ruff format --check alrp_lab tests bench
+	$(BIN)/ruff check alrp_lab tests bench tools
+	$(BIN)/ruff format --check alrp_lab tests bench tools
 
 clean:
 	rm -rf $(VENV) outputs multirun
