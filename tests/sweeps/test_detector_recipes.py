@@ -40,16 +40,23 @@ def _check_test_settings(cfg) -> None:
     assert cfg.detector.max_per_img == 100
 
 
-@pytest.mark.parametrize("scale", ["cpu", "paper"])
-def test_table7_foveabox_rows_carry_the_authors_losses(scale: str) -> None:
-    jobs = _jobs("table7", scale)
-    assert set(jobs) == {"focal-sl1", "ap-sl1", "alrp"}
-    lrs = {"focal-sl1": 0.02, "ap-sl1": 0.002, "alrp": 0.008}
+def _built_jobs(sweep: str, scale: str, job_ids: set[str]):
+    """(job id, config, model) of every job of ``sweep`` at ``scale``, which must be
+    ``job_ids``; each job's test-time settings checked on the way."""
+    jobs = _jobs(sweep, scale)
+    assert set(jobs) == job_ids
     for job_id, overrides in jobs.items():
         cfg, model = _model(overrides)
+        _check_test_settings(cfg)
+        yield job_id, cfg, model
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_table7_foveabox_rows_carry_the_authors_losses(scale: str) -> None:
+    lrs = {"focal-sl1": 0.02, "ap-sl1": 0.002, "alrp": 0.008}
+    for job_id, cfg, model in _built_jobs("table7", scale, set(lrs)):
         assert cfg.detector.name == "foveabox", job_id
         assert model.assigner.sigma == 0.4, job_id
-        _check_test_settings(cfg)
         loss = model.loss
         if scale == "paper":
             assert cfg.train.lr == lrs[job_id] and cfg.train.batch_size == 32, job_id
@@ -76,11 +83,8 @@ def test_table7_foveabox_rows_carry_the_authors_losses(scale: str) -> None:
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_table8_faster_rcnn_rows_carry_the_authors_settings(scale: str) -> None:
-    jobs = _jobs("table8", scale)
-    assert set(jobs) == {"ce-l1", "ce-giou", "alrp"}
     lrs = {"ce-l1": 0.04, "ce-giou": 0.04, "alrp": 0.012}
-    for job_id, overrides in jobs.items():
-        cfg, model = _model(overrides)
+    for job_id, cfg, model in _built_jobs("table8", scale, set(lrs)):
         proposals = model.rpn.proposal_cfg
         # Both configs: the top 2000 anchors per level before the RPN's NMS in training,
         # 1000 at test time; NMS 0.7; RPN assigner 0.7 / 0.3.
@@ -88,7 +92,6 @@ def test_table8_faster_rcnn_rows_carry_the_authors_settings(scale: str) -> None:
         assert proposals.nms_iou == 0.7 and model.rpn.assigner.pos_iou == 0.7, job_id
         # mmdetection's FPN for Faster R-CNN max-pools its extra level; RoIs positive at 0.5.
         assert model.fpn.extra == "pool" and cfg.detector.roi_pos_iou == 0.5, job_id
-        _check_test_settings(cfg)
         if scale == "paper":
             # P2..P6 with anchors 32..512 px, 256-channel RPN head, 1000 proposals, FC 1024.
             assert model.backbone.with_c2, job_id
