@@ -31,24 +31,21 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 
-from alrp_lab.config import validate_config
+from alrp_lab.config.compose import compose_config
 from alrp_lab.data.collate import collate_detection
 from alrp_lab.engine.builders import build_datasets, build_model
 from alrp_lab.sweeps.definition import load_sweep
 from alrp_lab.sweeps.runner import expand_jobs
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TABLES = ("table2", "table7", "table8")
 # The paper scale's required keys, set so that the jobs expand; the data and weights are
 # replaced below (built-in images, random weights).
@@ -173,16 +170,14 @@ def variants(tables: list[str], preset: str) -> list[Variant]:
     user = PAPER_USER if preset == "paper" else []
     out = []
     for table in tables:
-        jobs = expand_jobs(load_sweep(table), preset, user, seeds=[0])
-        for job in jobs:
-            overrides = [o for o in job.overrides if not o.startswith("seed=")]
-            out.append(Variant(table, job.id, job.row, overrides))
+        rows = [
+            Variant(table, job.id, job.row, [o for o in job.overrides if not o.startswith("seed=")])
+            for job in expand_jobs(load_sweep(table), preset, user, seeds=[0])
+        ]
         if table == "table2":
-            base = [o for o in jobs[0].overrides if not o.startswith("seed=")]
-            out.insert(
-                len(out) - len(jobs),
-                Variant(table, FOCAL_RETINANET_ID, "Focal Loss + SL1", [*base, *FOCAL_RETINANET]),
-            )
+            focal = [*rows[0].overrides, *FOCAL_RETINANET]
+            rows.insert(0, Variant(table, FOCAL_RETINANET_ID, "Focal Loss + SL1", focal))
+        out += rows
     return out
 
 
@@ -210,30 +205,29 @@ def main() -> None:
 
     models: dict[str, tuple[Variant, str, nn.Module, Any, list[LossRecorder], tuple]] = {}
     batches: dict[str, tuple] = {}
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        for variant in variants(args.tables, args.preset):
-            cfg = validate_config(compose("config", overrides=[*variant.overrides, *extra]))
-            data_key = OmegaConf.to_yaml(cfg.data) + str(cfg.train.batch_size)
-            if data_key not in batches:
-                train_set, _ = build_datasets(cfg.data)
-                loader = DataLoader(
-                    train_set,
-                    batch_size=cfg.train.batch_size,
-                    shuffle=False,
-                    collate_fn=collate_detection,
-                )
-                images, targets = next(iter(loader))
-                sizes = [tuple(int(v) for v in t["size"]) for t in targets]
-                batches[data_key] = (images, targets, sizes, train_set.num_classes)
-            batch = batches[data_key]
-            num_classes = PAPER_CLASSES if args.preset == "paper" else batch[3]
-            torch.manual_seed(0)
-            model = build_model(cfg, num_classes=num_classes)
-            model.train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-            recorders = [LossRecorder(loss) for loss in _loss_modules(model)]
-            key = f"{variant.table}/{variant.job_id}"
-            models[key] = (variant, cfg.detector.name, model, optimizer, recorders, batch)
+    for variant in variants(args.tables, args.preset):
+        cfg = compose_config([*variant.overrides, *extra])
+        data_key = OmegaConf.to_yaml(cfg.data) + str(cfg.train.batch_size)
+        if data_key not in batches:
+            train_set, _ = build_datasets(cfg.data)
+            loader = DataLoader(
+                train_set,
+                batch_size=cfg.train.batch_size,
+                shuffle=False,
+                collate_fn=collate_detection,
+            )
+            images, targets = next(iter(loader))
+            sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+            batches[data_key] = (images, targets, sizes, train_set.num_classes)
+        batch = batches[data_key]
+        num_classes = PAPER_CLASSES if args.preset == "paper" else batch[3]
+        torch.manual_seed(0)
+        model = build_model(cfg, num_classes=num_classes)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        recorders = [LossRecorder(loss) for loss in _loss_modules(model)]
+        key = f"{variant.table}/{variant.job_id}"
+        models[key] = (variant, cfg.detector.name, model, optimizer, recorders, batch)
 
     times: dict[str, list[float]] = {key: [] for key in models}
     loss_times: dict[str, list[float]] = {key: [] for key in models}

@@ -8,11 +8,10 @@ architecture and the losses are checked, not the weights file the scale requires
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from alrp_lab.config import validate_config
+from alrp_lab.config.compose import compose_config
 from alrp_lab.engine.builders import build_model
-from alrp_lab.sweeps.definition import CONF_DIR, load_sweep
+from alrp_lab.sweeps.definition import load_sweep
 from alrp_lab.sweeps.runner import expand_jobs
 
 PAPER_USER = ["data.root=/data/coco", "backbone.weights=/weights/resnet50.pth"]
@@ -24,13 +23,8 @@ def _jobs(sweep: str, scale: str) -> dict[str, list[str]]:
     return {j.id: j.overrides for j in expand_jobs(load_sweep(sweep), scale, user, seeds=1)}
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate_config(compose("config", overrides=overrides))
-
-
 def _model(overrides: list[str]):
-    cfg = _compose([*overrides, "backbone.weights=null"])
+    cfg = compose_config([*overrides, "backbone.weights=null"])
     return cfg, build_model(cfg, num_classes=NUM_CLASSES)
 
 
@@ -152,8 +146,8 @@ def test_experiment_configs_train_what_the_paper_scale_rows_train(experiment: st
     # The authors' settings live in two places, an experiment file and the sweep's paper
     # scale; they must not drift apart.
     sweep, job_id = EXPERIMENTS[experiment]
-    own = _compose([f"experiment={experiment}", *PAPER_USER])
-    row = _compose(_jobs(sweep, "paper")[job_id])
+    own = compose_config([f"experiment={experiment}", *PAPER_USER])
+    row = compose_config(_jobs(sweep, "paper")[job_id])
     for section in ("detector", "loss", "box_error", "backbone"):
         assert own[section] == row[section], (experiment, section)
     for key in ("batch_size", "lr", "epochs", "lr_steps", "warmup_iters", "grad_clip"):
